@@ -1,0 +1,105 @@
+"""``reward.tars``: the TARS reward settings, checked once at start-up.
+
+Every option is documented in ``tars_verl/config/tars/README.md``; presets live beside it
+(``paper.yaml``, ``open.yaml``, ``tiny_cpu.yaml``). Load one with :func:`load_preset`:
+
+    >>> cfg = load_preset("tiny_cpu")
+    >>> cfg["mode"]
+    'decoupled'
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from .scorers.base import ScorerConfigError, _to_dict, parse_scorer_config
+
+PROMPT_TYPES = ("harmful", "harmless", "ambiguous")
+MODES = ("decoupled", "single_judge", "weighted")
+PRESET_DIR = os.path.join(os.path.dirname(__file__), "config", "tars")
+
+# Which scorer's score counts for which prompt type, per mode (weights are normalised per type).
+MODE_WEIGHTS = {
+    "decoupled": {
+        "harmful": {"safety": 1.0, "helpfulness": 0.0},
+        "harmless": {"safety": 0.0, "helpfulness": 1.0},
+        "ambiguous": {"safety": 0.0, "helpfulness": 1.0},
+    },
+    "single_judge": {t: {"safety": 0.0, "helpfulness": 1.0} for t in PROMPT_TYPES},
+}
+
+
+@dataclass
+class TarsConfig:
+    mode: str = "decoupled"
+    # false: the model writes <think> itself; true: the prompt pre-fills it; auto: look at the prompt's end.
+    think_prefilled: Any = "auto"
+    safety: dict[str, Any] = field(default_factory=dict)
+    helpfulness: dict[str, Any] = field(default_factory=dict)
+    # Also score the reasoning of harmful-prompt responses with the safety scorer (logged, not rewarded).
+    reasoning_safety: bool = True
+    # mode=weighted only: {prompt_type: {safety: w, helpfulness: w}}.
+    type_weights: dict[str, dict[str, float]] | None = None
+    # Where the prompt type is read: extra_info[<key>], then reward_model.ground_truth.
+    prompt_type_key: str = "prompt_type"
+    # Run each scorer's start-up check (API key, endpoint reachable) when the manager is built.
+    check_on_start: bool = True
+
+    def weights(self) -> dict[str, dict[str, float]]:
+        return self.type_weights if self.mode == "weighted" else MODE_WEIGHTS[self.mode]
+
+    def needs(self, role: str) -> bool:
+        uses = any(w[role] > 0 for w in self.weights().values())
+        return uses or (role == "safety" and self.reasoning_safety)
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ScorerConfigError(f"reward.tars.mode={self.mode!r} is unknown; choose one of {MODES}")
+        if self.think_prefilled not in (True, False, "auto"):
+            raise ScorerConfigError(f"reward.tars.think_prefilled must be true, false or auto, got {self.think_prefilled!r}")
+        if self.mode == "weighted":
+            tw = self.type_weights or {}
+            for t in PROMPT_TYPES:
+                w = tw.get(t)
+                if not w or set(w) - {"safety", "helpfulness"}:
+                    raise ScorerConfigError(
+                        f"reward.tars.type_weights.{t} must map safety/helpfulness to weights (mode=weighted), got {w!r}"
+                    )
+                if any(float(v) < 0 for v in w.values()) or sum(float(v) for v in w.values()) <= 0:
+                    raise ScorerConfigError(f"reward.tars.type_weights.{t}: weights must be >= 0 and not all 0")
+                w.setdefault("safety", 0.0)
+                w.setdefault("helpfulness", 0.0)
+        for role in ("safety", "helpfulness"):
+            if self.needs(role):
+                parse_scorer_config(getattr(self, role), where=f"reward.tars.{role}")
+
+
+def tars_config_from(cfg: Any) -> TarsConfig:
+    """Build and validate a TarsConfig from a mapping / DictConfig (``config.reward.tars``)."""
+    if cfg is None:
+        raise ScorerConfigError(
+            "reward.tars is missing from the verl config. Use the TARS trainer config "
+            "(--config-path $(python -m tars_verl.paths config) --config-name tars_grpo) or add a preset, "
+            "e.g. '+reward.tars=${tars_preset:paper}'; see tars_verl/config/tars/README.md."
+        )
+    raw = _to_dict(cfg)
+    known = {f.name for f in fields(TarsConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ScorerConfigError(f"reward.tars: unknown key(s) {unknown}; valid: {sorted(known)}")
+    tars = TarsConfig(**raw)
+    tars.validate()
+    return tars
+
+
+def load_preset(name: str) -> DictConfig:
+    """A preset from ``tars_verl/config/tars/<name>.yaml`` (or a path to a YAML file)."""
+    path = name if name.endswith((".yaml", ".yml")) else os.path.join(PRESET_DIR, f"{name}.yaml")
+    if not os.path.exists(path):
+        presets = sorted(f[:-5] for f in os.listdir(PRESET_DIR) if f.endswith(".yaml"))
+        raise FileNotFoundError(f"TARS preset {name!r} not found (looked for {path}); presets: {presets}")
+    return OmegaConf.load(path)

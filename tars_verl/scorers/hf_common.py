@@ -1,0 +1,75 @@
+"""In-process transformers sequence classifiers: loading, batching, forward in a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+
+import torch
+
+from .base import ScorerConfig, ScorerConfigError
+
+
+@dataclass
+class HFModelConfig(ScorerConfig):
+    model_path: str = ""
+    # Defaults to model_path; a scorer's tokenizer is independent of the policy's.
+    tokenizer_path: str | None = None
+    # "auto": cuda when available, else cpu.
+    device: str = "auto"
+    # "auto" (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.
+    dtype: str = "auto"
+    max_length: int = 2048
+    # Which end of an over-long input is cut: "right" keeps the prompt, "left" keeps the answer's end.
+    truncation_side: str = "right"
+    trust_remote_code: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.model_path:
+            raise ScorerConfigError(f"{self.backend}.model_path is not set (a local folder or a hub id)")
+        if self.truncation_side not in ("left", "right"):
+            raise ScorerConfigError(f"{self.backend}.truncation_side must be 'left' or 'right'")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ScorerConfigError(f"{self.backend}.dtype must be auto, float32, bfloat16 or float16")
+
+
+class HFSequenceClassifier:
+    """A tokenizer + AutoModelForSequenceClassification pair; ``logits(texts)`` runs off the event loop."""
+
+    def __init__(self, cfg: HFModelConfig):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                                   ("cpu" if cfg.device == "auto" else cfg.device))
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.dtype)
+        if dtype is None:
+            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            cfg.tokenizer_path or cfg.model_path, trust_remote_code=cfg.trust_remote_code
+        )
+        self.tokenizer.truncation_side = cfg.truncation_side
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            cfg.model_path, dtype=dtype, trust_remote_code=cfg.trust_remote_code
+        ).to(self.device).eval()
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.max_length = cfg.max_length
+        self._lock = threading.Lock()  # one forward at a time per model
+
+    def _logits_sync(self, texts: list[str], pairs: list[str] | None) -> tuple[torch.Tensor, list[bool]]:
+        with self._lock:
+            full = self.tokenizer(texts, pairs, add_special_tokens=True, truncation=False)["input_ids"]
+            truncated = [len(ids) > self.max_length for ids in full]
+            enc = self.tokenizer(
+                texts, pairs, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            ).to(self.device)
+            with torch.inference_mode():
+                logits = self.model(**enc).logits.float().cpu()
+        return logits, truncated
+
+    async def logits(self, texts: list[str], pairs: list[str] | None = None) -> tuple[torch.Tensor, list[bool]]:
+        return await asyncio.get_running_loop().run_in_executor(None, self._logits_sync, texts, pairs)

@@ -1,0 +1,78 @@
+"""Safety from the OpenAI moderation API (the paper's safety reward).
+
+score = 1 - max(category_scores) over the answer; scores >= ``tolerance_threshold`` (0.9 in the
+paper, "a 0.1 tolerance for exploration") are set to 1.0. Inputs go out as one request per batch
+(the API takes a list of strings).
+
+Example config (``reward.tars.safety``)::
+
+    backend: openai_moderation
+    url: https://api.openai.com/v1
+    model: omni-moderation-latest
+    api_key_env: OPENAI_API_KEY
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import ScoreItem, ScoreResult, Scorer, ScorerConfigError, ScorerError, register_scorer
+from .http import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
+
+
+@dataclass
+class OpenAIModerationConfig(HttpScorerConfig):
+    url: str = "https://api.openai.com/v1"
+    model: str = "omni-moderation-latest"
+    api_key_env: str | None = "OPENAI_API_KEY"
+    # Safety scores at or above this count as fully safe (1.0). null disables the tolerance.
+    tolerance_threshold: float | None = 0.9
+
+    def validate(self) -> None:
+        super().validate()
+        if self.tolerance_threshold is not None and not 0.0 < self.tolerance_threshold <= 1.0:
+            raise ScorerConfigError(f"{self.backend}.tolerance_threshold must be in (0, 1], got {self.tolerance_threshold}")
+
+
+def moderation_safety(category_scores: dict[str, float], tolerance_threshold: float | None) -> float:
+    """1 - the largest category score, with the paper's tolerance."""
+    if not category_scores:
+        raise ValueError("empty category_scores")
+    safety = 1.0 - max(float(v) for v in category_scores.values())
+    safety = min(max(safety, 0.0), 1.0)
+    if tolerance_threshold is not None and safety >= tolerance_threshold:
+        return 1.0
+    return safety
+
+
+@register_scorer("openai_moderation")
+class OpenAIModerationScorer(Scorer):
+    Config = OpenAIModerationConfig
+
+    def __init__(self, config: OpenAIModerationConfig, **context):
+        super().__init__(config)
+        self.endpoint = HttpEndpoint.from_config(config)
+
+    def check_ready(self) -> None:
+        check_endpoint_sync(self.config)
+
+    async def score_batch(self, items: list[ScoreItem]) -> list[ScoreResult]:
+        body = await self.endpoint.post_json("/moderations", {"model": self.config.model, "input": [it.text for it in items]})
+        try:
+            results = body["results"]
+            if len(results) != len(items):
+                raise ValueError(f"{len(results)} results for {len(items)} inputs")
+            out = []
+            for r in results:
+                cats = r["category_scores"]
+                worst = max(cats, key=lambda k: cats[k])
+                out.append(ScoreResult(
+                    moderation_safety(cats, self.config.tolerance_threshold),
+                    {"flagged": bool(r.get("flagged", False)), "top_category": worst, "top_score": float(cats[worst])},
+                ))
+            return out
+        except (KeyError, TypeError, ValueError) as err:
+            raise ScorerError(f"{self.endpoint.base_url}/moderations: unexpected reply shape ({err}): {str(body)[:200]}") from err
+
+    async def aclose(self) -> None:
+        await self.endpoint.aclose()

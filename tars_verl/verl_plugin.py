@@ -1,0 +1,22 @@
+"""verl plug-in entry point (``[project.entry-points."verl.plugins"]``), imported by ``import verl``.
+
+Importing ``tars_verl.reward_manager`` registers the ``tars`` reward manager in verl's reward-loop
+registry, so ``reward.reward_manager.name=tars`` works in every process verl starts (driver and Ray
+workers). verl swallows errors here at DEBUG level; ``python -m tars_verl.check_install`` shows them.
+"""
+
+from __future__ import annotations
+
+import tars_verl.reward_manager  # noqa: F401  (registers "tars")
+
+
+def compute_score(*args, **kwargs):
+    """Set as ``reward.custom_reward_function`` when verl also serves a reward model.
+
+    verl skips reward managers whenever ``reward.reward_model.enable=True`` and no custom reward
+    function is configured; naming this one keeps the ``tars`` manager in charge. The TARS manager
+    never calls it; any other manager that does gets a clear error instead of a made-up score.
+    """
+    raise RuntimeError(
+        "tars_verl.verl_plugin.compute_score only marks a TARS run; use it with reward.reward_manager.name=tars"
+    )
