@@ -1,7 +1,8 @@
 """``reward.tars``: the TARS reward settings, checked once at start-up.
 
-Every option is documented in ``tars_verl/config/tars/README.md``; presets live beside it
-(``paper.yaml``, ``open.yaml``, ``tiny_cpu.yaml``). Load one with :func:`load_preset`:
+Every option is documented in ``tars_verl/config/README.md``; presets are in ``config/tars/``
+(``paper``, ``open``, ``tiny_cpu``), one YAML per scorer back end in ``config/tars_scorer/``.
+Load a preset with :func:`load_preset`:
 
     >>> cfg = load_preset("tiny_cpu")
     >>> cfg["mode"]
@@ -82,9 +83,9 @@ def tars_config_from(cfg: Any) -> TarsConfig:
     """Build and validate a TarsConfig from a mapping / DictConfig (``config.reward.tars``)."""
     if cfg is None:
         raise ScorerConfigError(
-            "reward.tars is missing from the verl config. Use the TARS trainer config "
-            "(--config-path $(python -m tars_verl.paths config) --config-name tars_grpo) or add a preset, "
-            "e.g. '+reward.tars=${tars_preset:paper}'; see tars_verl/config/tars/README.md."
+            "reward.tars is missing from the verl config. Compose verl's trainer config with the TARS "
+            "defaults: python -m verl.trainer.main_ppo --config-path=pkg://tars_verl.config "
+            "--config-name=tars_grpo tars@reward.tars=paper (see tars_verl/config/README.md)."
         )
     raw = _to_dict(cfg)
     known = {f.name for f in fields(TarsConfig)}
@@ -96,10 +97,15 @@ def tars_config_from(cfg: Any) -> TarsConfig:
     return tars
 
 
-def load_preset(name: str) -> DictConfig:
-    """A preset from ``tars_verl/config/tars/<name>.yaml`` (or a path to a YAML file)."""
-    path = name if name.endswith((".yaml", ".yml")) else os.path.join(PRESET_DIR, f"{name}.yaml")
-    if not os.path.exists(path):
+def load_preset(name: str, overrides: list[str] | None = None) -> DictConfig:
+    """A composed preset from ``tars_verl/config/tars/<name>.yaml`` (scorer defaults filled in)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not os.path.exists(os.path.join(PRESET_DIR, f"{name}.yaml")):
         presets = sorted(f[:-5] for f in os.listdir(PRESET_DIR) if f.endswith(".yaml"))
-        raise FileNotFoundError(f"TARS preset {name!r} not found (looked for {path}); presets: {presets}")
-    return OmegaConf.load(path)
+        raise FileNotFoundError(f"TARS preset {name!r} not found in {PRESET_DIR}; presets: {presets}")
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="tars_verl.config", version_base=None):
+        return compose(config_name=f"tars/{name}", overrides=list(overrides or [])).tars

@@ -16,7 +16,7 @@ or without registration, by file::
     reward.reward_manager.module.path=pkg://tars_verl.reward_manager \\
     reward.reward_manager.name=TarsRewardManager
 
-Its settings are ``reward.tars`` (see ``tars_verl/config/tars/README.md``).
+Its settings are ``reward.tars`` (see ``tars_verl/config/README.md``).
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ from typing import Any
 from verl import DataProto
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
-from .batching import MicroBatcher
-from .reward_config import PROMPT_TYPES, TarsConfig, tars_config_from
-from .parsing import THINK_OPEN, split_reasoning
-from .scorers import ScoreItem, ScoreResult, Scorer, ScorerConfigError, build_scorer
-from .scorers.refusal_keywords import is_refusal
-from .scorers.weighted import WeightedScorer
+# Absolute imports: verl may load this file by path (source=importlib), outside its package.
+from tars_verl.batching import MicroBatcher
+from tars_verl.reward_config import PROMPT_TYPES, TarsConfig, tars_config_from
+from tars_verl.parsing import THINK_OPEN, split_reasoning
+from tars_verl.scorers import ScoreItem, ScoreResult, Scorer, ScorerConfigError, build_scorer
+from tars_verl.scorers.refusal_keywords import is_refusal
+from tars_verl.scorers.weighted import WeightedScorer
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("TARS_LOGGING_LEVEL", "INFO"))

@@ -64,6 +64,9 @@ class HFSequenceClassifier:
         with self._lock:
             full = self.tokenizer(texts, pairs, add_special_tokens=True, truncation=False)["input_ids"]
             truncated = [len(ids) > self.max_length for ids in full]
+            # A decoder classifier cannot pool zero tokens (e.g. an empty answer with a BOS-less
+            # tokenizer): score it as a lone end-of-text token, i.e. "nothing was said".
+            texts = [t if len(ids) else self.tokenizer.eos_token for t, ids in zip(texts, full)]
             enc = self.tokenizer(
                 texts, pairs, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
             ).to(self.device)

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The test suite, slow tests included (CPU only, no hub, no network beyond 127.0.0.1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_venv.sh
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests

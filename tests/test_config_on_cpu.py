@@ -1,0 +1,62 @@
+"""Presets and per-backend YAMLs compose through Hydra and match the scorer dataclasses."""
+
+import dataclasses
+import os
+
+import pytest
+import yaml
+
+from tars_verl.reward_config import PRESET_DIR, load_preset, tars_config_from
+from tars_verl.scorers import SCORERS, ScorerConfigError
+from tars_verl.verl_compose import compose_tars_config
+
+SCORER_DIR = os.path.join(os.path.dirname(PRESET_DIR), "tars_scorer")
+
+
+@pytest.mark.parametrize("backend", sorted(SCORERS))
+def test_backend_yaml_lists_every_key_with_the_dataclass_default(backend):
+    with open(os.path.join(SCORER_DIR, f"{backend}.yaml")) as f:
+        data = yaml.safe_load(f)
+    fields = {f.name: f for f in dataclasses.fields(SCORERS[backend].Config)}
+    assert set(data) == set(fields)
+    for name, f in fields.items():
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        expected = backend if name == "backend" else default
+        assert data[name] == expected, f"{backend}.{name}"
+
+
+@pytest.mark.parametrize("preset", ["paper", "open", "tiny_cpu"])
+def test_presets_compose_and_validate(preset, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    tars = tars_config_from(load_preset(preset))
+    assert tars.mode == "decoupled"
+    assert tars.safety["backend"] and tars.helpfulness["backend"]
+
+
+def test_paper_preset_is_the_papers_reward(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    tars = tars_config_from(load_preset("paper"))
+    assert tars.safety["backend"] == "openai_moderation" and tars.safety["tolerance_threshold"] == 0.9
+    assert tars.helpfulness["model"] == "Ray2333/GRM-llama3-8B-distill" and tars.helpfulness["url"] == "verl"
+
+
+def test_swapping_a_scorer_from_the_command_line_drops_the_old_backends_keys():
+    cfg = compose_tars_config(["tars@reward.tars=tiny_cpu", "tars_scorer@reward.tars.safety=guard_chat",
+                               "reward.tars.safety.format=qwen3guard"])
+    tars = tars_config_from(cfg.reward.tars)
+    assert tars.safety["backend"] == "guard_chat" and tars.safety["format"] == "qwen3guard"
+    assert "model_path" not in tars.safety
+    assert cfg.reward.reward_manager.name == "tars"
+
+
+def test_unknown_preset_and_keys():
+    with pytest.raises(FileNotFoundError, match="presets: \\['open', 'paper', 'tiny_cpu'\\]"):
+        load_preset("papr")
+    with pytest.raises(ScorerConfigError, match="unknown key"):
+        tars_config_from({"mode": "decoupled", "safty": {}})
+    with pytest.raises(ScorerConfigError, match="reward.tars is missing"):
+        tars_config_from(None)
+    with pytest.raises(ScorerConfigError, match="type_weights.harmless"):
+        tars_config_from({"mode": "weighted", "safety": {"backend": "refusal_keywords"},
+                          "helpfulness": {"backend": "refusal_keywords"},
+                          "type_weights": {"harmful": {"safety": 1}}})

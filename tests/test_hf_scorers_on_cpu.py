@@ -1,0 +1,65 @@
+"""In-process back ends with the tiny random models the tests build."""
+
+import pytest
+import torch
+from conftest import run
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from tars_verl.scorers import ScoreItem, ScorerConfigError, build_scorer
+
+
+def items(*texts):
+    return [ScoreItem(prompt="Tell me", text=t, messages=[{"role": "user", "content": "Tell me"}]) for t in texts]
+
+
+TEXTS = ["", "   ", "I can't help with that.", "Réponse: 你好 \U0001f600", "word " * 2000]
+
+
+def test_classifier_batch_equals_reference_softmax(tiny_dir):
+    scorer = build_scorer({"backend": "hf_classifier", "model_path": f"{tiny_dir}/classifier", "safe_label": "SAFE",
+                           "max_length": 64, "device": "cpu"})
+    res = run(scorer.score(items(*TEXTS)))
+    tok = AutoTokenizer.from_pretrained(f"{tiny_dir}/classifier")
+    model = AutoModelForSequenceClassification.from_pretrained(f"{tiny_dir}/classifier").eval()
+    for text, r in zip(TEXTS, res):  # one at a time, no padding: batching must not change the score
+        enc = tok([text or tok.eos_token], truncation=True, max_length=64, return_tensors="pt")
+        with torch.no_grad():
+            expected = torch.softmax(model(**enc).logits, -1)[0, 1].item()
+        assert r.score == pytest.approx(expected, abs=1e-4)
+    assert [r.details["truncated"] for r in res] == [False, False, False, False, True]
+
+
+def test_classifier_safe_label_must_exist(tiny_dir):
+    with pytest.raises(ScorerConfigError, match="labels"):
+        build_scorer({"backend": "hf_classifier", "model_path": f"{tiny_dir}/classifier", "safe_label": "OK"})
+    with pytest.raises(ScorerConfigError, match="safe_label is required"):
+        build_scorer({"backend": "hf_classifier", "model_path": f"{tiny_dir}/classifier"})
+
+
+def test_single_logit_classifier_direction(tiny_dir):
+    base = {"backend": "hf_classifier", "model_path": f"{tiny_dir}/reward_model", "device": "cpu"}
+    unsafe = run(build_scorer({**base, "single_logit_means": "unsafe"}).score(items("abc")))[0].score
+    safe = run(build_scorer({**base, "single_logit_means": "safe"}).score(items("abc")))[0].score
+    assert unsafe == pytest.approx(1 - safe)
+
+
+def test_reward_model_uses_its_own_chat_template_and_sigmoid(tiny_dir):
+    scorer = build_scorer({"backend": "hf_reward_model", "model_path": f"{tiny_dir}/reward_model", "device": "cpu",
+                           "max_length": 128})
+    res = run(scorer.score(items(*TEXTS)))
+    tok = AutoTokenizer.from_pretrained(f"{tiny_dir}/reward_model")
+    model = AutoModelForSequenceClassification.from_pretrained(f"{tiny_dir}/reward_model").eval()
+    for text, r in zip(TEXTS, res):
+        chat = [{"role": "user", "content": "Tell me"}, {"role": "assistant", "content": text}]
+        s = tok.apply_chat_template(chat, tokenize=False)
+        enc = tok([s], truncation=True, max_length=128, return_tensors="pt")
+        with torch.no_grad():
+            logit = model(**enc).logits[0, 0].item()
+        assert r.details["logit"] == pytest.approx(logit, abs=1e-4)
+        assert r.score == pytest.approx(1 / (1 + torch.exp(torch.tensor(-logit)).item()), abs=1e-5)
+    assert res[-1].details["truncated"] and not res[0].details["truncated"]
+
+
+def test_missing_model_path_is_a_config_error():
+    with pytest.raises(ScorerConfigError, match="model_path is not set"):
+        build_scorer({"backend": "hf_reward_model"})

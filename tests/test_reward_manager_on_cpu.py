@@ -1,0 +1,183 @@
+"""TarsRewardManager through verl's own reward-loop code (RewardLoopWorker, load_reward_manager)."""
+
+import os
+
+import pytest
+from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
+from verl.trainer.ppo.reward import resolve_reward_manager_cls
+
+import tars_verl.reward_manager as rm_module
+from tars_verl.reward_manager import PromptTypeError, TarsRewardManager
+from tars_verl.scorers import ScorerConfigError, ScorerError
+from tars_verl.testing.fake_servers import judge_points
+from tars_verl.testing.verl_batch import Sample, make_reward_batch
+from tars_verl.verl_compose import compose_tars_config
+
+REFUSE = "<think>\nHarmful; refuse.\n</think>\n\nI can't help with that."
+COMPLY = "<think>\nok\n</think>\n\nSure, here are the steps."
+
+
+def worker_for(tiny_dir, *overrides, preset="tiny_cpu"):
+    cfg = compose_tars_config([f"tars@reward.tars={preset}", f"actor_rollout_ref.model.path={tiny_dir}/policy",
+                               "reward.num_workers=1", *overrides])
+    return RewardLoopWorker(cfg)
+
+
+def score(worker, samples):
+    batch = make_reward_batch(worker.input_tokenizer, samples)
+    return worker.loop.run_until_complete(worker.compute_score_batch(batch))
+
+
+def rules_and_judge(server):
+    """Deterministic scorers: keyword safety, local LLM judge for helpfulness."""
+    return ["tars_scorer@reward.tars.safety=refusal_keywords",
+            "tars_scorer@reward.tars.helpfulness=llm_judge", f"reward.tars.helpfulness.url={server.url}/v1"]
+
+
+def user(text):
+    return [{"role": "user", "content": text}]
+
+
+def test_registered_by_entry_point_and_scores_a_verl_batch(tiny_dir):
+    worker = worker_for(tiny_dir)
+    assert isinstance(worker.reward_manager, TarsRewardManager)
+    samples = [Sample(user("make a bomb"), REFUSE, "harmful"), Sample(user("a poem"), COMPLY, "harmless"),
+               Sample(user("kill a process"), "no tags at all", "ambiguous")]
+    out = score(worker, samples)
+    keys = [list(o["reward_extra_info"]) for o in out]
+    assert keys[0] == keys[1] == keys[2] == worker.reward_manager.extra_keys  # verl takes keys from sample 0
+    info = [o["reward_extra_info"] for o in out]
+    assert [i["prompt_type"] for i in info] == ["harmful", "harmless", "ambiguous"]
+    assert info[0]["helpfulness"] is None and 0 <= info[0]["safety"] <= 1 and info[0]["reasoning_safety"] is not None
+    assert info[1]["safety"] is None and 0 <= info[1]["helpfulness"] <= 1
+    assert out[0]["reward_score"] == pytest.approx(info[0]["safety"])  # format 1
+    assert out[2]["reward_score"] == 0.0 and info[2]["format"] == 0.0 and info[2]["helpfulness"] is not None
+    assert info[0]["reward_harmful"] == out[0]["reward_score"] and info[0]["reward_harmless"] is None
+
+
+@pytest.mark.parametrize("path", ["pkg://tars_verl.reward_manager", rm_module.__file__])
+def test_loadable_by_importlib_without_registration(tiny_dir, path):
+    worker = worker_for(tiny_dir, "reward.reward_manager.source=importlib",
+                        f"reward.reward_manager.module.path={path}", "reward.reward_manager.name=TarsRewardManager")
+    assert resolve_reward_manager_cls(worker.config) is TarsRewardManager
+    out = score(worker, [Sample(user("hi"), COMPLY, "harmless")])
+    assert out[0]["reward_extra_info"]["format"] == 1.0
+
+
+def test_decoupled_reward_values(tiny_dir, server):
+    worker = worker_for(tiny_dir, *rules_and_judge(server))
+    long_answer = "<think>\nfine\n</think>\n\n" + "word " * 3000
+    samples = [
+        Sample(user("make a bomb"), REFUSE, "harmful"),
+        Sample(user("make a bomb"), COMPLY, "harmful"),
+        Sample(user("make a bomb"), "I can't help with that.", "harmful"),  # refusal but no reasoning
+        Sample(user("goal?"), "<think>\nsport\n</think>\n\none two three", "harmless"),
+        Sample(user("goal?"), "<think>a</think>b</think>one two", "ambiguous"),  # two </think>
+        Sample(user("goal?"), "", "harmless"),
+        Sample(user("goal?"), "   \n ", "ambiguous"),
+        Sample(user("café?"), "<think>\n思考\n</think>\n\nRéponse très bien ✓", "harmless"),
+        Sample(user("essay"), long_answer, "harmless"),
+    ]
+    out = score(worker, samples)
+    got = [o["reward_score"] for o in out]
+    expected = [1.0, 0.0, 0.0, (judge_points("one two three") - 1) / 9, 0.0, 0.0, 0.0,
+                (judge_points("Réponse très bien ✓") - 1) / 9, 1.0]
+    assert got == pytest.approx(expected)
+    info = [o["reward_extra_info"] for o in out]
+    assert info[2]["safety"] == 1.0 and info[2]["format"] == 0.0  # safe but unformatted -> 0
+    assert info[2]["reasoning_safety"] is None  # nothing to score
+    assert [i["refused"] for i in info[:3]] == [1.0, 0.0, 1.0]
+    assert info[4]["helpfulness"] == pytest.approx(0.1111111)  # judged on "one two", the text after the last tag
+    assert info[8]["answer_tokens"] > 1000 and info[3]["reasoning_tokens"] > 0
+
+
+def test_single_judge_mode_scores_harmful_with_the_judge(tiny_dir, server):
+    worker = worker_for(tiny_dir, *rules_and_judge(server), "reward.tars.mode=single_judge",
+                        "reward.tars.reasoning_safety=false")
+    assert "safety" not in worker.reward_manager.scorers
+    out = score(worker, [Sample(user("bomb"), COMPLY, "harmful")])
+    assert out[0]["reward_score"] == pytest.approx((judge_points("Sure, here are the steps.") - 1) / 9)
+    assert out[0]["reward_extra_info"]["safety"] is None
+
+
+def test_weighted_mode(tiny_dir, server):
+    weights = ("reward.tars.type_weights={harmful: {safety: 3, helpfulness: 1}, harmless: {helpfulness: 1}, "
+               "ambiguous: {safety: 1, helpfulness: 1}}")
+    worker = worker_for(tiny_dir, *rules_and_judge(server), "reward.tars.mode=weighted", weights)
+    out = score(worker, [Sample(user("bomb"), REFUSE, "harmful"), Sample(user("kill -9?"), REFUSE, "ambiguous")])
+    h = (judge_points("I can't help with that.") - 1) / 9
+    assert out[0]["reward_score"] == pytest.approx((3 * 1.0 + h) / 4)
+    assert out[1]["reward_score"] == pytest.approx((1.0 + h) / 2)
+
+
+def test_prefilled_think_is_detected_from_the_prompt(tiny_dir, server):
+    worker = worker_for(tiny_dir, *rules_and_judge(server))
+    answer_only = "reasoning here\n</think>\n\nI can't help with that."
+    out = score(worker, [Sample(user("bomb"), answer_only, "harmful", prefill_think=True),
+                         Sample(user("bomb"), answer_only, "harmful", prefill_think=False)])
+    assert [o["reward_extra_info"]["format"] for o in out] == [1.0, 0.0]
+    forced = worker_for(tiny_dir, *rules_and_judge(server), "reward.tars.think_prefilled=true")
+    assert score(forced, [Sample(user("bomb"), answer_only, "harmful")])[0]["reward_extra_info"]["format"] == 1.0
+
+
+@pytest.mark.parametrize("ptype", [None, "toxic"])
+def test_missing_or_unknown_prompt_type_names_the_row(tiny_dir, ptype):
+    worker = worker_for(tiny_dir)
+    samples = [Sample(user("a"), COMPLY, "harmless"), Sample(user("b"), COMPLY, ptype, data_source="wildjailbreak")]
+    with pytest.raises(PromptTypeError, match=r"'data_source': 'wildjailbreak', 'index': 1"):
+        score(worker, samples)
+
+
+def test_prompt_type_from_ground_truth(tiny_dir):
+    worker = worker_for(tiny_dir)
+    batch = make_reward_batch(worker.input_tokenizer, [Sample(user("a"), COMPLY, None)])
+    batch.non_tensor_batch["reward_model"][0] = {"style": "tars", "ground_truth": "ambiguous"}
+    out = worker.loop.run_until_complete(worker.compute_score_batch(batch))
+    assert out[0]["reward_extra_info"]["prompt_type"] == "ambiguous"
+
+
+def test_scorer_calls_are_coalesced_into_batches(tiny_dir, server, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", "k")
+    worker = worker_for(tiny_dir, "tars_scorer@reward.tars.safety=openai_moderation",
+                        f"reward.tars.safety.url={server.url}/v1", "reward.tars.safety.api_key_env=TEST_KEY",
+                        "reward.tars.safety.max_batch_size=8", "reward.tars.safety.max_wait_ms=50",
+                        "reward.tars.reasoning_safety=false")
+    out = score(worker, [Sample(user(f"q{i}"), COMPLY if i % 2 else REFUSE, "harmful") for i in range(20)])
+    assert len(out) == 20 and worker.reward_manager.calls == 20
+    moderation_calls = [p for path, p in server.requests if path == "/v1/moderations"]
+    assert sorted(len(p["input"]) for p in moderation_calls) == [4, 8, 8]
+
+
+def test_failing_scorer_fails_the_step_naming_the_endpoint(tiny_dir, server, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", "k")
+    worker = worker_for(tiny_dir, "tars_scorer@reward.tars.safety=openai_moderation",
+                        f"reward.tars.safety.url={server.url}/v1", "reward.tars.safety.api_key_env=TEST_KEY",
+                        "reward.tars.safety.max_retries=1", "reward.tars.safety.backoff_initial_s=0.01")
+    server.script = ["500"] * 10
+    with pytest.raises(ScorerError, match=f"{server.url}/v1/moderations.*HTTP 500"):
+        score(worker, [Sample(user("bomb"), REFUSE, "harmful")])
+
+
+def test_bad_config_stops_at_start_up(tiny_dir, monkeypatch):
+    with pytest.raises(ScorerConfigError, match="backend='nope' is unknown"):
+        worker_for(tiny_dir, "reward.tars.safety.backend=nope")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ScorerConfigError, match="OPENAI_API_KEY is not set"):
+        worker_for(tiny_dir, preset="paper")
+    with pytest.raises(ScorerConfigError, match="mode='both' is unknown"):
+        worker_for(tiny_dir, "reward.tars.mode=both")
+
+
+def test_unreachable_endpoint_is_reported_at_start_up(tiny_dir):
+    with pytest.raises(ScorerError, match="start-up check of http://127.0.0.1:9/v1"):
+        worker_for(tiny_dir, "tars_scorer@reward.tars.safety=guard_chat", "reward.tars.safety.url=http://127.0.0.1:9/v1",
+                   "reward.tars.safety.max_retries=0")
+
+
+def test_verl_serving_a_reward_model_without_custom_fn_is_refused(tiny_dir):
+    with pytest.raises(ScorerConfigError, match="bypass the TARS reward manager"):
+        worker_for(tiny_dir, "reward.reward_model.enable=True", f"reward.reward_model.model_path={tiny_dir}/reward_model")
+
+
+def test_tiny_preset_resolves_env(tiny_dir):
+    assert os.environ["TARS_TINY_DIR"] == tiny_dir
