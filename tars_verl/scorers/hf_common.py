@@ -23,6 +23,8 @@ class HFModelConfig(ScorerConfig):
     max_length: int = 2048
     # Which end of an over-long input is cut: "right" keeps the prompt, "left" keeps the answer's end.
     truncation_side: str = "right"
+    # Padded tokens per forward pass: inputs are sorted by length and chunked under this budget.
+    max_batch_tokens: int = 16384
     trust_remote_code: bool = False
 
     def validate(self) -> None:
@@ -58,21 +60,40 @@ class HFSequenceClassifier:
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.max_length = cfg.max_length
+        self.max_batch_tokens = max(cfg.max_batch_tokens, cfg.max_length)
         self._lock = threading.Lock()  # one forward at a time per model
+
+    def _encode(self, texts: list[str], pairs: list[str] | None) -> tuple[list[list[int]], list[bool]]:
+        """Token ids (truncated to max_length) and whether each input was cut; each text tokenised once."""
+        ids = self.tokenizer(texts, pairs, add_special_tokens=True, truncation=False)["input_ids"]
+        truncated = [len(x) > self.max_length for x in ids]
+        for i in (i for i, t in enumerate(truncated) if t):  # only the long ones go through again
+            ids[i] = self.tokenizer(texts[i], pairs[i] if pairs else None, add_special_tokens=True,
+                                    truncation=True, max_length=self.max_length)["input_ids"]
+        # A decoder classifier cannot pool zero tokens (e.g. an empty answer with a BOS-less
+        # tokenizer): score it as a lone end-of-text token, i.e. "nothing was said".
+        ids = [x if x else [self.tokenizer.eos_token_id] for x in ids]
+        return ids, truncated
 
     def _logits_sync(self, texts: list[str], pairs: list[str] | None) -> tuple[torch.Tensor, list[bool]]:
         with self._lock:
-            full = self.tokenizer(texts, pairs, add_special_tokens=True, truncation=False)["input_ids"]
-            truncated = [len(ids) > self.max_length for ids in full]
-            # A decoder classifier cannot pool zero tokens (e.g. an empty answer with a BOS-less
-            # tokenizer): score it as a lone end-of-text token, i.e. "nothing was said".
-            texts = [t if len(ids) else self.tokenizer.eos_token for t, ids in zip(texts, full)]
-            enc = self.tokenizer(
-                texts, pairs, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-            ).to(self.device)
-            with torch.inference_mode():
-                logits = self.model(**enc).logits.float().cpu()
-        return logits, truncated
+            ids, truncated = self._encode(texts, pairs)
+            # Sort by length and cut into chunks of at most max_batch_tokens padded tokens: less padding.
+            order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+            logits: list[torch.Tensor | None] = [None] * len(ids)
+            start = 0
+            while start < len(order):
+                end = start + 1
+                while end < len(order) and (end - start + 1) * len(ids[order[end]]) <= self.max_batch_tokens:
+                    end += 1
+                chunk = order[start:end]
+                enc = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt").to(self.device)
+                with torch.inference_mode():
+                    out = self.model(**enc).logits.float().cpu()
+                for row, i in enumerate(chunk):
+                    logits[i] = out[row]
+                start = end
+        return torch.stack(logits), truncated
 
     async def logits(self, texts: list[str], pairs: list[str] | None = None) -> tuple[torch.Tensor, list[bool]]:
         return await asyncio.get_running_loop().run_in_executor(None, self._logits_sync, texts, pairs)

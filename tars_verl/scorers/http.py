@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
@@ -20,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from .base import ScorerConfig, ScorerConfigError, ScorerError
@@ -67,7 +68,11 @@ class _RetryableHttpError(Exception):
 
 
 class HttpEndpoint:
-    """One base URL; an ``httpx.AsyncClient`` per event loop (clients cannot cross loops)."""
+    """One base URL; an ``aiohttp.ClientSession`` per event loop (sessions cannot cross loops).
+
+    aiohttp, not httpx: against a local server, 256 concurrent requests took 0.035 s with aiohttp and
+    0.62 s with httpx 0.28 (benchmarks/bench_reward.py measures the end-to-end effect).
+    """
 
     def __init__(
         self,
@@ -86,7 +91,7 @@ class HttpEndpoint:
         self.max_retries = max_retries
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
-        self._per_loop: dict[int, tuple[httpx.AsyncClient, asyncio.Semaphore]] = {}
+        self._per_loop: dict[int, tuple[aiohttp.ClientSession, asyncio.Semaphore]] = {}
         self._lock = threading.Lock()
         self.requests_sent = 0
 
@@ -102,13 +107,16 @@ class HttpEndpoint:
             backoff_max_s=cfg.backoff_max_s,
         )
 
-    def _client(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+    def _client(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
         loop = asyncio.get_running_loop()
         with self._lock:
             entry = self._per_loop.get(id(loop))
-            if entry is None or entry[0].is_closed:
-                limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
-                client = httpx.AsyncClient(headers=self._headers, timeout=self.timeout_s, limits=limits)
+            if entry is None or entry[0].closed:
+                # Pooled keep-alive connections, at most max_concurrency of them.
+                connector = aiohttp.TCPConnector(limit=self.max_concurrency, limit_per_host=self.max_concurrency)
+                client = aiohttp.ClientSession(
+                    headers=self._headers, connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout_s)
+                )
                 entry = (client, asyncio.Semaphore(self.max_concurrency))
                 self._per_loop[id(loop)] = entry
             return entry
@@ -137,19 +145,21 @@ class HttpEndpoint:
                     async with sem:
                         self.requests_sent += 1
                         try:
-                            resp = await client.request(method, url, json=payload)
-                        except (httpx.TimeoutException, httpx.TransportError) as err:
+                            async with client.request(method, url, json=payload) as resp:
+                                status, text = resp.status, await resp.text()
+                                retry_after = _retry_after(resp.headers.get("retry-after"))
+                        except (asyncio.TimeoutError, aiohttp.ClientError) as err:
                             last = f"{type(err).__name__}: {err}"
                             raise _RetryableHttpError(last) from err
-                    if resp.status_code in RETRYABLE_STATUS:
-                        last = f"HTTP {resp.status_code}: {resp.text[:200]}"
-                        raise _RetryableHttpError(last, _retry_after(resp))
-                    if resp.status_code >= 400:
-                        raise ScorerError(f"{method} {url} answered HTTP {resp.status_code}: {resp.text[:300]}")
+                    if status in RETRYABLE_STATUS:
+                        last = f"HTTP {status}: {text[:200]}"
+                        raise _RetryableHttpError(last, retry_after)
+                    if status >= 400:
+                        raise ScorerError(f"{method} {url} answered HTTP {status}: {text[:300]}")
                     try:
-                        return resp.json()
+                        return json.loads(text)
                     except ValueError as err:
-                        raise ScorerError(f"{method} {url} returned malformed JSON: {resp.text[:200]!r}") from err
+                        raise ScorerError(f"{method} {url} returned malformed JSON: {text[:200]!r}") from err
         except _RetryableHttpError:
             raise ScorerError(f"{method} {url} failed after {self.max_retries + 1} attempts; last: {last}") from None
 
@@ -161,11 +171,10 @@ class HttpEndpoint:
         with self._lock:
             entry = self._per_loop.pop(id(loop), None)
         if entry is not None:
-            await entry[0].aclose()
+            await entry[0].close()
 
 
-def _retry_after(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("retry-after")
+def _retry_after(value: str | None) -> float | None:
     try:
         return float(value) if value is not None else None
     except ValueError:

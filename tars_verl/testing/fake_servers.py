@@ -18,11 +18,10 @@ logit = (len(text) % 7) - 3.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
@@ -40,78 +39,91 @@ def classify_logit(text: str) -> float:
 
 
 class ScorerServer:
+    """aiohttp's asyncio server in a background thread: cheap per request, so that benchmarks measure the client."""
+
     def __init__(self):
         self.script: list[str] = []  # per request: "ok", "429", "500", "badjson", "noverdict"
         self.latency_s = 0.0
         self.requests: list[tuple[str, dict]] = []
-        self.connections = 0
         self.logprobs = True
         self.p_unsafe = 0.8  # guard's probability of its verdict token when text is UNSAFE
+        self._transports: set[int] = set()
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner = None
+        self._port = 0
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def connections(self) -> int:
+        """Distinct TCP connections seen (keep-alive reuse keeps this low)."""
+        return len(self._transports)
+
+    async def _handle(self, request):
+        from aiohttp import web
+
+        self._transports.add(id(request.transport))
+        if request.method == "GET":
+            if request.path in ("/v1/models", "/health", "/models"):
+                return web.json_response({"data": [{"id": "fake"}]})
+            return web.json_response({"error": "not found"}, status=404)
+        payload = await request.json()
+        with self._lock:
+            self.requests.append((request.path, payload))
+            action = self.script.pop(0) if self.script else "ok"
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if action == "429":
+            return web.json_response({"error": "rate limited"}, status=429, headers={"Retry-After": "0"})
+        if action == "500":
+            return web.json_response({"error": "boom"}, status=500)
+        if action == "badjson":
+            return web.Response(text='{"results": [', content_type="application/json")
+        try:
+            reply = self.reply(request.path, payload, action)
+        except KeyError:
+            return web.json_response({"error": "no such endpoint"}, status=404)
+        return web.json_response(reply)
 
     def __enter__(self) -> ScorerServer:
-        outer = self
+        from aiohttp import web
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse is observable
+        started = threading.Event()
+        errors: list[BaseException] = []
 
-            def setup(self):
-                super().setup()
-                with outer._lock:
-                    outer.connections += 1
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                app = web.Application(client_max_size=64 * 1024 * 1024)
+                app.router.add_route("*", "/{tail:.*}", self._handle)
+                self._runner = web.AppRunner(app, access_log=None)
+                loop.run_until_complete(self._runner.setup())
+                site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
+                loop.run_until_complete(site.start())
+                self._port = site._server.sockets[0].getsockname()[1]
+            except BaseException as err:  # noqa: BLE001
+                errors.append(err)
+                started.set()
+                return
+            started.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
 
-            def log_message(self, *args):
-                pass
-
-            def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None):
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self):
-                if self.path in ("/v1/models", "/health", "/models"):
-                    self._send(200, json.dumps({"data": [{"id": "fake"}]}).encode())
-                else:
-                    self._send(404, b'{"error": "not found"}')
-
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length", 0))
-                payload = json.loads(self.rfile.read(length) or b"{}")
-                with outer._lock:
-                    outer.requests.append((self.path, payload))
-                    action = outer.script.pop(0) if outer.script else "ok"
-                if outer.latency_s:
-                    time.sleep(outer.latency_s)
-                if action == "429":
-                    return self._send(429, b'{"error": "rate limited"}', {"Retry-After": "0"})
-                if action == "500":
-                    return self._send(500, b'{"error": "boom"}')
-                if action == "badjson":
-                    return self._send(200, b'{"results": [')
-                try:
-                    reply = outer.reply(self.path, payload, action)
-                except KeyError:
-                    return self._send(404, b'{"error": "no such endpoint"}')
-                self._send(200, json.dumps(reply).encode())
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        started.wait(30)
+        if errors:
+            raise errors[0]
         return self
 
     def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
 
     # -- protocol replies ---------------------------------------------------------------------
     def reply(self, path: str, payload: dict[str, Any], action: str) -> dict[str, Any]:
@@ -162,3 +174,32 @@ class ScorerServer:
             return {"data": [{"index": i, "label": "LABEL_0", "probs": [classify_logit(t)], "num_classes": 1}
                              for i, t in enumerate(inputs)]}
         raise KeyError(path)
+
+
+def _serve_in_child(conn, latency_s: float, logprobs: bool) -> None:
+    with ScorerServer() as srv:
+        srv.latency_s = latency_s
+        srv.logprobs = logprobs
+        conn.send(srv.url)
+        conn.recv()  # block until the parent says stop
+
+
+class ScorerServerProcess:
+    """ScorerServer in a child process, so that its threads do not share the client's GIL (benchmarks)."""
+
+    def __init__(self, latency_s: float = 0.0, logprobs: bool = True):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve_in_child, args=(child, latency_s, logprobs), daemon=True)
+
+    def __enter__(self) -> str:
+        self._proc.start()
+        if not self._conn.poll(60):
+            raise RuntimeError("fake scorer server did not start within 60 s")
+        return self._conn.recv()
+
+    def __exit__(self, *exc) -> None:
+        self._conn.send("stop")
+        self._proc.join(10)

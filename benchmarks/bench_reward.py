@@ -1,0 +1,151 @@
+"""Reward-manager throughput, as ratios against baselines measured in the same run.
+
+    .venv/bin/python benchmarks/bench_reward.py [--n 512] [--repeats 3]
+
+(a) 512 samples through verl's RewardLoopWorker + TarsRewardManager with the in-process classifier,
+    divided by ONE direct batched forward pass (tokenise + forward) of the same model on the same
+    answers. Target: under 1.15 (overhead < 15%).
+(b) the same manager with max_batch_size=1 (one forward per sample) divided by the batched manager.
+    Target: at least 4x.
+(c) guard_chat against a local server with a fixed 50 ms latency: wall time divided by the ideal
+    ceil(n / max_concurrency) * 50 ms. Target: under 1.3.
+Best of ``--repeats`` runs each; the model is a random Qwen2 classifier (hidden 256, 4 layers) so that
+the forward pass, not Python, dominates as it does with real classifiers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+import time
+
+import torch
+
+from tars_verl.scorers import ScoreItem
+from tars_verl.testing.fake_servers import ScorerServerProcess
+from tars_verl.testing.tiny_models import build_tokenizer
+from tars_verl.testing.verl_batch import Sample, make_reward_batch
+
+WORDS = "the model should refuse harmful requests but help with harmless ones and explain why".split()
+
+
+def build_bench_classifier(root: str, hidden: int = 256, layers: int = 4) -> str:
+    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+
+    tok = build_tokenizer(os.path.join(root, "tokenizer"))
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, num_labels=2,
+                      id2label={0: "UNSAFE", 1: "SAFE"}, label2id={"UNSAFE": 0, "SAFE": 1},
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    path = os.path.join(root, "bench_classifier")
+    Qwen2ForSequenceClassification(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def samples(n: int) -> list[Sample]:
+    out = []
+    for i in range(n):
+        answer = " ".join(WORDS[(i + j) % len(WORDS)] for j in range(40 + (i * 37) % 80))
+        out.append(Sample([{"role": "user", "content": f"request number {i}"}],
+                          f"<think>\nthinking about request {i}\n</think>\n\n{answer}", "harmful"))
+    return out
+
+
+def classifier_overrides(model_path: str) -> list[str]:
+    return ["tars_scorer@reward.tars.safety=hf_classifier", f"reward.tars.safety.model_path={model_path}",
+            "reward.tars.safety.safe_label=SAFE", "reward.tars.safety.device=cpu", "reward.tars.safety.max_length=512"]
+
+
+def make_worker(model_path: str, overrides: list[str]):
+    from tars_verl.demo import build_worker
+
+    return build_worker("tiny_cpu", [f"actor_rollout_ref.model.path={model_path}", "reward.tars.reasoning_safety=false",
+                                     *overrides])[0]
+
+
+def best_of(repeats: int, fn) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--hidden", type=int, default=256, help="classifier width")
+    ap.add_argument("--layers", type=int, default=4, help="classifier depth")
+    ap.add_argument("--http-n", type=int, default=256)
+    ap.add_argument("--http-concurrency", type=int, default=32)
+    args = ap.parse_args()
+    args.http_n = min(args.http_n, args.n)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    with tempfile.TemporaryDirectory() as root:
+        model_path = build_bench_classifier(root, args.hidden, args.layers)
+        data = samples(args.n)
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        # Baseline: one direct batched forward over the same answers.
+        tok = AutoTokenizer.from_pretrained(model_path)
+        model = AutoModelForSequenceClassification.from_pretrained(model_path).eval()
+        answers = [s.response.split("</think>\n\n")[-1] for s in data]
+
+        def direct():
+            enc = tok(answers, padding=True, truncation=True, max_length=512, return_tensors="pt")
+            with torch.inference_mode():
+                model(**enc).logits.float()
+
+        direct()  # warm-up
+        t_direct = best_of(args.repeats, direct)
+
+        batched = make_worker(model_path, [*classifier_overrides(model_path), f"reward.tars.safety.max_batch_size={args.batch_size}",
+                                           "reward.tars.safety.max_wait_ms=5"])
+        batch = make_reward_batch(batched.input_tokenizer, data)
+
+        def through(worker):
+            return lambda: worker.loop.run_until_complete(worker.compute_score_batch(batch))
+
+        through(batched)()
+        t_manager = best_of(args.repeats, through(batched))
+        per_sample = make_worker(model_path, [*classifier_overrides(model_path), "reward.tars.safety.max_batch_size=1", "reward.tars.safety.max_wait_ms=0"])
+        through(per_sample)()
+        t_single = best_of(max(1, args.repeats - 1), through(per_sample))
+
+        print(f"(a) manager / direct batched forward, {args.n} samples: {t_manager / t_direct:.3f}x "
+              f"(target < 1.15; direct {t_direct * 1000:.0f} ms, manager {t_manager * 1000:.0f} ms)")
+        print(f"(b) per-sample scorer calls / batched manager: {t_single / t_manager:.2f}x speed-up "
+              f"(target >= 4; per-sample {t_single * 1000:.0f} ms)")
+
+        with ScorerServerProcess(latency_s=0.05, logprobs=False) as url:
+            guard = make_worker(model_path, ["tars_scorer@reward.tars.safety=guard_chat",
+                                             f"reward.tars.safety.url={url}/v1",
+                                             f"reward.tars.safety.max_concurrency={args.http_concurrency}",
+                                             "reward.tars.safety.max_batch_size=64"])
+            hbatch = make_reward_batch(guard.input_tokenizer, data[: args.http_n])
+            run = lambda: guard.loop.run_until_complete(guard.compute_score_batch(hbatch))  # noqa: E731
+            run()
+            t_http = best_of(args.repeats, run)
+            # The back end alone: one batch of items straight into the scorer.
+            scorer = guard.reward_manager.scorers["safety"]
+            items = [ScoreItem(s.messages[-1]["content"], s.response, s.messages, "harmful") for s in data[: args.http_n]]
+            direct_run = lambda: guard.loop.run_until_complete(scorer.score(items))  # noqa: E731
+            direct_run()
+            t_backend = best_of(args.repeats, direct_run)
+        ideal = math.ceil(args.http_n / args.http_concurrency) * 0.05
+        print(f"(c) guard_chat over HTTP, {args.http_n} items at concurrency {args.http_concurrency}, 50 ms latency, "
+              f"ideal {ideal * 1000:.0f} ms: back end {t_backend / ideal:.3f}x the ideal (target < 1.3; "
+              f"{t_backend * 1000:.0f} ms); through verl's reward loop + manager {t_http / ideal:.3f}x "
+              f"({t_http * 1000:.0f} ms)")
+
+
+if __name__ == "__main__":
+    main()
