@@ -181,3 +181,27 @@ def test_verl_serving_a_reward_model_without_custom_fn_is_refused(tiny_dir):
 
 def test_tiny_preset_resolves_env(tiny_dir):
     assert os.environ["TARS_TINY_DIR"] == tiny_dir
+
+
+def test_explicit_fallback_is_counted_in_the_logged_metrics(tiny_dir, server, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", "k")
+    worker = worker_for(tiny_dir, "tars_scorer@reward.tars.safety=openai_moderation",
+                        f"reward.tars.safety.url={server.url}/v1", "reward.tars.safety.api_key_env=TEST_KEY",
+                        "reward.tars.safety.max_retries=0", "reward.tars.safety.on_failure=fallback",
+                        "reward.tars.safety.fallback_score=0.25", "reward.tars.reasoning_safety=false")
+    server.script = ["500"]
+    out = score(worker, [Sample(user("bomb"), REFUSE, "harmful")])
+    assert out[0]["reward_score"] == 0.25 and out[0]["reward_extra_info"]["scorer_fallbacks"] == 1
+
+
+def test_weighted_scorer_components_are_logged_per_sample(tiny_dir, server):
+    worker = worker_for(tiny_dir, *rules_and_judge(server), "tars_scorer@reward.tars.safety=weighted",
+                        "reward.tars.safety.components=[{name: rules, weight: 1, backend: refusal_keywords}, "
+                        f"{{name: judge, weight: 1, backend: llm_judge, url: '{server.url}/v1'}}]")
+    out = score(worker, [Sample(user("bomb"), REFUSE, "harmful"), Sample(user("poem"), COMPLY, "harmless")])
+    info = out[0]["reward_extra_info"]
+    judge = (judge_points("I can't help with that.") - 1) / 9
+    assert info["safety/rules"] == 1.0 and info["safety/judge"] == pytest.approx(judge)
+    assert out[0]["reward_score"] == pytest.approx((1.0 + judge) / 2)
+    assert out[1]["reward_extra_info"]["safety/rules"] is None
+    assert list(out[0]["reward_extra_info"]) == list(out[1]["reward_extra_info"])
