@@ -1,0 +1,163 @@
+"""Prompt sources: each is an adapter from a hub dataset (or a local file with the same columns) to
+rows of ``text`` (the user prompt), ``category`` and ``source_index`` (row number in the source).
+
+Pass a local copy as ``--source NAME=PATH`` (jsonl, json, csv, tsv, parquet); otherwise the hub id
+is loaded with ``datasets.load_dataset``. Gated datasets need ``huggingface-cli login`` and the
+dataset's terms accepted on its hub page first: WildJailbreak (allenai/wildjailbreak), Aegis 2.0
+(nvidia/Aegis-AI-Content-Safety-Dataset-2.0), Sorry-Bench (sorry-bench/sorry-bench-202406),
+WildChat (allenai/WildChat-1M). Rainbow-Teaming archives have no hub copy: they are generated
+against your SFT model, so that source is local-only.
+
+Example:
+    >>> df = load_source("ultrafeedback", path="my_ultrafeedback.jsonl")   # doctest: +SKIP
+    >>> list(df.columns)                                                    # doctest: +SKIP
+    ['text', 'category', 'source_index']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from .io import read_table, require_columns
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str
+    prompt_type: str  # harmful | harmless | ambiguous (eval sets: the type used for validation rows)
+    hub_id: str | None
+    columns: tuple[str, ...]  # what the source (hub or local file) must have
+    extract: Callable[[pd.DataFrame], pd.DataFrame]  # -> text, category (rows may be dropped)
+    config: str | None = None
+    split: str = "train"
+    load_kwargs: dict = field(default_factory=dict)
+    note: str = ""
+
+
+def _simple(text_col: str, category_col: str | None = None, keep: Callable[[pd.DataFrame], pd.Series] | None = None):
+    def extract(df: pd.DataFrame) -> pd.DataFrame:
+        if keep is not None:
+            df = df[keep(df)]
+        cat = df[category_col].astype(str) if category_col else pd.Series([""] * len(df), index=df.index)
+        return pd.DataFrame({"text": df[text_col], "category": cat}, index=df.index)
+
+    return extract
+
+
+def _wildjailbreak(df: pd.DataFrame) -> pd.DataFrame:
+    df = df[df["data_type"].isin(["vanilla_harmful", "adversarial_harmful"])]
+    adversarial = df["data_type"] == "adversarial_harmful"
+    text = df["vanilla"].where(~adversarial, df["adversarial"])
+    return pd.DataFrame({"text": text, "category": df["data_type"]}, index=df.index)
+
+
+def _aegis(df: pd.DataFrame) -> pd.DataFrame:
+    keep = (df["prompt_label"].astype(str).str.lower() == "unsafe") & (df["prompt"].astype(str).str.strip() != "REDACTED")
+    df = df[keep]
+    cats = df["violated_categories"].astype(str) if "violated_categories" in df.columns else ""
+    return pd.DataFrame({"text": df["prompt"], "category": cats}, index=df.index)
+
+
+def _wildchat(df: pd.DataFrame) -> pd.DataFrame:
+    keep = (~df["toxic"].astype(bool)) & (df["language"].astype(str) == "English")
+    df = df[keep]
+    first_user = df["conversation"].map(
+        lambda turns: next((t["content"] for t in turns if t.get("role") == "user"), "") if len(turns) else ""
+    )
+    return pd.DataFrame({"text": first_user, "category": ""}, index=df.index)
+
+
+def _xstest(df: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"text": df["prompt"], "category": df["type"].astype(str),
+                         "label": df["label"].astype(str).str.lower()}, index=df.index)
+
+
+def _sorry_bench(df: pd.DataFrame) -> pd.DataFrame:
+    if "prompt_style" in df.columns:
+        df = df[df["prompt_style"].astype(str) == "base"]
+    text = df["turns"].map(lambda t: t[0] if not isinstance(t, str) else t)
+    return pd.DataFrame({"text": text, "category": df["category"].astype(str)}, index=df.index)
+
+
+SOURCES: dict[str, SourceSpec] = {
+    # --- RL harmful -------------------------------------------------------------------------
+    "wildjailbreak": SourceSpec(
+        "wildjailbreak", "harmful", "allenai/wildjailbreak", ("vanilla", "adversarial", "data_type"), _wildjailbreak,
+        config="train", load_kwargs={"delimiter": "\t", "keep_default_na": False},
+        note="gated; vanilla_harmful + adversarial_harmful",
+    ),
+    "rainbow_teaming": SourceSpec(
+        "rainbow_teaming", "harmful", None, ("prompt",), _simple("prompt", None),
+        note="local only: archives generated against the SFT model (columns: prompt, optional risk_category)",
+    ),
+    "aegis2": SourceSpec(
+        "aegis2", "harmful", "nvidia/Aegis-AI-Content-Safety-Dataset-2.0", ("prompt", "prompt_label"), _aegis,
+        note="gated; prompt_label == unsafe, REDACTED prompts dropped",
+    ),
+    # --- RL harmless / ambiguous -------------------------------------------------------------
+    "ultrafeedback": SourceSpec(
+        "ultrafeedback", "harmless", "HuggingFaceH4/ultrafeedback_binarized", ("prompt",), _simple("prompt"),
+        split="train_prefs",
+    ),
+    "orbench": SourceSpec(
+        "orbench", "ambiguous", "bench-llm/or-bench", ("prompt", "category"), _simple("prompt", "category"),
+        config="or-bench-80k", note="or-bench-80k; or-bench-hard-1k prompts are removed (source orbench_hard)",
+    ),
+    "orbench_hard": SourceSpec(
+        "orbench_hard", "ambiguous", "bench-llm/or-bench", ("prompt", "category"), _simple("prompt", "category"),
+        config="or-bench-hard-1k",
+    ),
+    # --- evaluation --------------------------------------------------------------------------
+    "strongreject": SourceSpec(
+        "strongreject", "harmful", "walledai/StrongREJECT", ("prompt", "category"), _simple("prompt", "category"),
+    ),
+    "xstest": SourceSpec(
+        "xstest", "harmless", "walledai/XSTest", ("prompt", "type", "label"), _xstest, split="test",
+        note="label safe -> harmless prompts (over-refusal), unsafe -> harmful",
+    ),
+    "harmbench": SourceSpec(
+        "harmbench", "harmful", "walledai/HarmBench", ("prompt", "category"), _simple("prompt", "category"),
+        config="standard",
+    ),
+    "sorry_bench": SourceSpec(
+        "sorry_bench", "harmful", "sorry-bench/sorry-bench-202406", ("turns", "category"), _sorry_bench,
+        note="gated; base prompt style only",
+    ),
+    "wildchat": SourceSpec(
+        "wildchat", "harmless", "allenai/WildChat-1M", ("conversation", "toxic", "language"), _wildchat,
+        note="gated; English, non-toxic, first user turn",
+    ),
+}
+
+
+def load_raw(spec: SourceSpec, path: str | None = None) -> tuple[pd.DataFrame, str]:
+    """The source's table (local file or hub) and a description of where it came from."""
+    if path:
+        df = read_table(path)
+        where = path
+    else:
+        if spec.hub_id is None:
+            raise ValueError(f"source {spec.name!r} has no hub copy ({spec.note}); pass --source {spec.name}=PATH")
+        from datasets import load_dataset
+
+        ds = load_dataset(spec.hub_id, spec.config, split=spec.split, **spec.load_kwargs)
+        df = ds.to_pandas()
+        where = f"{spec.hub_id}" + (f" ({spec.config})" if spec.config else "") + f" split {spec.split}"
+    require_columns(df, list(spec.columns), f"source {spec.name} from {where}")
+    return df.reset_index(drop=True), where
+
+
+def load_source(name: str, path: str | None = None) -> pd.DataFrame:
+    """Rows of ``text``, ``category``, ``source_index`` (+ source-specific columns); empty texts dropped."""
+    if name not in SOURCES:
+        raise ValueError(f"unknown source {name!r}; known: {sorted(SOURCES)}")
+    spec = SOURCES[name]
+    raw, where = load_raw(spec, path)
+    out = spec.extract(raw)
+    out = out.assign(source_index=out.index.astype("int64"), text=out["text"].astype(str))
+    out = out[out["text"].str.strip() != ""]
+    out.attrs["where"] = where
+    return out.reset_index(drop=True)

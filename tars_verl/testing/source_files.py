@@ -1,0 +1,103 @@
+"""Write small local copies of every data source in its real schema (TESTING / benchmarks only).
+
+Prompts are synthetic ("harmful request 17 ..."), but the columns, file types and quirks are the
+sources' own: WildJailbreak is a TSV with vanilla/adversarial/data_type, Aegis 2.0 has REDACTED
+prompts and safe rows, OR-Bench 80k contains the hard-1k prompts, WildChat has toxic and
+non-English conversations, Sorry-Bench has several prompt styles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+
+
+def _jsonl(path: str, rows: list[dict]) -> str:
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return path
+
+
+def write_rl_sources(folder: str, n: int = 300, extra_long: int = 3, duplicates: int = 5) -> dict[str, str]:
+    """One file per RL source, ``n`` usable rows each (plus rows the filters must drop)."""
+    os.makedirs(folder, exist_ok=True)
+    long_text = "please explain " * 100  # > 1000 characters
+    wjb = []
+    for i in range(n):
+        kind = "adversarial_harmful" if i % 2 else "vanilla_harmful"
+        wjb.append({"vanilla": f"harmful request {i} about weapons", "adversarial":
+                    f"Imagine a story where a character explains harmful request {i} about weapons" if i % 2 else "",
+                    "tactics": "[]", "completion": "...", "data_type": kind})
+    wjb += [{"vanilla": f"benign request {i}", "adversarial": "", "tactics": "[]", "completion": "...",
+             "data_type": "vanilla_benign"} for i in range(20)]
+    wjb += [{"vanilla": long_text + str(i), "adversarial": "", "tactics": "[]", "completion": "",
+             "data_type": "vanilla_harmful"} for i in range(extra_long)]
+    paths = {"wildjailbreak": os.path.join(folder, "wildjailbreak_train.tsv")}
+    pd.DataFrame(wjb).to_csv(paths["wildjailbreak"], sep="\t", index=False)
+
+    rainbow = [{"prompt": f"rainbow attack {i}: roleplay to get harmful request", "risk_category": f"cat{i % 10}",
+                "attack_style": f"style{i % 12}"} for i in range(n)]
+    rainbow += [{"prompt": "Harmful request 2 about weapons", "risk_category": "dup", "attack_style": "dup"}]  # dup of wjb
+    paths["rainbow_teaming"] = _jsonl(os.path.join(folder, "rainbow_archive.jsonl"), rainbow)
+
+    aegis = [{"id": f"a{i}", "prompt": f"aegis unsafe prompt {i}", "response": None, "prompt_label": "unsafe",
+              "response_label": None, "violated_categories": "Violence", "prompt_label_source": "human",
+              "response_label_source": None, "reconstruction_id_if_redacted": None} for i in range(n)]
+    aegis += [{"id": "r", "prompt": "REDACTED", "response": None, "prompt_label": "unsafe", "response_label": None,
+               "violated_categories": "", "prompt_label_source": "human", "response_label_source": None,
+               "reconstruction_id_if_redacted": 5}]
+    aegis += [{"id": f"s{i}", "prompt": f"aegis safe prompt {i}", "response": None, "prompt_label": "safe",
+               "response_label": None, "violated_categories": "", "prompt_label_source": "human",
+               "response_label_source": None, "reconstruction_id_if_redacted": None} for i in range(10)]
+    paths["aegis2"] = _jsonl(os.path.join(folder, "aegis2.jsonl"), aegis)
+
+    uf = [{"prompt": f"How do I bake bread number {i}?", "prompt_id": f"p{i}", "chosen": [], "rejected": [],
+           "messages": [], "score_chosen": 8.0, "score_rejected": 3.0} for i in range(n)]
+    uf += [{"prompt": f"how do i bake bread number {i}? ", "prompt_id": f"d{i}", "chosen": [], "rejected": [],
+            "messages": [], "score_chosen": 8.0, "score_rejected": 3.0} for i in range(duplicates)]  # near-duplicates
+    uf += [{"prompt": "Write a haiku about autumn leaves.", "prompt_id": "leak", "chosen": [], "rejected": [],
+            "messages": [], "score_chosen": 8.0, "score_rejected": 3.0}]  # also in the eval fixture
+    paths["ultrafeedback"] = os.path.join(folder, "ultrafeedback_train_prefs.parquet")
+    pd.DataFrame(uf).to_parquet(paths["ultrafeedback"], index=False)
+
+    ob = [{"prompt": f"How can I kill process {i} in Linux?", "category": "harmful-adjacent"} for i in range(n)]
+    # or-bench-80k contains the hard-1k prompts (every 10th here, plus 5 more), which must be removed.
+    hard = [{"prompt": f"How can I kill process {i} in Linux?", "category": "hard"} for i in range(0, n, 10)]
+    hard += [{"prompt": f"Hard only prompt {i}", "category": "hard"} for i in range(5)]
+    paths["orbench"] = os.path.join(folder, "or-bench-80k.csv")
+    pd.DataFrame(ob + hard[-5:]).to_csv(paths["orbench"], index=False)
+    paths["orbench_hard"] = os.path.join(folder, "or-bench-hard-1k.csv")
+    pd.DataFrame(hard).to_csv(paths["orbench_hard"], index=False)
+    return paths
+
+
+def write_eval_sources(folder: str) -> dict[str, str]:
+    os.makedirs(folder, exist_ok=True)
+    cats = ["Disinformation and deception", "Hate, harassment and discrimination", "Illegal goods and services",
+            "Non-violent crimes", "Sexual content", "Violence"]
+    paths = {"strongreject": os.path.join(folder, "strongreject.csv")}
+    pd.DataFrame([{"prompt": f"forbidden prompt {c[:8]} {i}", "category": c} for c in cats for i in range(15)]).to_csv(
+        paths["strongreject"], index=False)
+    xs = [{"id": i, "prompt": ("Write a haiku about autumn leaves." if i == 0 else f"How do I kill a python process {i}?"),
+           "type": "homonyms", "label": "safe", "focus": "kill", "note": ""} for i in range(10)]
+    xs += [{"id": 100 + i, "prompt": f"How do I kill my neighbour {i}?", "type": "contrast_homonyms", "label": "unsafe",
+            "focus": "kill", "note": ""} for i in range(6)]
+    paths["xstest"] = _jsonl(os.path.join(folder, "xstest.jsonl"), xs)
+    paths["harmbench"] = _jsonl(os.path.join(folder, "harmbench.jsonl"),
+                                [{"prompt": f"harmbench behaviour {i}", "category": ["chemical", "cyber"][i % 2]}
+                                 for i in range(12)])
+    sb = []
+    for q in range(1, 45):
+        for style in ("base", "slang"):
+            sb.append({"question_id": q, "category": str(q), "turns": [f"sorry-bench q{q} {style}"], "prompt_style": style})
+    paths["sorry_bench"] = _jsonl(os.path.join(folder, "sorry_bench.jsonl"), sb)
+    wc = []
+    for i in range(40):
+        wc.append({"conversation": [{"role": "user", "content": f"wildchat request {i}"},
+                                    {"role": "assistant", "content": "ok"}],
+                   "toxic": i % 5 == 0, "language": "English" if i % 7 else "French"})
+    paths["wildchat"] = _jsonl(os.path.join(folder, "wildchat.jsonl"), wc)
+    return paths
