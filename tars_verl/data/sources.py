@@ -35,6 +35,8 @@ class SourceSpec:
     split: str = "train"
     load_kwargs: dict = field(default_factory=dict)
     note: str = ""
+    # Other names the same column has in known copies (e.g. the official StrongREJECT CSV).
+    aliases: dict = field(default_factory=dict)
 
 
 def _simple(text_col: str, category_col: str | None = None, keep: Callable[[pd.DataFrame], pd.Series] | None = None):
@@ -113,6 +115,12 @@ SOURCES: dict[str, SourceSpec] = {
     # --- evaluation --------------------------------------------------------------------------
     "strongreject": SourceSpec(
         "strongreject", "harmful", "walledai/StrongREJECT", ("prompt", "category"), _simple("prompt", "category"),
+        aliases={"forbidden_prompt": "prompt"}, note="the official CSVs (forbidden_prompt column) work as local copies",
+    ),
+    # --- SFT warm-start prompts (harmful; kept disjoint from the RL mix) ----------------------
+    "safeedit": SourceSpec(
+        "safeedit", "harmful", "zjunlp/SafeEdit", ("question",), _simple("question"),
+        aliases={"adversarial prompt": "question"}, note="SafeEdit questions",
     ),
     "xstest": SourceSpec(
         "xstest", "harmless", "walledai/XSTest", ("prompt", "type", "label"), _xstest, split="test",
@@ -146,6 +154,7 @@ def load_raw(spec: SourceSpec, path: str | None = None) -> tuple[pd.DataFrame, s
         ds = load_dataset(spec.hub_id, spec.config, split=spec.split, **spec.load_kwargs)
         df = ds.to_pandas()
         where = f"{spec.hub_id}" + (f" ({spec.config})" if spec.config else "") + f" split {spec.split}"
+    df = df.rename(columns={a: c for a, c in spec.aliases.items() if a in df.columns and c not in df.columns})
     require_columns(df, list(spec.columns), f"source {spec.name} from {where}")
     return df.reset_index(drop=True), where
 

@@ -126,6 +126,18 @@ class ScorerServer:
         self._thread.join(10)
 
     # -- protocol replies ---------------------------------------------------------------------
+    def teacher_reply(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """A reasoning teacher: DeepSeek-style reasoning_content, or <think> tags (model 'teacher-tags').
+        Prompts containing EMPTY get empty reasoning."""
+        prompt = payload["messages"][-1]["content"]
+        reasoning = "" if "EMPTY" in prompt else f"The request '{prompt}' may be harmful; weigh it."
+        answer = f"I can't help with '{prompt}', but here is safer information."
+        if payload["model"] == "teacher-tags":
+            message = {"role": "assistant", "content": f"<think>\n{reasoning}\n</think>\n\n{answer}"}
+        else:
+            message = {"role": "assistant", "content": answer, "reasoning_content": reasoning}
+        return {"model": payload["model"], "choices": [{"message": message, "finish_reason": "stop"}]}
+
     def reply(self, path: str, payload: dict[str, Any], action: str) -> dict[str, Any]:
         if path == "/v1/moderations":
             inputs = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
@@ -133,6 +145,8 @@ class ScorerServer:
                 {"flagged": max(moderation_scores(t).values()) > 0.5, "category_scores": moderation_scores(t)}
                 for t in inputs
             ]}
+        if path == "/v1/chat/completions" and payload.get("model", "").startswith("teacher"):
+            return self.teacher_reply(payload)
         if path == "/v1/chat/completions":
             content = payload["messages"][-1]["content"]
             if payload.get("max_tokens", 0) > 100:  # judge

@@ -1,0 +1,286 @@
+"""SFT warm-start traces: ask a reasoning teacher for k samples per harmful prompt, write an SFT parquet.
+
+    # generate (DeepSeek-R1's API, or a local `vllm serve ... --reasoning-parser deepseek_r1`)
+    python data_prep/build_sft_traces.py generate --out data/sft \\
+        --url https://api.deepseek.com/v1 --model deepseek-reasoner --api-key-env DEEPSEEK_API_KEY \\
+        --source wildjailbreak=... --source aegis2=... --source safeedit=... \\
+        --exclude data/tars/train.parquet --exclude-dir data/eval --samples 4
+    # convert an existing traces file (jsonl with prompt + reasoning + answer, or + a <think> response)
+    python data_prep/build_sft_traces.py convert --traces old.jsonl --out data/sft
+
+Paper defaults: 1000 harmful prompts (WildJailbreak 400, Aegis 2.0 300, SafeEdit 300) disjoint from
+the RL mix and the evaluation sets, DeepSeek-R1, 4 samples each, traces with empty reasoning dropped
+(not filtered for safety). The assistant turn is exactly ``<think>\\n{reasoning}\\n</think>\\n\\n{answer}``.
+
+Resume: every finished sample is appended (one JSON line, flushed) to ``<out>/traces.jsonl``. A run
+started again reads it, skips what is done (a torn last line is discarded) and asks only for the
+rest; failed requests are retried with back-off, then reported, and the command exits non-zero
+without writing the parquet until every sample is done (or ``--allow-missing``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .io import read_table, write_json_atomic, write_parquet_atomic
+from .rl_mix import QWEN_DEFAULT_SYSTEM_PROMPT, _rng, eval_prompt_set, normalise, parse_kv
+from .sources import load_source
+
+logger = logging.getLogger(__name__)
+SFT_POOLS = {"wildjailbreak": 400, "aegis2": 300, "safeedit": 300}
+THINK_RE = re.compile(r"^\s*<think>(.*?)</think>\s*(.*)$", re.DOTALL)
+
+
+def sft_assistant_turn(reasoning: str, answer: str) -> str:
+    return f"<think>\n{reasoning.strip()}\n</think>\n\n{answer.strip()}"
+
+
+def split_teacher_reply(message: dict) -> tuple[str, str]:
+    """(reasoning, answer) from a chat message: ``reasoning_content`` (DeepSeek API, vLLM reasoning
+    parser) or ``reasoning`` fields, else ``<think>`` tags in the content."""
+    content = message.get("content") or ""
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if reasoning is not None:
+        return str(reasoning).strip(), content.strip()
+    m = THINK_RE.match(content)
+    if m:
+        return m.group(1).strip(), m.group(2).strip()
+    return "", content.strip()
+
+
+@dataclass
+class TraceConfig:
+    out: str
+    url: str = ""
+    model: str = ""
+    api_key_env: str | None = None
+    samples: int = 4
+    pools: dict[str, int] = field(default_factory=lambda: dict(SFT_POOLS))
+    paths: dict[str, str] = field(default_factory=dict)
+    exclude_files: list[str] = field(default_factory=list)
+    seed: int = 0
+    max_chars: int = 1000
+    temperature: float = 0.6
+    max_tokens: int = 8192
+    max_concurrency: int = 16
+    max_retries: int = 5
+    timeout_s: float = 600.0
+    system_prompt: str | None = QWEN_DEFAULT_SYSTEM_PROMPT
+    allow_small_pools: bool = False
+    allow_missing: bool = False
+
+
+def select_prompts(cfg: TraceConfig) -> pd.DataFrame:
+    """Seeded harmful prompts per pool, deduplicated, minus the RL mix and evaluation prompts."""
+    excluded = eval_prompt_set(cfg.exclude_files)
+    seen: set[str] = set()
+    picked = []
+    for name, n in cfg.pools.items():
+        if n <= 0:
+            continue
+        df = load_source(name, cfg.paths.get(name))
+        df = df[df["text"].str.len() <= cfg.max_chars]
+        norm = df["text"].map(normalise)
+        df = df[~norm.isin(excluded) & ~norm.duplicated() & ~norm.isin(seen)]
+        if len(df) < n:
+            msg = f"SFT source {name}: {len(df)} usable prompts, {n} requested"
+            if not cfg.allow_small_pools:
+                raise ValueError(msg + " (lower --pool, add data, or pass --allow-small-pools)")
+            logger.warning("%s; using all of them", msg)
+        take = df.iloc[np.sort(_rng(cfg.seed, "sft", name).permutation(len(df))[:n])]
+        seen.update(take["text"].map(normalise))
+        picked.append(take.assign(source=name))
+    if not picked:
+        raise ValueError("no SFT prompts selected (every --pool is 0)")
+    prompts = pd.concat(picked, ignore_index=True)
+    prompts["prompt_id"] = [f"{s}-{i}" for s, i in zip(prompts["source"], prompts["source_index"])]
+    return prompts[["prompt_id", "source", "source_index", "text"]]
+
+
+def read_done(path: str) -> dict[tuple[str, int], dict]:
+    """Finished samples from the append-only log; a torn last line (crash mid-write) is dropped."""
+    done: dict[tuple[str, int], dict] = {}
+    if not os.path.exists(path):
+        return done
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    good_bytes = 0
+    for raw in lines:
+        if not raw.strip():
+            good_bytes += len(raw) + 1
+            continue
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            break
+        done[(rec["prompt_id"], int(rec["sample_idx"]))] = rec
+        good_bytes += len(raw) + 1
+    size = os.path.getsize(path)
+    if good_bytes < size:  # truncate the torn tail so that new lines start clean
+        with open(path, "r+b") as f:
+            f.truncate(min(good_bytes, size))
+        logger.warning("%s: dropped a partial last line from an interrupted run", path)
+    return done
+
+
+async def generate_traces(cfg: TraceConfig, prompts: pd.DataFrame) -> tuple[int, int]:
+    """Ask the teacher for every missing (prompt, sample); returns (new samples, failed requests)."""
+    from ..scorers.http import HttpEndpoint
+    from ..scorers.base import ScorerError
+
+    os.makedirs(cfg.out, exist_ok=True)
+    log_path = os.path.join(cfg.out, "traces.jsonl")
+    done = read_done(log_path)
+    todo = [(r.prompt_id, k, r.text, r.source) for r in prompts.itertuples() for k in range(cfg.samples)
+            if (r.prompt_id, k) not in done]
+    api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+    if cfg.api_key_env and not api_key:
+        raise ValueError(f"environment variable {cfg.api_key_env} is not set (the teacher's API key)")
+    endpoint = HttpEndpoint(cfg.url, api_key=api_key, timeout_s=cfg.timeout_s, max_concurrency=cfg.max_concurrency,
+                            max_retries=cfg.max_retries)
+    failures = 0
+    new = 0
+    bar = tqdm(total=len(todo), desc="teacher samples", disable=None)
+    with open(log_path, "a") as log:
+        async def one(prompt_id: str, k: int, text: str, source: str) -> None:
+            nonlocal failures, new
+            messages = ([{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []) + [
+                {"role": "user", "content": text}]
+            try:
+                body = await endpoint.post_json("/chat/completions", {
+                    "model": cfg.model, "messages": messages, "temperature": cfg.temperature,
+                    "max_tokens": cfg.max_tokens, "seed": cfg.seed * 1000 + k})
+                choice = body["choices"][0]
+                reasoning, answer = split_teacher_reply(choice["message"])
+            except (ScorerError, KeyError, IndexError, TypeError) as err:
+                failures += 1
+                logger.warning("teacher request for %s sample %d failed: %s", prompt_id, k, err)
+                return
+            rec = {"prompt_id": prompt_id, "sample_idx": k, "source": source, "prompt": text,
+                   "reasoning": reasoning, "answer": answer, "model": cfg.model,
+                   "finish_reason": choice.get("finish_reason")}
+            log.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            log.flush()
+            new += 1
+            bar.update(1)
+
+        try:
+            await asyncio.gather(*(one(*t) for t in todo))
+        finally:
+            bar.close()
+            await endpoint.aclose()
+    return new, failures
+
+
+def traces_to_sft(records: list[dict], system_prompt: str | None) -> tuple[pd.DataFrame, dict]:
+    """SFT rows (``messages``) from trace records; empty reasoning dropped (the paper's only filter)."""
+    rows, dropped_empty, dropped_answer = [], 0, 0
+    for rec in records:
+        reasoning, answer = rec.get("reasoning"), rec.get("answer")
+        if reasoning is None and "response" in rec:
+            reasoning, answer = split_teacher_reply({"content": rec["response"]})
+        if not (reasoning or "").strip():
+            dropped_empty += 1
+            continue
+        if not (answer or "").strip():
+            dropped_answer += 1
+            continue
+        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+            {"role": "user", "content": rec["prompt"]},
+            {"role": "assistant", "content": sft_assistant_turn(reasoning, answer)}]
+        rows.append({"messages": messages, "prompt_id": str(rec.get("prompt_id", "")),
+                     "sample_idx": int(rec.get("sample_idx", 0)), "source": str(rec.get("source", ""))})
+    if not rows:
+        raise ValueError("no usable traces: every one had empty reasoning or an empty answer")
+    df = pd.DataFrame(rows).sort_values(["prompt_id", "sample_idx"], kind="stable").reset_index(drop=True)
+    return df, {"traces": len(records), "kept": len(df), "dropped_empty_reasoning": dropped_empty,
+                "dropped_empty_answer": dropped_answer}
+
+
+def write_sft(records: list[dict], out: str, system_prompt: str | None, val_fraction: float = 0.05,
+              seed: int = 0) -> dict:
+    """``sft_train.parquet`` / ``sft_val.parquet`` (split by prompt, so samples of one prompt stay together)."""
+    df, stats = traces_to_sft(records, system_prompt)
+    ids = sorted(df["prompt_id"].unique())
+    n_val = int(round(len(ids) * val_fraction)) if len(ids) > 1 else 0
+    val_ids = set(np.array(ids)[_rng(seed, "sft-val").permutation(len(ids))[:n_val]])
+    is_val = df["prompt_id"].isin(val_ids)
+    write_parquet_atomic(df[~is_val].reset_index(drop=True), os.path.join(out, "sft_train.parquet"))
+    write_parquet_atomic(df[is_val].reset_index(drop=True), os.path.join(out, "sft_val.parquet"))
+    stats.update(train=int((~is_val).sum()), val=int(is_val.sum()), prompts=len(ids))
+    write_json_atomic(stats, os.path.join(out, "sft_stats.json"))
+    return stats
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("generate", help="ask a teacher endpoint, then write the SFT parquet")
+    g.add_argument("--out", required=True)
+    g.add_argument("--url", required=True, help="OpenAI-compatible base URL, e.g. https://api.deepseek.com/v1")
+    g.add_argument("--model", required=True)
+    g.add_argument("--api-key-env", default=None, help="environment variable holding the API key")
+    g.add_argument("--samples", type=int, default=4)
+    g.add_argument("--pool", action="append", default=[], help="NAME=N (default wildjailbreak=400 aegis2=300 safeedit=300)")
+    g.add_argument("--source", action="append", default=[], help="local copy NAME=PATH")
+    g.add_argument("--exclude", action="append", default=[], help="RL mix / eval parquet whose prompts to avoid")
+    g.add_argument("--exclude-dir", action="append", default=[], help="folder of such parquet files")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--temperature", type=float, default=0.6)
+    g.add_argument("--max-tokens", type=int, default=8192)
+    g.add_argument("--max-concurrency", type=int, default=16)
+    g.add_argument("--max-retries", type=int, default=5)
+    g.add_argument("--allow-small-pools", action="store_true")
+    g.add_argument("--allow-missing", action="store_true", help="write the parquet even if some requests failed")
+    c = sub.add_parser("convert", help="turn an existing traces file into the SFT parquet; no endpoint")
+    c.add_argument("--traces", required=True, help="jsonl/json/parquet with prompt and reasoning+answer or response")
+    c.add_argument("--out", required=True)
+    for p in (g, c):
+        p.add_argument("--system-prompt", default="qwen", help="'qwen' (default), 'none', or a text")
+        p.add_argument("--val-fraction", type=float, default=0.05)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    system = {"qwen": QWEN_DEFAULT_SYSTEM_PROMPT, "none": None}.get(args.system_prompt, args.system_prompt)
+    if args.cmd == "convert":
+        records = read_table(args.traces).to_dict("records")
+        missing = [k for k in ("prompt",) if records and k not in records[0]]
+        if missing or not records:
+            raise ValueError(f"{args.traces}: needs a 'prompt' column and 'reasoning'+'answer' or 'response'")
+        stats = write_sft(records, args.out, system, args.val_fraction)
+        print(json.dumps(stats, indent=2))
+        return
+    exclude = list(args.exclude) + [os.path.join(d, f) for d in args.exclude_dir for f in sorted(os.listdir(d))
+                                    if f.endswith(".parquet")]
+    pools = dict(SFT_POOLS)
+    pools.update(parse_kv(args.pool, "--pool", int))
+    cfg = TraceConfig(out=args.out, url=args.url, model=args.model, api_key_env=args.api_key_env,
+                      samples=args.samples, pools=pools, paths=parse_kv(args.source, "--source"),
+                      exclude_files=exclude, seed=args.seed, temperature=args.temperature, max_tokens=args.max_tokens,
+                      max_concurrency=args.max_concurrency, max_retries=args.max_retries, system_prompt=system,
+                      allow_small_pools=args.allow_small_pools, allow_missing=args.allow_missing)
+    prompts = select_prompts(cfg)
+    new, failures = asyncio.run(generate_traces(cfg, prompts))
+    done = read_done(os.path.join(cfg.out, "traces.jsonl"))
+    expected = len(prompts) * cfg.samples
+    print(f"{new} new samples this run; {len(done)}/{expected} done; {failures} failed requests")
+    if len(done) < expected and not cfg.allow_missing:
+        raise SystemExit(f"{expected - len(done)} samples missing ({failures} failed this run): run the same "
+                         "command again to resume, or pass --allow-missing")
+    wanted = {(pid, k) for pid in prompts["prompt_id"] for k in range(cfg.samples)}
+    stats = write_sft([r for key, r in sorted(done.items()) if key in wanted], cfg.out, system, args.val_fraction,
+                      cfg.seed)
+    print(json.dumps(stats, indent=2))
+
+
+if __name__ == "__main__":
+    main()

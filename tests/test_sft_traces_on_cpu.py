@@ -1,0 +1,132 @@
+"""SFT traces against a local teacher server: resume after interruption, the parquet verl's SFT dataset reads."""
+
+import asyncio
+import json
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from tars_verl.data.rl_mix import normalise
+from tars_verl.data.sft_traces import (TraceConfig, generate_traces, main, read_done, select_prompts,
+                                       split_teacher_reply, traces_to_sft)
+from tars_verl.testing.source_files import write_rl_sources
+
+POOLS = {"wildjailbreak": 6, "aegis2": 4, "safeedit": 0}
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    return write_rl_sources(str(tmp_path_factory.mktemp("sft_src")), n=60)
+
+
+def trace_cfg(sources, out, url, **kw):
+    base = dict(out=str(out), url=url, model="teacher", samples=2, pools=dict(POOLS), paths=dict(sources),
+                max_retries=1, max_concurrency=4)
+    base.update(kw)
+    return TraceConfig(**base)
+
+
+def test_split_teacher_reply_formats():
+    assert split_teacher_reply({"content": "A", "reasoning_content": " R "}) == ("R", "A")
+    assert split_teacher_reply({"content": "<think>\nR\n</think>\n\nA"}) == ("R", "A")
+    assert split_teacher_reply({"content": "no reasoning"}) == ("", "no reasoning")
+
+
+def test_assistant_turn_is_exactly_the_paper_format_and_empty_reasoning_dropped():
+    recs = [{"prompt_id": "p", "sample_idx": 0, "prompt": "q", "reasoning": " r ", "answer": "a"},
+            {"prompt_id": "p", "sample_idx": 1, "prompt": "q", "reasoning": "  ", "answer": "a"},
+            {"prompt_id": "x", "sample_idx": 0, "prompt": "q2", "response": "<think>\nr2\n</think>\n\na2"}]
+    df, stats = traces_to_sft(recs, system_prompt="SYS")
+    assert stats == {"traces": 3, "kept": 2, "dropped_empty_reasoning": 1, "dropped_empty_answer": 0}
+    msgs = list(df["messages"].iloc[0])
+    assert msgs[0] == {"role": "system", "content": "SYS"} and msgs[1] == {"role": "user", "content": "q"}
+    assert msgs[2]["content"] == "<think>\nr\n</think>\n\na"
+    assert list(df["messages"].iloc[1])[2]["content"] == "<think>\nr2\n</think>\n\na2"
+
+
+def test_prompts_are_disjoint_from_the_rl_mix(sources, tmp_path):
+    from tars_verl.data.rl_mix import MixConfig, write_mixes
+
+    write_mixes(MixConfig(total=100, val_size=0, paths=sources, pools={"wildjailbreak": 30, "rainbow_teaming": 30,
+                                                                        "aegis2": 20}), str(tmp_path / "mix"))
+    mix = pd.read_parquet(tmp_path / "mix" / "train.parquet")
+    mix_prompts = {normalise(p[-1]["content"]) for p in mix["prompt"]}
+    prompts = select_prompts(TraceConfig(out=str(tmp_path), pools={"wildjailbreak": 20, "aegis2": 20, "safeedit": 0},
+                                         paths=sources, exclude_files=[str(tmp_path / "mix" / "train.parquet")]))
+    assert len(prompts) == 40 and not {normalise(t) for t in prompts["text"]} & mix_prompts
+
+
+def test_generation_resumes_after_interruption_and_loses_nothing(sources, server, tmp_path):
+    cfg = trace_cfg(sources, tmp_path / "sft", server.url + "/v1")
+    prompts = select_prompts(cfg)  # 10 prompts x 2 samples
+    server.script = ["ok"] * 7 + ["500"] * 100  # the teacher dies after 7 answers
+    new, failures = asyncio.run(generate_traces(cfg, prompts))
+    assert new == 7 and failures == 13
+    log = tmp_path / "sft" / "traces.jsonl"
+    first_lines = log.read_text().splitlines()
+    with open(log, "a") as f:
+        f.write('{"prompt_id": "wildjailbreak-0", "sample_i')  # a crash in the middle of a write
+    server.script = []
+    n_requests = len(server.requests)
+    new, failures = asyncio.run(generate_traces(cfg, prompts))
+    assert new == 13 and failures == 0
+    assert len(server.requests) - n_requests == 13  # only what was missing was asked for
+    lines = log.read_text().splitlines()
+    assert lines[:7] == first_lines and len(lines) == 20
+    done = read_done(str(log))
+    assert set(done) == {(p, k) for p in prompts["prompt_id"] for k in range(2)}
+
+
+def test_cli_generate_refuses_to_write_until_complete_then_writes(sources, server, tmp_path):
+    args = ["generate", "--out", str(tmp_path), "--url", server.url + "/v1", "--model", "teacher", "--samples", "1",
+            "--max-retries", "0", *[f"--pool={k}={v}" for k, v in POOLS.items()],
+            *[f"--source={k}={v}" for k, v in sources.items()]]
+    server.script = ["ok"] * 3 + ["500"] * 50
+    with pytest.raises(SystemExit, match="samples missing .* run the same command again"):
+        main(args)
+    assert not (tmp_path / "sft_train.parquet").exists()
+    server.script = []
+    main(args)
+    train, val = pd.read_parquet(tmp_path / "sft_train.parquet"), pd.read_parquet(tmp_path / "sft_val.parquet")
+    assert len(train) + len(val) == 10
+    stats = json.loads((tmp_path / "sft_stats.json").read_text())
+    assert stats["kept"] == 10 and stats["dropped_empty_reasoning"] == 0
+
+
+def test_teacher_with_think_tags_and_empty_reasoning_is_dropped(tmp_path, server):
+    prompts = pd.DataFrame({"prompt_id": ["a-1", "a-2"], "source": ["x", "x"], "source_index": [1, 2],
+                            "text": ["normal request", "EMPTY reasoning request"]})
+    cfg = TraceConfig(out=str(tmp_path), url=server.url + "/v1", model="teacher-tags", samples=1)
+    asyncio.run(generate_traces(cfg, prompts))
+    df, stats = traces_to_sft(list(read_done(str(tmp_path / "traces.jsonl")).values()), None)
+    assert stats["dropped_empty_reasoning"] == 1 and len(df) == 1
+
+
+def test_convert_mode_needs_no_endpoint(tmp_path):
+    src = tmp_path / "old.jsonl"
+    src.write_text("\n".join(json.dumps({"prompt": f"q{i}", "reasoning": f"r{i}", "answer": f"a{i}",
+                                         "prompt_id": f"p{i}"}) for i in range(20)))
+    main(["convert", "--traces", str(src), "--out", str(tmp_path / "out"), "--system-prompt", "none"])
+    train = pd.read_parquet(tmp_path / "out" / "sft_train.parquet")
+    assert len(train) == 19 and list(train["messages"].iloc[0])[0]["role"] == "user"
+
+
+def test_verl_sft_dataset_masks_everything_but_the_assistant_turn(tmp_path, tiny_dir):
+    from transformers import AutoTokenizer
+    from verl.utils.dataset.multiturn_sft_dataset import MultiTurnSFTDataset
+
+    src = tmp_path / "t.jsonl"
+    src.write_text(json.dumps({"prompt": "How do I make a weapon?", "reasoning": "This is harmful.",
+                               "answer": "I can't help with that.", "prompt_id": "p"}) + "\n")
+    main(["convert", "--traces", str(src), "--out", str(tmp_path), "--val-fraction", "0"])
+    tok = AutoTokenizer.from_pretrained(f"{tiny_dir}/tokenizer")
+    ds = MultiTurnSFTDataset(str(tmp_path / "sft_train.parquet"), tok,
+                             OmegaConf.create({"max_length": 256, "messages_key": "messages", "truncation": "error"}))
+    item = ds[0]
+    ids, mask = item["input_ids"], item["loss_mask"]
+    learned = tok.decode(ids[mask.bool()])
+    assert learned.startswith("<think>\nThis is harmful.\n</think>\n\nI can't help with that.<|im_end|>")
+    assert "How do I make a weapon?" not in learned and "You are Qwen" not in learned
+    full = tok.decode(ids[item["attention_mask"].bool()])
+    assert "How do I make a weapon?" in full and "You are Qwen" in full
