@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# TARS SFT warm start on verl's SFT trainer, shared by run_sft_warmstart_qwen{1.5b,7b}.sh.
+# Every knob is an environment variable (defaults: the paper's "lightweight" SFT); extra Hydra
+# overrides pass through ("$@"). --dry-run (or TARS_DRY_RUN=1) checks the config and exits.
+set -euo pipefail
+
+DRY_RUN=${TARS_DRY_RUN:-0}
+EXTRA=()
+for arg in "$@"; do
+  if [ "$arg" = "--dry-run" ]; then DRY_RUN=1; else EXTRA+=("$arg"); fi
+done
+
+MODEL_PATH=${MODEL_PATH:?set MODEL_PATH (e.g. Qwen/Qwen2.5-7B-Instruct)}
+SFT_TRAIN=${SFT_TRAIN:-data/sft/sft_train.parquet}   # data_prep/build_sft_traces.py
+SFT_VAL=${SFT_VAL:-data/sft/sft_val.parquet}
+SFT_OUT=${SFT_OUT:-checkpoints/tars_sft}
+NNODES=${NNODES:-1}
+NPROC_PER_NODE=${NPROC_PER_NODE:-8}
+SFT_LR=${SFT_LR:-3e-5}
+SFT_EPOCHS=${SFT_EPOCHS:-3}
+SFT_BATCH=${SFT_BATCH:-16}
+SFT_MICRO_BATCH=${SFT_MICRO_BATCH:-2}
+SFT_MAX_LENGTH=${SFT_MAX_LENGTH:-8192}
+SFT_PATIENCE=${SFT_PATIENCE:-1}
+SFT_EXPORT=${SFT_EXPORT:-$SFT_OUT/hf_best}   # the Hugging Face checkpoint the RL stage loads
+# Multi-node: TORCHRUN_ARGS="--node_rank=N --master_addr=HEAD --master_port=29500" on every node.
+TORCHRUN_ARGS=${TORCHRUN_ARGS:---standalone}
+
+OVERRIDES=(
+  model.path="$MODEL_PATH"
+  data.train_files="$SFT_TRAIN"
+  data.val_files="$SFT_VAL"
+  data.train_batch_size="$SFT_BATCH"
+  data.micro_batch_size_per_gpu="$SFT_MICRO_BATCH"
+  data.max_length="$SFT_MAX_LENGTH"
+  optim.lr="$SFT_LR"
+  trainer.total_epochs="$SFT_EPOCHS"
+  trainer.nnodes="$NNODES"
+  trainer.n_gpus_per_node="$NPROC_PER_NODE"
+  trainer.default_local_dir="$SFT_OUT"
+  tars_sft.patience="$SFT_PATIENCE"
+  hydra.run.dir="$SFT_OUT/hydra"
+  "${EXTRA[@]}"
+)
+
+if [ "$DRY_RUN" = "1" ]; then
+  exec python -m tars_verl.dry_run sft "${OVERRIDES[@]}"
+fi
+
+# shellcheck disable=SC2086  # TORCHRUN_ARGS is a list of flags
+torchrun --nnodes="$NNODES" --nproc_per_node="$NPROC_PER_NODE" $TORCHRUN_ARGS -m tars_verl.sft "${OVERRIDES[@]}"
+
+# Export the lowest-validation-loss checkpoint (tars_sft links it as $SFT_OUT/best) with verl's merger.
+python -m verl.model_merger merge --backend fsdp --local_dir "$SFT_OUT/best" --target_dir "$SFT_EXPORT"
+echo "SFT warm start exported to $SFT_EXPORT (set SFT_MODEL_PATH=$SFT_EXPORT for the GRPO stage)"

@@ -1,0 +1,162 @@
+"""Check a TARS launch before any GPU is spent: the examples' ``--dry-run``.
+
+    python -m tars_verl.dry_run grpo  <the same Hydra overrides the run gets>
+    python -m tars_verl.dry_run sft   <the same Hydra overrides the run gets>
+
+``grpo`` composes ``tars_grpo.yaml`` exactly as ``verl.trainer.main_ppo`` would, runs verl's own
+``validate_config``, resolves the reward manager the way verl does, validates ``reward.tars`` (scorer
+back ends, their keys, API keys in the environment, verl's served-RM routing), and checks that data
+files exist and model paths exist locally or look like hub ids. ``sft`` does the same for
+``tars_sft.yaml`` with verl's SFT config classes. Nothing is loaded onto a device. Set
+``TARS_DRY_RUN_CHECK_ENDPOINTS=1`` to also call each served scorer's health check.
+Exit code 0 and a summary when everything holds; otherwise a list of every problem found.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+from omegaconf import DictConfig, OmegaConf
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _compose(config_name: str, overrides: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="tars_verl.config", version_base=None):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def _files(value) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def check_data(cfg: DictConfig, keys: list[str], problems: list[str]) -> None:
+    for key in keys:
+        for path in _files(OmegaConf.select(cfg, key)):
+            if not os.path.exists(os.path.expanduser(path)):
+                problems.append(f"{key}: {path} does not exist")
+
+
+def check_model(name: str, path: str | None, problems: list[str]) -> None:
+    if not path:
+        problems.append(f"{name} is not set")
+    elif not (os.path.exists(os.path.expanduser(path)) or HUB_ID.match(path)):
+        problems.append(f"{name}: {path} is neither a local folder nor a hub id (org/name)")
+
+
+def check_grpo(overrides: list[str]) -> tuple[DictConfig, list[str]]:
+    problems: list[str] = []
+    cfg = _compose("tars_grpo", overrides)
+    try:
+        from verl.trainer.ppo.utils import need_critic, need_reference_policy
+        from verl.utils.config import validate_config
+
+        validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+    except Exception as err:  # noqa: BLE001 - every problem is reported together
+        problems.append(f"verl validate_config: {type(err).__name__}: {err}")
+    if OmegaConf.select(cfg, "actor_rollout_ref.rollout.name") in (None, "???"):
+        problems.append("actor_rollout_ref.rollout.name is not set (vllm or sglang)")
+    check_data(cfg, ["data.train_files", "data.val_files"], problems)
+    check_model("actor_rollout_ref.model.path", cfg.actor_rollout_ref.model.path, problems)
+    if cfg.reward.reward_model.enable:
+        check_model("reward.reward_model.model_path", cfg.reward.reward_model.model_path, problems)
+    try:
+        from verl.trainer.ppo.reward import resolve_reward_manager_cls
+
+        cls = resolve_reward_manager_cls(cfg)
+        from tars_verl.reward_manager import TarsRewardManager
+
+        if cls is not TarsRewardManager:
+            problems.append(f"reward manager resolves to {cls.__name__}, not TarsRewardManager")
+    except Exception as err:  # noqa: BLE001
+        problems.append(f"reward manager: {type(err).__name__}: {err}")
+    problems += check_reward(cfg)
+    return cfg, problems
+
+
+def check_reward(cfg: DictConfig) -> list[str]:
+    from tars_verl.reward_config import tars_config_from
+    from tars_verl.reward_manager import _check_verl_reward_routing
+    from tars_verl.scorers import build_scorer, parse_scorer_config
+
+    problems: list[str] = []
+    try:
+        tars = tars_config_from(cfg.reward.get("tars"))
+        _check_verl_reward_routing(cfg.reward)
+    except Exception as err:  # noqa: BLE001
+        return [f"reward.tars: {err}"]
+    for role in ("safety", "helpfulness"):
+        if not tars.needs(role):
+            continue
+        scorer_cfg = getattr(tars, role)
+        _, parsed = parse_scorer_config(scorer_cfg, where=f"reward.tars.{role}")
+        model_path = getattr(parsed, "model_path", None)
+        if model_path is not None:
+            check_model(f"reward.tars.{role}.model_path", model_path, problems)
+        if getattr(parsed, "url", None) == "verl" and not cfg.reward.reward_model.enable:
+            problems.append(f"reward.tars.{role}.url=verl needs reward.reward_model.enable=True")
+        if os.environ.get("TARS_DRY_RUN_CHECK_ENDPOINTS") == "1" and getattr(parsed, "url", "verl") != "verl":
+            try:
+                build_scorer(scorer_cfg, where=f"reward.tars.{role}").check_ready()
+            except Exception as err:  # noqa: BLE001
+                problems.append(f"reward.tars.{role}: {err}")
+    return problems
+
+
+def check_sft(overrides: list[str]) -> tuple[DictConfig, list[str]]:
+    problems: list[str] = []
+    cfg = _compose("tars_sft", overrides)
+    try:
+        from verl.utils.config import omega_conf_to_dataclass
+
+        for key in ("model", "engine", "optim", "checkpoint"):
+            omega_conf_to_dataclass(cfg[key])
+    except Exception as err:  # noqa: BLE001
+        problems.append(f"verl SFT config: {type(err).__name__}: {err}")
+    check_data(cfg, ["data.train_files", "data.val_files"], problems)
+    check_model("model.path", cfg.model.path, problems)
+    try:
+        from tars_verl.sft import check_config
+
+        check_config(cfg)
+    except Exception as err:  # noqa: BLE001
+        problems.append(str(err))
+    return cfg, problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("grpo", "sft"):
+        print(__doc__)
+        return 2
+    stage, overrides = argv[0], [a for a in argv[1:] if a != "--"]
+    cfg, problems = (check_grpo if stage == "grpo" else check_sft)(overrides)
+    if problems:
+        print(f"[dry-run] {stage}: {len(problems)} problem(s):")
+        for p in dict.fromkeys(problems):
+            print(f"  - {p}")
+        return 1
+    if stage == "grpo":
+        t = cfg.reward.tars
+        print(f"[dry-run] grpo OK: model={cfg.actor_rollout_ref.model.path} train={cfg.data.train_files} "
+              f"val={cfg.data.val_files} rollout={cfg.actor_rollout_ref.rollout.name} n={cfg.actor_rollout_ref.rollout.n} "
+              f"safety={t.safety.backend} helpfulness={t.helpfulness.backend} mode={t.mode} "
+              f"gpus={cfg.trainer.nnodes}x{cfg.trainer.n_gpus_per_node}")
+    else:
+        print(f"[dry-run] sft OK: model={cfg.model.path} train={cfg.data.train_files} val={cfg.data.val_files} "
+              f"lr={cfg.optim.lr} epochs={cfg.trainer.total_epochs} batch={cfg.data.train_batch_size} "
+              f"out={cfg.trainer.default_local_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""A ``cpu`` platform for verl, so that its SFT trainer runs on a machine without a GPU (TESTING only).
+
+Loaded in every verl process with ``VERL_USE_EXTERNAL_MODULES=tars_verl.testing.cpu_platform`` and
+selected with ``VERL_PLATFORM=cpu`` (verl's own plug-in points; nothing in verl or torch is patched).
+``cpu_env()`` returns the environment for such a run:
+
+    env = {**os.environ, **cpu_env()}
+    subprocess.run(["torchrun", "--nproc_per_node=1", "-m", "tars_verl.sft", ...], env=env)
+
+verl's device helpers call ``torch.<device>.memory_reserved()``, ``get_device_name()`` and friends, which
+``torch.cpu`` lacks; the platform therefore hands verl a small device module that has them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import types
+from typing import Any, Optional
+
+import torch
+from verl.plugin.platform.platform_base import PlatformBase
+from verl.plugin.platform.platform_manager import PlatformRegistry
+
+
+def _cpu_device_module() -> types.ModuleType:
+    mod = types.ModuleType("tars_cpu_device")
+    for name in dir(torch.cpu):  # is_available, synchronize, current_device, device_count, Stream, ...
+        if not name.startswith("_"):
+            setattr(mod, name, getattr(torch.cpu, name))
+    zero = lambda *a, **k: 0  # noqa: E731 - no device memory to report
+    for name in ("memory_allocated", "memory_reserved", "max_memory_allocated", "max_memory_reserved"):
+        setattr(mod, name, zero)
+    mod.reset_peak_memory_stats = lambda *a, **k: None
+    mod.empty_cache = lambda: None
+    mod.set_device = lambda *a, **k: None
+    mod.manual_seed = torch.manual_seed
+    mod.manual_seed_all = torch.manual_seed
+    mod.get_device_name = lambda *a, **k: "cpu"
+    mod.get_device_capability = lambda *a, **k: (None, None)
+    mod.memory_stats = lambda *a, **k: {}
+
+    def mem_get_info(*a, **k):
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        free = os.sysconf("SC_AVPHYS_PAGES") * page_size
+        return free, pages * page_size
+
+    mod.mem_get_info = mem_get_info
+    return mod
+
+
+CPU_DEVICE = _cpu_device_module()
+
+
+@PlatformRegistry.register("cpu")
+class PlatformCPU(PlatformBase):
+    @property
+    def device_name(self) -> str:
+        return "cpu"
+
+    @property
+    def vendor_name(self) -> str:
+        return "cpu"
+
+    @property
+    def device_module(self) -> types.ModuleType:
+        return CPU_DEVICE
+
+    def is_available(self) -> bool:
+        return True
+
+    def is_platform_available(self, use_smi_check=False) -> bool:
+        # Never auto-detected: only an explicit VERL_PLATFORM=cpu selects it.
+        return False
+
+    def current_device(self) -> str:  # type: ignore[override]
+        # verl passes this to .to(device=...); an int would mean "accelerator 0".
+        return "cpu"
+
+    def device_count(self) -> int:
+        return 1
+
+    def set_device(self, device_index: int) -> None:
+        pass
+
+    def synchronize(self, device_index: Optional[int] = None) -> None:
+        pass
+
+    def manual_seed(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def manual_seed_all(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def set_allocator_settings(self, settings: str) -> None:
+        pass
+
+    def empty_cache(self) -> None:
+        pass
+
+    def get_device_capability(self, device_index: int = 0) -> tuple[Optional[int], Optional[int]]:
+        return None, None
+
+    def communication_backend_name(self) -> str:
+        return "gloo"
+
+    def visible_devices_envvar(self) -> str:
+        return "TARS_CPU_VISIBLE_DEVICES"
+
+    @contextlib.contextmanager
+    def nvtx_range(self, msg: str):
+        yield
+
+    def profiler_start(self) -> None:
+        pass
+
+    def profiler_stop(self) -> None:
+        pass
+
+    def ray_resource_name(self) -> str:
+        return "CPU"
+
+    def ray_noset_envvars(self) -> list[str]:
+        return []
+
+    def is_ipc_supported(self) -> bool:
+        return False
+
+    def cudart(self) -> Any:
+        return None  # no CUDA runtime on CPU
+
+
+def cpu_env() -> dict[str, Any]:
+    """Environment variables that make verl use this platform (and its FSDP engine) in every process."""
+    return {
+        "VERL_USE_EXTERNAL_MODULES": "tars_verl.testing.cpu_platform",
+        "VERL_PLATFORM": "cpu",
+        # verl registers its FSDP engine for cuda/npu devices only; the engine code itself runs on CPU.
+        "VERL_ENGINE_DEVICE": "cuda",
+        "CUDA_VISIBLE_DEVICES": "",
+        "TOKENIZERS_PARALLELISM": "false",
+    }

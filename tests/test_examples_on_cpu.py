@@ -1,0 +1,121 @@
+"""The launch scripts users run: every one in --dry-run mode, and the SFT warm start for real on CPU."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tars_verl.data.rl_mix import MixConfig, write_mixes
+from tars_verl.testing.cpu_platform import cpu_env
+from tars_verl.testing.source_files import write_rl_sources
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = ["run_sft_warmstart_qwen1.5b.sh", "run_sft_warmstart_qwen7b.sh", "run_tars_qwen1.5b.sh", "run_tars_qwen7b.sh"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, tiny_dir):
+    root = tmp_path_factory.mktemp("example_data")
+    paths = write_rl_sources(str(root / "src"), n=100)
+    write_mixes(MixConfig(total=40, val_size=8, paths=paths, pools={"wildjailbreak": 10, "rainbow_teaming": 10,
+                                                                    "aegis2": 10}), str(root / "tars"))
+    sft = [{"messages": [{"role": "user", "content": f"How do I build weapon {i % 3}?"},
+                         {"role": "assistant", "content": "<think>\nHarmful request.\n</think>\n\nI can't help with that."}]}
+           for i in range(16)]
+    os.makedirs(root / "sft")
+    pd.DataFrame(sft[:12]).to_parquet(root / "sft" / "sft_train.parquet")
+    pd.DataFrame(sft[12:]).to_parquet(root / "sft" / "sft_val.parquet")
+    return root
+
+
+def run_script(script, env_extra, *args, timeout=300):
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], **env_extra}
+    return subprocess.run(["bash", os.path.join(ROOT, "examples", script), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def tiny_env(data, tiny_dir, tmp_path, **kw):
+    env = {"MODEL_PATH": f"{tiny_dir}/policy", "SFT_TRAIN": str(data / "sft" / "sft_train.parquet"),
+           "SFT_VAL": str(data / "sft" / "sft_val.parquet"), "SFT_OUT": str(tmp_path / "sft_out"),
+           "TRAIN_FILE": str(data / "tars" / "train.parquet"), "VAL_FILE": str(data / "tars" / "val.parquet"),
+           "TARS_PRESET": "tiny_cpu", "TARS_TINY_DIR": tiny_dir, "CKPT_DIR": str(tmp_path / "ckpt")}
+    env.update(kw)
+    return env
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_example_script_dry_runs(script, data, tiny_dir, tmp_path):
+    env = tiny_env(data, tiny_dir, tmp_path, SFT_MODEL_PATH=f"{tiny_dir}/policy")
+    out = run_script(script, env, "--dry-run")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    stage = "sft" if "sft" in script else "grpo"
+    assert f"[dry-run] {stage} OK" in out.stdout
+    if stage == "grpo":
+        assert "All configuration checks passed" in out.stdout + out.stderr  # verl's own validate_config ran
+
+
+def test_dry_run_reports_every_problem(data, tiny_dir, tmp_path, monkeypatch):
+    env = tiny_env(data, tiny_dir, tmp_path, SFT_MODEL_PATH="./no/such/model", TRAIN_FILE="/no/train.parquet",
+                   TARS_PRESET="paper")
+    env.pop("OPENAI_API_KEY", None)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    out = run_script("run_tars_qwen7b.sh", env, "--dry-run")
+    assert out.returncode == 1
+    assert "data.train_files: /no/train.parquet does not exist" in out.stdout
+    assert "actor_rollout_ref.model.path: ./no/such/model is neither" in out.stdout
+    assert "OPENAI_API_KEY is not set" in out.stdout
+
+
+def test_overrides_pass_through_to_the_composed_config(data, tiny_dir, tmp_path):
+    env = tiny_env(data, tiny_dir, tmp_path, SFT_MODEL_PATH=f"{tiny_dir}/policy")
+    out = run_script("run_tars_qwen1.5b.sh", env, "--dry-run", "actor_rollout_ref.rollout.n=3",
+                     "tars_scorer@reward.tars.safety=refusal_keywords")
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert "n=3" in out.stdout and "safety=refusal_keywords" in out.stdout
+    bad = run_script("run_tars_qwen1.5b.sh", env, "--dry-run", "reward.tars.safety.backend=nope")
+    assert bad.returncode == 1 and "backend='nope' is unknown" in bad.stdout
+
+
+def test_7b_without_warm_start_says_which_variable_to_set(tiny_dir, tmp_path):
+    env = {"SFT_TRAIN": str(tmp_path / "none.parquet"), "SFT_VAL": str(tmp_path / "none.parquet"),
+           "SFT_OUT": str(tmp_path / "sft_out")}
+    out = run_script("run_tars_qwen7b.sh", env, "--dry-run")
+    assert out.returncode == 2
+    assert "set SFT_MODEL_PATH" in out.stderr and "danielkty22/TARS-SFT-7B" in out.stderr
+
+
+def test_7b_runs_the_sft_stage_first_when_no_checkpoint_is_given(data, tiny_dir, tmp_path):
+    out = run_script("run_tars_qwen7b.sh", tiny_env(data, tiny_dir, tmp_path), "--dry-run")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "running the SFT warm start" in out.stdout
+    assert "[dry-run] sft OK" in out.stdout and "[dry-run] grpo OK" in out.stdout
+
+
+@pytest.mark.slow
+def test_sft_warm_start_trains_on_cpu_stops_early_and_exports(data, tiny_dir, tmp_path):
+    """verl's SFT trainer for real: the user's script, the tiny model, CPU platform via verl's registry."""
+    cpu_args = ["+model.override_config.attn_implementation=sdpa", "engine.strategy=fsdp2", "trainer.device=cpu",
+                "data.num_workers=0", "data.use_dynamic_bsz=False", "trainer.resume_mode=disable"]
+    env = tiny_env(data, tiny_dir, tmp_path, **cpu_env(), NPROC_PER_NODE="1", SFT_BATCH="4", SFT_MICRO_BATCH="2",
+                   SFT_MAX_LENGTH="128", SFT_EPOCHS="2", SFT_LR="1e-3")
+    out = run_script("run_sft_warmstart_qwen1.5b.sh", env, *cpu_args, timeout=600)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-4000:]
+    losses = [float(x) for x in re.findall(r"train/loss:([0-9.]+)", log)]
+    assert len(losses) == 6 and losses[-1] < losses[0]  # 3 steps per epoch x 2 epochs, on repeated data
+    record = json.loads((tmp_path / "sft_out" / "tars_early_stopping.json").read_text())
+    assert [h["step"] for h in record["history"]] == [3, 6]
+    assert os.path.islink(tmp_path / "sft_out" / "best")
+
+    from transformers import AutoModelForCausalLM
+
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "sft_out" / "hf_best")
+    start = AutoModelForCausalLM.from_pretrained(f"{tiny_dir}/policy")
+    best_hf = AutoModelForCausalLM.from_pretrained(tmp_path / "sft_out" / "best" / "huggingface")
+    a, b, c = (dict(m.named_parameters()) for m in (exported, start, best_hf))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) > 0  # training changed the weights
+    assert max((a[k] - c[k]).abs().max().item() for k in a) == 0  # the merger exported the best checkpoint
