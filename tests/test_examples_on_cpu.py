@@ -119,3 +119,28 @@ def test_sft_warm_start_trains_on_cpu_stops_early_and_exports(data, tiny_dir, tm
     a, b, c = (dict(m.named_parameters()) for m in (exported, start, best_hf))
     assert max((a[k] - b[k]).abs().max().item() for k in a) > 0  # training changed the weights
     assert max((a[k] - c[k]).abs().max().item() for k in a) == 0  # the merger exported the best checkpoint
+
+
+@pytest.mark.slow
+def test_sft_stops_when_validation_loss_rises(tiny_dir, tmp_path):
+    """Train on one phrase at a high lr, validate on unrelated text: val loss rises, training stops early."""
+    train = [{"messages": [{"role": "user", "content": "Say the phrase."},
+                           {"role": "assistant", "content": "<think>\nok\n</think>\n\nbanana banana banana banana"}]}] * 12
+    val = [{"messages": [{"role": "user", "content": "Explain photosynthesis in plants."},
+                         {"role": "assistant", "content": "<think>\nbiology\n</think>\n\nPlants turn light, water "
+                                                          "and carbon dioxide into sugar and oxygen."}]}] * 4
+    pd.DataFrame(train).to_parquet(tmp_path / "train.parquet")
+    pd.DataFrame(val).to_parquet(tmp_path / "val.parquet")
+    cpu_args = ["+model.override_config.attn_implementation=sdpa", "engine.strategy=fsdp2", "trainer.device=cpu",
+                "data.num_workers=0", "data.use_dynamic_bsz=False", "trainer.resume_mode=disable"]
+    env = {**cpu_env(), "MODEL_PATH": f"{tiny_dir}/policy", "SFT_TRAIN": str(tmp_path / "train.parquet"),
+           "SFT_VAL": str(tmp_path / "val.parquet"), "SFT_OUT": str(tmp_path / "out"), "NPROC_PER_NODE": "1",
+           "SFT_BATCH": "4", "SFT_MICRO_BATCH": "2", "SFT_MAX_LENGTH": "128", "SFT_EPOCHS": "6", "SFT_LR": "3e-2"}
+    out = run_script("run_sft_warmstart_qwen7b.sh", env, *cpu_args, timeout=600)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    record = json.loads((tmp_path / "out" / "tars_early_stopping.json").read_text())
+    losses = [h["val_loss"] for h in record["history"]]
+    assert len(losses) < 6 and losses[-1] > min(losses)  # stopped before the last epoch, after a rise
+    assert record["best_val_loss"] == min(losses)
+    assert os.readlink(tmp_path / "out" / "best") == f"global_step_{record['best_step']}"
+    assert "early stop" in out.stdout

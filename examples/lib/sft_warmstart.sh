@@ -4,11 +4,8 @@
 # overrides pass through ("$@"). --dry-run (or TARS_DRY_RUN=1) checks the config and exits.
 set -euo pipefail
 
-DRY_RUN=${TARS_DRY_RUN:-0}
-EXTRA=()
-for arg in "$@"; do
-  if [ "$arg" = "--dry-run" ]; then DRY_RUN=1; else EXTRA+=("$arg"); fi
-done
+# shellcheck source=args.sh
+source "$(dirname "${BASH_SOURCE[0]}")/args.sh"
 
 MODEL_PATH=${MODEL_PATH:?set MODEL_PATH (e.g. Qwen/Qwen2.5-7B-Instruct)}
 SFT_TRAIN=${SFT_TRAIN:-data/sft/sft_train.parquet}   # data_prep/build_sft_traces.py

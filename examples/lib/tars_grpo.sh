@@ -5,11 +5,8 @@
 # exactly as the run would get it, then exits.
 set -euo pipefail
 
-DRY_RUN=${TARS_DRY_RUN:-0}
-EXTRA=()
-for arg in "$@"; do
-  if [ "$arg" = "--dry-run" ]; then DRY_RUN=1; else EXTRA+=("$arg"); fi
-done
+# shellcheck source=args.sh
+source "$(dirname "${BASH_SOURCE[0]}")/args.sh"
 
 SFT_MODEL_PATH=${SFT_MODEL_PATH:?the caller resolves the warm-start checkpoint}
 TRAIN_FILE=${TRAIN_FILE:-data/tars/train.parquet}              # data_prep/build_rl_mix.py
