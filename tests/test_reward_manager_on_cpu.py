@@ -162,7 +162,7 @@ def test_bad_config_stops_at_start_up(tiny_dir, monkeypatch):
     with pytest.raises(ScorerConfigError, match="backend='nope' is unknown"):
         worker_for(tiny_dir, "reward.tars.safety.backend=nope")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with pytest.raises(ScorerConfigError, match="OPENAI_API_KEY is not set"):
+    with pytest.raises(ScorerConfigError, match="reward.tars.safety: .*OPENAI_API_KEY is not set"):
         worker_for(tiny_dir, preset="paper")
     with pytest.raises(ScorerConfigError, match="mode='both' is unknown"):
         worker_for(tiny_dir, "reward.tars.mode=both")

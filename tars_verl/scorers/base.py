@@ -160,7 +160,11 @@ def parse_scorer_config(cfg: Mapping[str, Any], where: str = "scorer") -> tuple[
     if unknown:
         raise ScorerConfigError(f"{where}: unknown key(s) {unknown} for backend {backend!r}; valid: {sorted(known)}")
     config = cls.Config(**cfg)
-    config.validate()
+    try:
+        config.validate()
+    except ScorerConfigError as err:
+        # Messages name the back end ("guard_chat.url ..."); say where in the config it sits too.
+        raise ScorerConfigError(f"{where}: {err}") from None
     return cls, config
 
 
