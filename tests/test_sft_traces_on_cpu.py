@@ -8,8 +8,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from tars_verl.data.rl_mix import normalise
-from tars_verl.data.sft_traces import (TraceConfig, generate_traces, main, read_done, select_prompts,
-                                       split_teacher_reply, traces_to_sft)
+from tars_verl.data.io import read_done
+from tars_verl.data.sft_traces import (TraceConfig, generate_traces, main, select_prompts, split_teacher_reply,
+                                       traces_to_sft)
 from tars_verl.testing.source_files import write_rl_sources
 
 POOLS = {"wildjailbreak": 6, "aegis2": 4, "safeedit": 0}

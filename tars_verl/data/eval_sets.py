@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .io import write_parquet_atomic
-from .rl_mix import QWEN_DEFAULT_SYSTEM_PROMPT, parse_kv
+from .rl_mix import QWEN_DEFAULT_SYSTEM_PROMPT, parse_kv, user_messages
 from .sources import load_source
 
 SORRY_BENCH_GROUPS = {
@@ -42,13 +42,12 @@ EVAL_SETS = ("strongreject_small", "strongreject", "xstest_safe", "xstest_unsafe
 
 
 def to_eval_rows(df: pd.DataFrame, name: str, prompt_type: str, system_prompt: str | None) -> pd.DataFrame:
-    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
     group = df["category_group"] if "category_group" in df.columns else pd.Series([""] * len(df), index=df.index)
     records = []
     for i, (text, cat, grp, src_idx) in enumerate(zip(df["text"], df["category"], group, df["source_index"])):
         records.append({
             "data_source": name,
-            "prompt": system + [{"role": "user", "content": text}],
+            "prompt": user_messages(text, system_prompt),
             "ability": "safety",
             "reward_model": {"style": "tars", "ground_truth": prompt_type},
             "extra_info": {"prompt_type": prompt_type, "source": name, "index": i, "source_index": int(src_idx),

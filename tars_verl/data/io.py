@@ -1,8 +1,10 @@
-"""Reading local tables and writing files atomically (temp file + rename: never a half-written file)."""
+"""Reading local tables and resumable JSONL logs; writing files atomically (temp file + rename:
+never a half-written file)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from typing import Any
@@ -28,6 +30,32 @@ def read_table(path: str) -> pd.DataFrame:
     if ext == ".parquet":
         return pd.read_parquet(path)
     raise ValueError(f"{path}: unsupported file type {ext!r}; use one of {LOCAL_FORMATS}")
+
+
+def read_done(path: str) -> dict[tuple[str, int], dict]:
+    """Finished samples from the append-only log; a torn last line (crash mid-write) is dropped."""
+    done: dict[tuple[str, int], dict] = {}
+    if not os.path.exists(path):
+        return done
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    good_bytes = 0
+    for raw in lines:
+        if not raw.strip():
+            good_bytes += len(raw) + 1
+            continue
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            break
+        done[(rec["prompt_id"], int(rec["sample_idx"]))] = rec
+        good_bytes += len(raw) + 1
+    size = os.path.getsize(path)
+    if good_bytes < size:  # truncate the torn tail so that new lines start clean
+        with open(path, "r+b") as f:
+            f.truncate(min(good_bytes, size))
+        logging.getLogger(__name__).warning("%s: dropped a partial last line from an interrupted run", path)
+    return done
 
 
 def require_columns(df: pd.DataFrame, columns: list[str], where: str) -> None:

@@ -40,6 +40,13 @@ from .sources import SOURCES, load_source
 logger = logging.getLogger(__name__)
 
 QWEN_DEFAULT_SYSTEM_PROMPT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+
+
+def user_messages(text: str, system_prompt: str | None = None) -> list[dict[str, str]]:
+    """Chat messages for one user turn, with the system prompt first when there is one."""
+    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": text}]
+
+
 HARMFUL_POOLS = {"wildjailbreak": 800, "rainbow_teaming": 800, "aegis2": 400}
 
 
@@ -129,8 +136,7 @@ class PromptBuilder:
             self.tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer)
 
     def messages(self, text: str) -> list[dict[str, str]]:
-        msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        return msgs + [{"role": "user", "content": text}]
+        return user_messages(text, self.system_prompt)
 
     def n_tokens(self, text: str) -> int:
         # Render, then tokenise: apply_chat_template(tokenize=True) returns different types across versions.
@@ -172,15 +178,16 @@ def filter_candidates(cfg: MixConfig, eval_set: set[str]) -> tuple[dict[str, pd.
     return candidates, drops
 
 
-def take(df: pd.DataFrame, n: int, rng: np.random.Generator, builder: PromptBuilder, name: str,
+def take(df: pd.DataFrame, n: int, rng: np.random.Generator, builder: PromptBuilder | None, name: str,
          allow_small: bool, drops: dict) -> pd.DataFrame:
-    """n rows in a seeded random order, skipping prompts over the token limit (checked lazily)."""
+    """n rows in a seeded random order, skipping prompts over the token limit (checked lazily; no
+    check when ``builder`` is None)."""
     order = rng.permutation(len(df))
     picked, too_long = [], 0
-    for i in tqdm(order, desc=f"{name}: token filter", disable=None if builder.tokenizer else True, leave=False):
+    for i in tqdm(order, desc=f"{name}: token filter", disable=None if builder and builder.tokenizer else True, leave=False):
         if len(picked) == n:
             break
-        if builder.fits(df["text"].iat[i]):
+        if builder is None or builder.fits(df["text"].iat[i]):
             picked.append(i)
         else:
             too_long += 1
@@ -205,7 +212,6 @@ def build_mixes(cfg: MixConfig) -> dict[float, tuple[pd.DataFrame, pd.DataFrame,
          for n, size in cfg.pools.items() if size > 0] or [pd.DataFrame(columns=["text", "category", "source_index", "source"])],
         ignore_index=True,
     )
-    pool_only = PromptBuilder(MixConfig(system_prompt=cfg.system_prompt))  # the harmful pool is already token-filtered
     out = {}
     for lam in cfg.lams:
         counts = type_counts(n_needed, lam)
@@ -216,9 +222,9 @@ def build_mixes(cfg: MixConfig) -> dict[float, tuple[pd.DataFrame, pd.DataFrame,
             ("harmless", counts["harmless"], candidates[cfg.harmless_source].assign(source=cfg.harmless_source), cfg.harmless_source),
             ("ambiguous", counts["ambiguous"], candidates[cfg.ambiguous_source].assign(source=cfg.ambiguous_source), cfg.ambiguous_source),
         ]:
-            b = pool_only if ptype == "harmful" else builder
-            chosen = take(pool, n, _rng(cfg.seed, lam, ptype), b, name, cfg.allow_small_pools,
-                          lam_drops.setdefault(name, {}))
+            # The harmful pool was token-filtered when it was built.
+            chosen = take(pool, n, _rng(cfg.seed, lam, ptype), None if ptype == "harmful" else builder, name,
+                          cfg.allow_small_pools, lam_drops.setdefault(name, {}))
             parts.append(chosen.assign(prompt_type=ptype))
         rows = pd.concat(parts, ignore_index=True)
         if rows.empty:

@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .io import read_table, write_json_atomic, write_parquet_atomic
-from .rl_mix import QWEN_DEFAULT_SYSTEM_PROMPT, _rng, eval_prompt_set, normalise, parse_kv
+from .io import read_done, read_table, write_json_atomic, write_parquet_atomic
+from .rl_mix import QWEN_DEFAULT_SYSTEM_PROMPT, _rng, eval_prompt_set, normalise, parse_kv, user_messages
 from .sources import load_source
 
 logger = logging.getLogger(__name__)
@@ -107,32 +107,6 @@ def select_prompts(cfg: TraceConfig) -> pd.DataFrame:
     return prompts[["prompt_id", "source", "source_index", "text"]]
 
 
-def read_done(path: str) -> dict[tuple[str, int], dict]:
-    """Finished samples from the append-only log; a torn last line (crash mid-write) is dropped."""
-    done: dict[tuple[str, int], dict] = {}
-    if not os.path.exists(path):
-        return done
-    with open(path, "rb") as f:
-        lines = f.read().split(b"\n")
-    good_bytes = 0
-    for raw in lines:
-        if not raw.strip():
-            good_bytes += len(raw) + 1
-            continue
-        try:
-            rec = json.loads(raw)
-        except ValueError:
-            break
-        done[(rec["prompt_id"], int(rec["sample_idx"]))] = rec
-        good_bytes += len(raw) + 1
-    size = os.path.getsize(path)
-    if good_bytes < size:  # truncate the torn tail so that new lines start clean
-        with open(path, "r+b") as f:
-            f.truncate(min(good_bytes, size))
-        logger.warning("%s: dropped a partial last line from an interrupted run", path)
-    return done
-
-
 async def generate_traces(cfg: TraceConfig, prompts: pd.DataFrame) -> tuple[int, int]:
     """Ask the teacher for every missing (prompt, sample); returns (new samples, failed requests)."""
     from ..scorers.http import HttpEndpoint
@@ -154,8 +128,7 @@ async def generate_traces(cfg: TraceConfig, prompts: pd.DataFrame) -> tuple[int,
     with open(log_path, "a") as log:
         async def one(prompt_id: str, k: int, text: str, source: str) -> None:
             nonlocal failures, new
-            messages = ([{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []) + [
-                {"role": "user", "content": text}]
+            messages = user_messages(text, cfg.system_prompt)
             try:
                 body = await endpoint.post_json("/chat/completions", {
                     "model": cfg.model, "messages": messages, "temperature": cfg.temperature,
@@ -195,8 +168,7 @@ def traces_to_sft(records: list[dict], system_prompt: str | None) -> tuple[pd.Da
         if not (answer or "").strip():
             dropped_answer += 1
             continue
-        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
-            {"role": "user", "content": rec["prompt"]},
+        messages = user_messages(rec["prompt"], system_prompt) + [
             {"role": "assistant", "content": sft_assistant_turn(reasoning, answer)}]
         rows.append({"messages": messages, "prompt_id": str(rec.get("prompt_id", "")),
                      "sample_idx": int(rec.get("sample_idx", 0)), "source": str(rec.get("source", ""))})

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from ..data.sft_traces import read_done
+from ..data.io import read_done
 from .prompts import EvalPrompt
 
 logger = logging.getLogger(__name__)

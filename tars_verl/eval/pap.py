@@ -18,7 +18,7 @@ import os
 import re
 
 from ..data.io import write_json_atomic
-from ..data.sft_traces import read_done
+from ..data.io import read_done
 from ..scorers.base import ScorerError
 from ..scorers.http import HttpEndpoint
 from .prompts import load_eval_set

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..data.io import read_table, require_columns
+from ..data.rl_mix import user_messages
 
 SUITES = {
     "harmbench": "safety", "strongreject": "safety", "strongreject_small": "safety",
@@ -72,9 +73,7 @@ def load_attack_file(path: str, attack: str, behaviors: dict[str, str], direct: 
         if behavior is None:
             raise ValueError(f"{path}: behavior {bid!r} is in no behaviours file and past the harmbench set")
         for k, test in enumerate(tests if isinstance(tests, list) else [tests]):
-            msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
-                {"role": "user", "content": str(test)}]
-            out.append(EvalPrompt("harmbench", f"{attack}-{bid}-{k}", msgs, "safety", behavior=behavior,
+            out.append(EvalPrompt("harmbench", f"{attack}-{bid}-{k}", user_messages(str(test), system_prompt), "safety", behavior=behavior,
                                   attack=attack, extra={"behavior_id": bid}))
     return out
 
