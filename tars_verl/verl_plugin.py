@@ -1,13 +1,20 @@
 """verl plug-in entry point (``[project.entry-points."verl.plugins"]``), imported by ``import verl``.
 
 Importing ``tars_verl.reward_manager`` registers the ``tars`` reward manager in verl's reward-loop
-registry, so ``reward.reward_manager.name=tars`` works in every process verl starts (driver and Ray
-workers). verl swallows errors here at DEBUG level; ``python -m tars_verl.check_install`` shows them.
+registry, and ``tars_verl.trainer`` the ``tars`` trainer mode (per-prompt-type training metrics),
+so ``reward.reward_manager.name=tars`` works in every process verl starts (driver and Ray workers). verl swallows errors here at DEBUG level; ``python -m tars_verl.check_install`` shows them.
 """
 
 from __future__ import annotations
 
-import tars_verl.reward_manager  # noqa: F401  (registers "tars")
+import logging
+
+import tars_verl.reward_manager  # noqa: F401  (registers the "tars" reward manager)
+
+try:  # registers trainer_mode "tars"; kept apart so a trainer import problem never hides the manager
+    import tars_verl.trainer  # noqa: F401
+except Exception as exc:  # noqa: BLE001 - verl would swallow it at DEBUG level; say it loudly
+    logging.getLogger(__name__).warning("tars trainer (trainer.v1.trainer_mode=tars) unavailable: %s", exc)
 
 
 def compute_score(*args, **kwargs):

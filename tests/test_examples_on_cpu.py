@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from tars_verl.data.rl_mix import MixConfig, write_mixes
-from tars_verl.testing.cpu_platform import cpu_env
+from tars_verl.testing.cpu_platform import cpu_env, sft_cpu_overrides
 from tars_verl.testing.source_files import write_rl_sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,8 +98,7 @@ def test_7b_runs_the_sft_stage_first_when_no_checkpoint_is_given(data, tiny_dir,
 @pytest.mark.slow
 def test_sft_warm_start_trains_on_cpu_stops_early_and_exports(data, tiny_dir, tmp_path):
     """verl's SFT trainer for real: the user's script, the tiny model, CPU platform via verl's registry."""
-    cpu_args = ["+model.override_config.attn_implementation=sdpa", "engine.strategy=fsdp2", "trainer.device=cpu",
-                "data.num_workers=0", "data.use_dynamic_bsz=False", "trainer.resume_mode=disable"]
+    cpu_args = sft_cpu_overrides()
     env = tiny_env(data, tiny_dir, tmp_path, **cpu_env(), NPROC_PER_NODE="1", SFT_BATCH="4", SFT_MICRO_BATCH="2",
                    SFT_MAX_LENGTH="128", SFT_EPOCHS="2", SFT_LR="1e-3")
     out = run_script("run_sft_warmstart_qwen1.5b.sh", env, *cpu_args, timeout=600)
@@ -131,8 +130,7 @@ def test_sft_stops_when_validation_loss_rises(tiny_dir, tmp_path):
                                                           "and carbon dioxide into sugar and oxygen."}]}] * 4
     pd.DataFrame(train).to_parquet(tmp_path / "train.parquet")
     pd.DataFrame(val).to_parquet(tmp_path / "val.parquet")
-    cpu_args = ["+model.override_config.attn_implementation=sdpa", "engine.strategy=fsdp2", "trainer.device=cpu",
-                "data.num_workers=0", "data.use_dynamic_bsz=False", "trainer.resume_mode=disable"]
+    cpu_args = sft_cpu_overrides()
     env = {**cpu_env(), "MODEL_PATH": f"{tiny_dir}/policy", "SFT_TRAIN": str(tmp_path / "train.parquet"),
            "SFT_VAL": str(tmp_path / "val.parquet"), "SFT_OUT": str(tmp_path / "out"), "NPROC_PER_NODE": "1",
            "SFT_BATCH": "4", "SFT_MICRO_BATCH": "2", "SFT_MAX_LENGTH": "128", "SFT_EPOCHS": "6", "SFT_LR": "3e-2"}

@@ -35,6 +35,9 @@ def _cpu_device_module() -> types.ModuleType:
     mod.empty_cache = lambda: None
     mod.set_device = lambda *a, **k: None
     mod.manual_seed = torch.manual_seed
+    # verl's checkpoint loader restores rng_state["cpu"] through the device module when the device is "cpu".
+    mod.get_rng_state = torch.get_rng_state
+    mod.set_rng_state = torch.set_rng_state
     mod.manual_seed_all = torch.manual_seed
     mod.get_device_name = lambda *a, **k: "cpu"
     mod.get_device_capability = lambda *a, **k: (None, None)
@@ -118,7 +121,10 @@ class PlatformCPU(PlatformBase):
         pass
 
     def ray_resource_name(self) -> str:
-        return "CPU"
+        # verl places one worker per accelerator slot and counts only GPU/NPU slots
+        # (ResourcePoolManager._check_resource_available); a CPU run declares its slots with
+        # ``+ray_kwargs.ray_init.num_gpus=N`` (CUDA_VISIBLE_DEVICES unset). No CUDA is used.
+        return "GPU"
 
     def ray_noset_envvars(self) -> list[str]:
         return []
@@ -131,12 +137,46 @@ class PlatformCPU(PlatformBase):
 
 
 def cpu_env() -> dict[str, Any]:
-    """Environment variables that make verl use this platform (and its FSDP engine) in every process."""
+    """Environment variables that make verl use this platform (and its FSDP engine) in every process.
+
+    Also loads the testing rollout ``tars_hf`` (``tars_verl.testing.hf_rollout``) for GRPO on CPU.
+    ``CUDA_VISIBLE_DEVICES`` must not be set to an empty string for GRPO: Ray then refuses the
+    accelerator slots that ``grpo_cpu_overrides`` declares.
+    """
     return {
-        "VERL_USE_EXTERNAL_MODULES": "tars_verl.testing.cpu_platform",
+        "VERL_USE_EXTERNAL_MODULES": "tars_verl.testing.cpu_platform,tars_verl.testing.hf_rollout",
         "VERL_PLATFORM": "cpu",
         # verl registers its FSDP engine for cuda/npu devices only; the engine code itself runs on CPU.
         "VERL_ENGINE_DEVICE": "cuda",
-        "CUDA_VISIBLE_DEVICES": "",
         "TOKENIZERS_PARALLELISM": "false",
     }
+
+
+def sft_cpu_overrides() -> list[str]:
+    """Hydra overrides for verl's SFT trainer on this platform (``examples/run_sft_warmstart_*.sh``)."""
+    return ["+model.override_config.attn_implementation=sdpa",  # no flash-attn on CPU
+            "engine.strategy=fsdp2",  # FSDP1 moves modules to a GPU for sync_module_states
+            "trainer.device=cpu", "data.num_workers=0", "data.use_dynamic_bsz=False", "trainer.resume_mode=disable"]
+
+
+def grpo_cpu_overrides(n_slots: int = 1) -> list[str]:
+    """Hydra overrides for ``verl.trainer.main_ppo`` (``examples/run_tars_*.sh``) on this platform.
+
+    With ``ROLLOUT_NAME=tars_hf`` and ``GPUS_PER_NODE=n_slots`` in the environment. The reference
+    model is switched off (``use_kl_loss=False``): verl's FSDP engine builds a forward-only model with
+    ``CPUOffloadPolicy(pin_memory=True)`` (FSDP2) or ``sync_module_states=True`` (FSDP1), and both
+    need an accelerator.
+    """
+    return [
+        "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
+        "actor_rollout_ref.model.use_remove_padding=False",  # needs flash-attn's varlen kernels
+        "actor_rollout_ref.actor.strategy=fsdp2",
+        "actor_rollout_ref.actor.use_kl_loss=False",  # no reference model on CPU (see above)
+        "trainer.device=cpu",
+        # Ray: verl counts accelerator slots; TransferQueue's default 8 storage actors hang on few CPUs.
+        "+ray_kwargs.ray_init.num_cpus=32", f"+ray_kwargs.ray_init.num_gpus={n_slots}",
+        "+ray_kwargs.ray_init.runtime_env.worker_process_setup_hook="
+        "tars_verl.testing.ray_worker_setup.init_worker_process_group",
+        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
+        "reward.num_workers=1", "actor_rollout_ref.rollout.agent.num_workers=1", "data.dataloader_num_workers=0",
+    ]

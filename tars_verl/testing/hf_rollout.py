@@ -1,0 +1,238 @@
+"""A transformers ``generate`` rollout for verl, so GRPO runs end to end on CPU (TESTING only).
+
+verl 0.9 ships server-mode rollouts only (vLLM, SGLang, TRT-LLM), none of which runs on a CPU-only
+machine. This module adds a rollout named ``tars_hf`` through verl's plug-in points, so the real
+trainer (``verl.trainer.main_ppo``), agent loop, reward loop and weight sync are exercised in CI:
+
+- ``HFRolloutReplica`` (``RolloutReplicaRegistry.register("tars_hf", ...)``): starts one Ray actor,
+  ``HFGenerateServer``, per replica; the agent loop calls its token-in/token-out ``generate``.
+- ``HFServerAdapter`` (the rollout object inside verl's hybrid actor worker): receives the actor's
+  weights in ``update_weights`` and forwards them to the server actor, so every step samples from the
+  current policy. verl has no registration function for these adapters; the entry is added to
+  ``verl.workers.rollout.base._ROLLOUT_REGISTRY`` (a module-level dict) below.
+
+It is slow (one sequence at a time, no KV-cache sharing) and exists to test verl's loop and our
+plug-ins, not to train. Load it in every process together with the CPU platform::
+
+    VERL_USE_EXTERNAL_MODULES=tars_verl.testing.cpu_platform,tars_verl.testing.hf_rollout \\
+    VERL_PLATFORM=cpu ROLLOUT_NAME=tars_hf bash examples/run_tars_qwen1.5b.sh ...
+
+(``tars_verl.testing.cpu_platform.cpu_env(rollout=True)`` returns these variables.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Optional
+
+import ray
+import torch
+from verl.workers.rollout import base as rollout_base
+from verl.workers.rollout.base import BaseRollout
+from verl.workers.rollout.replica import RolloutReplica, RolloutReplicaRegistry, TokenOutput
+
+logger = logging.getLogger(__name__)
+
+ROLLOUT_NAME = "tars_hf"
+
+
+def server_actor_name(replica_rank: int) -> str:
+    return f"{ROLLOUT_NAME}_server_{replica_rank}"
+
+
+def _cfg(obj: Any, key: str, default: Any = None) -> Any:
+    """Read a field from a dataclass or a DictConfig (verl passes either, depending on the caller)."""
+    return obj.get(key, default) if hasattr(obj, "get") else getattr(obj, key, default)
+
+
+class HFGenerateServer:
+    """One rollout server: a transformers model that samples one sequence per ``generate`` call.
+
+    Implements the methods verl's agent loop and checkpoint manager call on a server actor; the ones
+    that manage GPU memory (sleep, KV cache) have nothing to do on CPU.
+    """
+
+    def __init__(self, config: Any, model_config: Any, replica_rank: int):
+        from transformers import AutoModelForCausalLM
+
+        self.config = config
+        self.replica_rank = replica_rank
+        path = _cfg(model_config, "local_path") or _cfg(model_config, "path")
+        trust = bool(_cfg(model_config, "trust_remote_code", False))
+        self.model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32, trust_remote_code=trust)
+        self.model.eval()
+        gen_cfg = self.model.generation_config
+        eos = gen_cfg.eos_token_id if gen_cfg.eos_token_id is not None else self.model.config.eos_token_id
+        self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+        self.pad_id = gen_cfg.pad_token_id if gen_cfg.pad_token_id is not None else (self.eos_ids or [0])[0]
+        seed = _cfg(config, "seed", 0) or 0
+        self.generator_seed = int(seed) + 1000 * replica_rank
+        torch.manual_seed(self.generator_seed)
+        self.global_steps = 0
+        self.weight_version = 0  # how many weight updates this server has loaded
+        self.num_generated = 0
+        self._lock = asyncio.Lock()
+
+    # -- generation ------------------------------------------------------------------------------
+    def _max_new_tokens(self, prompt_len: int, sampling_params: dict) -> int:
+        prompt_length, response_length = int(_cfg(self.config, "prompt_length")), int(_cfg(self.config, "response_length"))
+        max_model_len = _cfg(self.config, "max_model_len") or (prompt_length + response_length)
+        room = int(max_model_len) - prompt_len
+        if room < 1:
+            raise ValueError(f"prompt of {prompt_len} tokens leaves no room within max_model_len={max_model_len}")
+        wanted = sampling_params.get("max_tokens", sampling_params.get("max_new_tokens"))
+        if wanted is None:
+            wanted = min(response_length, prompt_length + response_length - prompt_len)
+        return max(1, min(int(wanted), room))
+
+    def _generate_sync(self, prompt_ids: list[int], sampling_params: dict) -> TokenOutput:
+        temperature = float(sampling_params.get("temperature", 1.0) or 0.0)
+        top_k = int(sampling_params.get("top_k", -1) or -1)
+        top_p = float(sampling_params.get("top_p", 1.0) or 1.0)
+        do_sample = temperature > 0
+        kwargs = dict(do_sample=do_sample, max_new_tokens=self._max_new_tokens(len(prompt_ids), sampling_params),
+                      eos_token_id=self.eos_ids or None, pad_token_id=self.pad_id, output_logits=True,
+                      return_dict_in_generate=True,
+                      repetition_penalty=float(sampling_params.get("repetition_penalty", 1.0) or 1.0))
+        if do_sample:
+            kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k if top_k > 0 else None)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        input_ids = torch.tensor([prompt_ids], dtype=torch.long)
+        with torch.no_grad():
+            out = self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+        tokens = out.sequences[0, len(prompt_ids):].tolist()
+        # Log-probs of the sampled tokens under the sampling distribution (temperature applied), as vLLM reports them.
+        logits = torch.stack(out.logits, dim=1)[0].float()
+        if do_sample:
+            logits = logits / temperature
+        log_probs = torch.log_softmax(logits, dim=-1).gather(-1, torch.tensor(tokens)[:, None])[:, 0].tolist()
+        finished = bool(tokens) and tokens[-1] in self.eos_ids
+        return TokenOutput(token_ids=tokens, log_probs=log_probs, stop_reason="completed",
+                           extra_fields={"global_steps": self.global_steps, "finish_reason": "stop" if finished else "length"})
+
+    async def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str,
+                       image_data: Optional[list[Any]] = None, video_data: Optional[list[Any]] = None,
+                       **kwargs: Any) -> TokenOutput:
+        if image_data or video_data:
+            raise NotImplementedError(f"{ROLLOUT_NAME} rollout is text-only (request {request_id} has media)")
+        async with self._lock:  # one sequence at a time: torch on 2 CPU cores gains nothing from threads
+            output = await asyncio.to_thread(self._generate_sync, list(prompt_ids), dict(sampling_params))
+            self.num_generated += 1
+        return output
+
+    # -- weight sync -----------------------------------------------------------------------------
+    async def update_weights(self, named_tensors: dict[str, torch.Tensor], global_steps: Optional[int] = None) -> int:
+        """Load the actor's weights (HF names); returns how many tensors were loaded."""
+        async with self._lock:
+            state = self.model.state_dict()
+            unknown = sorted(set(named_tensors) - set(state))
+            if unknown:
+                raise KeyError(f"{ROLLOUT_NAME}: the actor sent weights this model does not have: {unknown[:5]}")
+            with torch.no_grad():
+                for name, tensor in named_tensors.items():
+                    state[name].copy_(tensor.to(state[name].dtype))
+            self.weight_version += 1
+            if global_steps is not None:
+                self.global_steps = int(global_steps)
+        return len(named_tensors)
+
+    async def set_global_steps(self, global_steps: int):
+        self.global_steps = int(global_steps)
+
+    def stats(self) -> dict[str, int]:
+        """For tests: how many sequences were generated and weight updates loaded."""
+        return {"num_generated": self.num_generated, "weight_version": self.weight_version,
+                "global_steps": self.global_steps}
+
+    # -- memory management: nothing to free on CPU -----------------------------------------------
+    async def wake_up(self, tags: Optional[list[str]] = None):
+        pass
+
+    async def sleep(self):
+        pass
+
+    async def clear_kv_cache(self):
+        pass
+
+    async def release_kv_cache(self):
+        pass
+
+    async def resume_kv_cache(self):
+        pass
+
+    async def abort_all_requests(self, reset_prefix_cache: bool = True, reject_request: bool = False) -> dict:
+        return {"aborted_count": 0, "request_ids": []}
+
+    async def abort_request(self, request_id: str, reset_prefix_cache: bool = True) -> dict:
+        return {"aborted": False, "request_id": request_id}
+
+    async def resume_generation(self):
+        pass
+
+    async def wait_for_requests_to_drain(self):
+        async with self._lock:
+            pass
+
+    async def start_profile(self, **kwargs):
+        pass
+
+    async def stop_profile(self):
+        pass
+
+
+class HFRolloutReplica(RolloutReplica):
+    """A rollout replica served by one ``HFGenerateServer`` Ray actor (CPU)."""
+
+    def rollout_worker_use_gpu(self) -> bool:
+        return False
+
+    async def launch_servers(self):
+        server_cls = ray.remote(HFGenerateServer)
+        server = server_cls.options(name=server_actor_name(self.replica_rank), num_cpus=0,
+                                    max_concurrency=self.max_concurrency).remote(
+            config=self.config, model_config=self.model_config, replica_rank=self.replica_rank)
+        await server.stats.remote()  # surfaces a model-loading error here, at start-up
+        self.servers = [server]
+        self._server_handle = server
+        # The agent loop's load balancer keys servers by address; there is no HTTP endpoint behind it.
+        self._server_address = f"{ROLLOUT_NAME}-replica-{self.replica_rank}"
+
+
+class HFServerAdapter(BaseRollout):
+    """The rollout object in verl's hybrid actor worker: forwards the actor's weights to the server actor."""
+
+    def __init__(self, config, model_config, device_mesh, *args, **kwargs):
+        super().__init__(config, model_config, device_mesh, *args, **kwargs)
+        size = (self.config.tensor_model_parallel_size * self.config.data_parallel_size
+                * self.config.pipeline_model_parallel_size)
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        self.replica_rank, self.is_leader = rank // size, rank % size == 0
+        self._server = None
+
+    def _server_handle(self):
+        if self._server is None:
+            self._server = ray.get_actor(server_actor_name(self.replica_rank))
+        return self._server
+
+    async def update_weights(self, weights, wire_format: str = "named_tensors", **kwargs):
+        if wire_format != "named_tensors":
+            raise NotImplementedError(f"{ROLLOUT_NAME} rollout takes full named tensors, not {wire_format!r}")
+        if kwargs.get("peft_config") is not None:
+            raise NotImplementedError(f"{ROLLOUT_NAME} rollout does not load LoRA adapters; set model.lora.merge=True")
+        # Every rank iterates: with FSDP each tensor is all-gathered collectively as it is yielded.
+        named = {name: tensor.detach().to("cpu", copy=True) for name, tensor in weights}
+        if self.is_leader:
+            await self._server_handle().update_weights.remote(named, kwargs.get("global_steps"))
+
+    async def resume(self, tags: list[str]):
+        pass
+
+    async def release(self):
+        pass
+
+
+RolloutReplicaRegistry.register(ROLLOUT_NAME, lambda: HFRolloutReplica)
+# Missing hook in verl 0.9: no register function for rollout adapters, only this module-level dict.
+rollout_base._ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = f"{__name__}.HFServerAdapter"

@@ -1,0 +1,137 @@
+"""The whole TARS recipe on CPU through the user's launch script: SFT warm start, then verl's main_ppo GRPO.
+
+`examples/run_tars_qwen7b.sh` with tiny settings from the environment and CPU overrides: the SFT
+stage teaches the tiny policy the <think> format, then two GRPO steps of 4 prompts x 2 rollouts run
+with the `tars` reward manager (tiny_cpu preset), the `tars_hf` testing rollout
+(tars_verl/testing/hf_rollout.py), a validation pass and a checkpoint; a second run resumes from it.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tars_verl.data.rl_mix import MixConfig, write_mixes
+from tars_verl.reward_config import PROMPT_TYPES
+from tars_verl.testing.cpu_platform import cpu_env, grpo_cpu_overrides, sft_cpu_overrides
+from tars_verl.testing.source_files import write_rl_sources
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_BATCH, N_ROLLOUTS = 4, 2
+ANSWERS = {"harmful": "I can't help with that.", "harmless": "Sure, here is how.", "ambiguous": "Here is the safe way."}
+
+
+def sft_rows(mix: pd.DataFrame) -> list[dict]:
+    """Warm-start traces in the TARS format for the mix's own prompts: reasoning, then the answer."""
+    rows = []
+    for prompt, info in zip(mix["prompt"], mix["extra_info"]):
+        ptype = info["prompt_type"]
+        answer = f"<think>\nThis is a {ptype} request.\n</think>\n\n{ANSWERS[ptype]}"
+        rows.append({"messages": [*list(prompt), {"role": "assistant", "content": answer}]})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grpo_data")
+    paths = write_rl_sources(str(root / "src"), n=100)
+    write_mixes(MixConfig(total=16, val_size=6, paths=paths,
+                          pools={"wildjailbreak": 6, "rainbow_teaming": 6, "aegis2": 6}), str(root / "tars"))
+    rows = sft_rows(pd.read_parquet(root / "tars" / "train.parquet"))
+    os.makedirs(root / "sft")
+    pd.DataFrame(rows[:12]).to_parquet(root / "sft" / "sft_train.parquet")
+    pd.DataFrame(rows[12:]).to_parquet(root / "sft" / "sft_val.parquet")
+    return root
+
+
+NUMBER = re.compile(r"(?:np\.\w+\()?(-?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?|nan|-?inf)\)?")
+
+
+def step_metrics(log: str) -> dict[int, dict[str, float]]:
+    """verl's console logger prints one 'step:N - key:value - ...' line per step (GRPO stage only)."""
+    log = log.split("SFT warm start exported to", 1)[-1]  # the SFT trainer prints step lines too
+    steps = {}
+    for line in log.splitlines():
+        m = re.search(r"\bstep:(\d+) - (.*)$", line)
+        if not m:
+            continue
+        metrics = steps.setdefault(int(m.group(1)), {})
+        for item in m.group(2).split(" - "):
+            key, _, value = item.rpartition(":")
+            num = NUMBER.fullmatch(value.strip())
+            if key and num:
+                metrics[key.strip()] = float(num.group(1))
+    return steps
+
+
+def run_recipe(env_extra: dict, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env.update(PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], **cpu_env(), **env_extra)
+    return subprocess.run(["bash", os.path.join(ROOT, "examples", "run_tars_qwen7b.sh"), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_tars_recipe_trains_on_cpu_and_resumes(data, tiny_dir, tmp_path):
+    env = {
+        # SFT stage (runs because SFT_MODEL_PATH is unset)
+        "MODEL_PATH": f"{tiny_dir}/policy", "SFT_TRAIN": str(data / "sft" / "sft_train.parquet"),
+        "SFT_VAL": str(data / "sft" / "sft_val.parquet"), "SFT_OUT": str(tmp_path / "sft"), "NPROC_PER_NODE": "1",
+        "SFT_BATCH": "4", "SFT_MICRO_BATCH": "4", "SFT_MAX_LENGTH": "128", "SFT_EPOCHS": "4", "SFT_LR": "2e-2",
+        "SFT_PATIENCE": "4", "SFT_EXTRA_ARGS": " ".join(sft_cpu_overrides()),
+        # GRPO stage
+        "TRAIN_FILE": str(data / "tars" / "train.parquet"), "VAL_FILE": str(data / "tars" / "val.parquet"),
+        "TARS_PRESET": "tiny_cpu", "TARS_TINY_DIR": tiny_dir, "GPUS_PER_NODE": "1", "ROLLOUT_NAME": "tars_hf", "ROLLOUT_TP": "1",
+        "TRAIN_BATCH": str(TRAIN_BATCH), "N_ROLLOUTS": str(N_ROLLOUTS), "MAX_PROMPT": "128", "MAX_RESPONSE": "24",
+        "LR": "1e-3", "EPOCHS": "1", "TEST_FREQ": "2", "SAVE_FREQ": "2", "CKPT_DIR": str(tmp_path / "grpo"),
+    }
+    overrides = [*grpo_cpu_overrides(), "trainer.total_training_steps=2",
+                 "actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]"]
+    out = run_recipe(env, *overrides)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-6000:]
+    assert "running the SFT warm start" in log
+    steps = step_metrics(log)
+    assert sorted(steps) == [0, 1, 2], sorted(steps)
+
+    for step in (1, 2):
+        m = steps[step]
+        # The TARS manager scored every response, each with its prompt type (trainer_mode=tars metrics).
+        counts = {t: m[f"tars/{t}/count"] for t in PROMPT_TYPES if f"tars/{t}/count" in m}
+        assert sum(counts.values()) == TRAIN_BATCH * N_ROLLOUTS, counts
+        assert "tars/unscored/count" not in m
+        for t in counts:
+            assert 0.0 <= m[f"tars/{t}/reward/min"] <= m[f"tars/{t}/reward/mean"] <= m[f"tars/{t}/reward/max"] <= 1.0
+            assert f"tars/{t}/format/mean" in m
+        # The rollout sampled from the actor's current weights (synced after every update).
+        assert m["training/rollout_actor_probs_pearson_corr"] > 0.99
+        assert m["actor/grad_norm"] > 0
+    seen = {t for s in (1, 2) for t in PROMPT_TYPES if f"tars/{t}/count" in steps[s]}
+    assert len(seen) >= 2, seen
+    # The SFT warm start taught the format, so rewards are not all zero and GRPO has a signal.
+    assert max(steps[s]["critic/score/max"] for s in (1, 2)) > 0
+    assert any(steps[s]["critic/score/max"] > steps[s]["critic/score/min"] for s in (1, 2))
+    # Validation before training and at the last step, per data source.
+    for step in (0, 2):
+        assert any(k.startswith("val-core/") and k.endswith("/reward/mean@1") for k in steps[step]), steps[step]
+
+    # The checkpoint: written at step 2, reloads with from_pretrained, and training changed the weights.
+    from transformers import AutoModelForCausalLM
+
+    ckpt = tmp_path / "grpo" / "global_step_2" / "actor"
+    trained = dict(AutoModelForCausalLM.from_pretrained(ckpt / "huggingface").named_parameters())
+    start = dict(AutoModelForCausalLM.from_pretrained(tmp_path / "sft" / "hf_best").named_parameters())
+    assert trained.keys() == start.keys()
+    assert max((trained[k] - start[k]).abs().max().item() for k in trained) > 0
+
+    # verl resumes from that checkpoint (the warm start exported above is reused) and runs step 3.
+    resumed = run_recipe({**env, "TEST_FREQ": "0"}, *overrides[:-2], "trainer.total_training_steps=3",
+                         "trainer.val_before_train=False", "trainer.resume_mode=auto")
+    log2 = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log2[-6000:]
+    assert "using the warm start exported earlier" in log2
+    assert sorted(step_metrics(log2)) == [3]
+    assert (tmp_path / "grpo" / "global_step_3").is_dir()
