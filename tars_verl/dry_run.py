@@ -63,8 +63,7 @@ def check_grpo(overrides: list[str]) -> tuple[DictConfig, list[str]]:
         validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
     except Exception as err:  # noqa: BLE001 - every problem is reported together
         problems.append(f"verl validate_config: {type(err).__name__}: {err}")
-    if OmegaConf.select(cfg, "actor_rollout_ref.rollout.name") in (None, "???"):
-        problems.append("actor_rollout_ref.rollout.name is not set (vllm or sglang)")
+    problems += check_plugins(cfg)
     check_data(cfg, ["data.train_files", "data.val_files"], problems)
     check_model("actor_rollout_ref.model.path", cfg.actor_rollout_ref.model.path, problems)
     if cfg.reward.reward_model.enable:
@@ -81,6 +80,31 @@ def check_grpo(overrides: list[str]) -> tuple[DictConfig, list[str]]:
         problems.append(f"reward manager: {type(err).__name__}: {err}")
     problems += check_reward(cfg)
     return cfg, problems
+
+
+def check_plugins(cfg: DictConfig) -> list[str]:
+    """The rollout back end and the trainer mode must be registered in verl, or main_ppo fails on GPUs later."""
+    problems: list[str] = []
+    name = OmegaConf.select(cfg, "actor_rollout_ref.rollout.name")
+    if name in (None, "???"):
+        problems.append("actor_rollout_ref.rollout.name is not set (vllm or sglang)")
+    else:
+        from verl.workers.rollout.base import _ROLLOUT_REGISTRY
+        from verl.workers.rollout.replica import RolloutReplicaRegistry
+
+        known = sorted(RolloutReplicaRegistry._registry)
+        if name not in known or (name, "async") not in _ROLLOUT_REGISTRY:
+            problems.append(f"actor_rollout_ref.rollout.name={name!r} is not a registered rollout (known: {known}; "
+                            "tars_hf needs VERL_USE_EXTERNAL_MODULES=tars_verl.testing.hf_rollout)")
+    mode = OmegaConf.select(cfg, "trainer.v1.trainer_mode")
+    if OmegaConf.select(cfg, "trainer.use_v1") and mode:
+        from verl.trainer.ppo.v1 import get_trainer_cls
+
+        try:
+            get_trainer_cls(mode)
+        except ValueError as err:
+            problems.append(f"trainer.v1.trainer_mode: {err}")
+    return problems
 
 
 def check_reward(cfg: DictConfig) -> list[str]:

@@ -142,3 +142,16 @@ def test_sft_stops_when_validation_loss_rises(tiny_dir, tmp_path):
     assert record["best_val_loss"] == min(losses)
     assert os.readlink(tmp_path / "out" / "best") == f"global_step_{record['best_step']}"
     assert "early stop" in out.stdout
+
+
+def test_dry_run_rejects_unregistered_rollout_and_trainer_mode(data, tiny_dir, tmp_path):
+    env = tiny_env(data, tiny_dir, tmp_path, SFT_MODEL_PATH=f"{tiny_dir}/policy", ROLLOUT_NAME="tars_hf",
+                   VERL_USE_EXTERNAL_MODULES="")
+    out = run_script("run_tars_qwen1.5b.sh", env, "--dry-run", "trainer.v1.trainer_mode=nope")
+    assert out.returncode == 1
+    assert "rollout.name='tars_hf' is not a registered rollout" in out.stdout
+    assert "trainer.v1.trainer_mode: Unknown trainer 'nope'" in out.stdout
+    # With the testing rollout loaded (as the CPU GRPO test does) and the default trainer mode, it passes.
+    ok = run_script("run_tars_qwen1.5b.sh", {**env, **cpu_env()}, "--dry-run")
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    assert "rollout=tars_hf" in ok.stdout

@@ -1,0 +1,76 @@
+"""The tars_hf testing rollout (tars_verl/testing/hf_rollout.py) and the per-prompt-type training metrics."""
+
+import asyncio
+import math
+
+import pytest
+import torch
+
+from tars_verl.testing.hf_rollout import HFGenerateServer
+from tars_verl.trainer import prompt_type_metrics
+
+CONFIG = {"prompt_length": 32, "response_length": 8, "max_model_len": None, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_dir):
+    return HFGenerateServer(CONFIG, {"path": f"{tiny_dir}/policy"}, replica_rank=0)
+
+
+def generate(server, prompt, **params):
+    return asyncio.run(server.generate(prompt_ids=prompt, sampling_params=params, request_id="r"))
+
+
+def test_generate_returns_tokens_logprobs_and_weight_version(server):
+    out = generate(server, [5, 6, 7, 8], temperature=0.0, top_p=1.0, top_k=-1, logprobs=True)
+    assert 1 <= len(out.token_ids) <= CONFIG["response_length"]
+    assert len(out.log_probs) == len(out.token_ids) and all(lp <= 0 for lp in out.log_probs)
+    assert out.extra_fields["global_steps"] == server.global_steps
+    again = generate(server, [5, 6, 7, 8], temperature=0.0, top_p=1.0, top_k=-1)
+    assert again.token_ids == out.token_ids  # greedy is deterministic
+    # Greedy log-probs are those of the model's own argmax tokens under its raw logits.
+    with torch.no_grad():
+        logits = server.model(torch.tensor([[5, 6, 7, 8] + out.token_ids])).logits[0, 3:-1]
+    expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(out.token_ids)[:, None])[:, 0]
+    assert torch.allclose(expected, torch.tensor(out.log_probs), atol=1e-4)
+    assert len(generate(server, [5, 6], temperature=1.0, max_tokens=3).token_ids) <= 3
+
+
+def test_update_weights_changes_the_policy_and_rejects_unknown_names(server):
+    before = generate(server, [9, 10, 11], temperature=0.0)
+    # named_parameters, not state_dict: the tiny policy ties lm_head to the embeddings (one tensor, two names).
+    new = {name: torch.randn_like(p) for name, p in server.model.named_parameters()}
+    assert asyncio.run(server.update_weights(new, global_steps=7)) == len(new)
+    assert server.stats()["weight_version"] >= 1 and server.global_steps == 7
+    for name, tensor in new.items():
+        assert torch.equal(server.model.state_dict()[name], tensor)
+    after = generate(server, [9, 10, 11], temperature=0.0)
+    assert after.extra_fields["global_steps"] == 7
+    assert after.log_probs != before.log_probs
+    with pytest.raises(KeyError, match="model.no_such_layer.weight"):
+        asyncio.run(server.update_weights({"model.no_such_layer.weight": torch.zeros(1)}))
+
+
+def test_prompt_too_long_for_the_model_is_an_error(server):
+    with pytest.raises(ValueError, match="no room"):
+        generate(server, list(range(5, 5 + 40)), temperature=0.0)
+
+
+def test_prompt_type_metrics_by_hand():
+    infos = [
+        {"prompt_type": "harmful", "total": 1.0, "format": 1.0, "safety": 1.0, "helpfulness": None, "refused": 1.0},
+        {"prompt_type": "harmful", "total": 0.0, "format": 0.0, "safety": 0.5, "helpfulness": None, "refused": 0.0},
+        {"prompt_type": "harmless", "total": 0.25, "format": 1.0, "safety": None, "helpfulness": 0.25},
+        {"prompt_type": "ambiguous", "total": float("nan"), "format": 1.0, "helpfulness": 0.5},
+        {},  # a response the TARS manager did not score
+    ]
+    m = prompt_type_metrics(infos)
+    assert m["tars/harmful/count"] == 2 and m["tars/harmless/count"] == 1 and m["tars/ambiguous/count"] == 1
+    assert m["tars/harmful/reward/mean"] == 0.5 and m["tars/harmful/reward/max"] == 1.0
+    assert m["tars/harmful/reward/min"] == 0.0
+    assert m["tars/harmful/safety/mean"] == 0.75 and m["tars/harmful/refused/mean"] == 0.5
+    assert "tars/harmful/helpfulness/mean" not in m  # None is skipped, not counted as 0
+    assert m["tars/harmless/helpfulness/mean"] == 0.25
+    assert "tars/ambiguous/reward/mean" not in m  # NaN is skipped
+    assert m["tars/unscored/count"] == 1
+    assert not any(isinstance(v, float) and math.isnan(v) for v in m.values())
