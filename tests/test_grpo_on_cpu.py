@@ -25,11 +25,13 @@ ANSWERS = {"harmful": "I can't help with that.", "harmless": "Sure, here is how.
 
 
 def sft_rows(mix: pd.DataFrame) -> list[dict]:
-    """Warm-start traces in the TARS format for the mix's own prompts: reasoning, then the answer."""
+    """Warm-start traces in the TARS format for the mix's own prompts: reasoning, then the answer.
+
+    The reasoning is one fixed word: a 64-wide random model needs ~150 steps to pick up even that.
+    """
     rows = []
     for prompt, info in zip(mix["prompt"], mix["extra_info"]):
-        ptype = info["prompt_type"]
-        answer = f"<think>\nThis is a {ptype} request.\n</think>\n\n{ANSWERS[ptype]}"
+        answer = f"<think>\nok\n</think>\n\n{ANSWERS[info['prompt_type']]}"
         rows.append({"messages": [*list(prompt), {"role": "assistant", "content": answer}]})
     return rows
 
@@ -42,7 +44,7 @@ def data(tmp_path_factory):
                           pools={"wildjailbreak": 6, "rainbow_teaming": 6, "aegis2": 6}), str(root / "tars"))
     rows = sft_rows(pd.read_parquet(root / "tars" / "train.parquet"))
     os.makedirs(root / "sft")
-    pd.DataFrame(rows[:12]).to_parquet(root / "sft" / "sft_train.parquet")
+    pd.DataFrame(rows[:12] * 8).to_parquet(root / "sft" / "sft_train.parquet")  # 24 steps per epoch
     pd.DataFrame(rows[12:]).to_parquet(root / "sft" / "sft_val.parquet")
     return root
 
@@ -80,12 +82,12 @@ def test_tars_recipe_trains_on_cpu_and_resumes(data, tiny_dir, tmp_path):
         # SFT stage (runs because SFT_MODEL_PATH is unset)
         "MODEL_PATH": f"{tiny_dir}/policy", "SFT_TRAIN": str(data / "sft" / "sft_train.parquet"),
         "SFT_VAL": str(data / "sft" / "sft_val.parquet"), "SFT_OUT": str(tmp_path / "sft"), "NPROC_PER_NODE": "1",
-        "SFT_BATCH": "4", "SFT_MICRO_BATCH": "4", "SFT_MAX_LENGTH": "128", "SFT_EPOCHS": "4", "SFT_LR": "2e-2",
-        "SFT_PATIENCE": "4", "SFT_EXTRA_ARGS": " ".join(sft_cpu_overrides()),
+        "SFT_BATCH": "4", "SFT_MICRO_BATCH": "4", "SFT_MAX_LENGTH": "128", "SFT_EPOCHS": "6", "SFT_LR": "2e-2",
+        "SFT_PATIENCE": "6", "SFT_EXTRA_ARGS": " ".join(sft_cpu_overrides()),
         # GRPO stage
         "TRAIN_FILE": str(data / "tars" / "train.parquet"), "VAL_FILE": str(data / "tars" / "val.parquet"),
         "TARS_PRESET": "tiny_cpu", "TARS_TINY_DIR": tiny_dir, "GPUS_PER_NODE": "1", "ROLLOUT_NAME": "tars_hf", "ROLLOUT_TP": "1",
-        "TRAIN_BATCH": str(TRAIN_BATCH), "N_ROLLOUTS": str(N_ROLLOUTS), "MAX_PROMPT": "128", "MAX_RESPONSE": "24",
+        "TRAIN_BATCH": str(TRAIN_BATCH), "N_ROLLOUTS": str(N_ROLLOUTS), "MAX_PROMPT": "128", "MAX_RESPONSE": "32",
         "LR": "1e-3", "EPOCHS": "1", "TEST_FREQ": "2", "SAVE_FREQ": "2", "CKPT_DIR": str(tmp_path / "grpo"),
     }
     overrides = [*grpo_cpu_overrides(), "trainer.total_training_steps=2",
@@ -96,6 +98,7 @@ def test_tars_recipe_trains_on_cpu_and_resumes(data, tiny_dir, tmp_path):
     assert "running the SFT warm start" in log
     steps = step_metrics(log)
     assert sorted(steps) == [0, 1, 2], sorted(steps)
+    print({s: {k: v for k, v in steps[s].items() if k.startswith(("tars/", "critic/score", "actor/pg"))} for s in steps})
 
     for step in (1, 2):
         m = steps[step]
@@ -112,6 +115,8 @@ def test_tars_recipe_trains_on_cpu_and_resumes(data, tiny_dir, tmp_path):
     seen = {t for s in (1, 2) for t in PROMPT_TYPES if f"tars/{t}/count" in steps[s]}
     assert len(seen) >= 2, seen
     # The SFT warm start taught the format, so rewards are not all zero and GRPO has a signal.
+    assert max(steps[s][f"tars/{t}/format/mean"] for s in (1, 2) for t in PROMPT_TYPES
+               if f"tars/{t}/format/mean" in steps[s]) > 0
     assert max(steps[s]["critic/score/max"] for s in (1, 2)) > 0
     assert any(steps[s]["critic/score/max"] > steps[s]["critic/score/min"] for s in (1, 2))
     # Validation before training and at the last step, per data source.
