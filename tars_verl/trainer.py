@@ -21,63 +21,13 @@ Use it from the command line (verl's own sync trainer stays available as ``train
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
-from typing import Any, Iterable
-
 import transfer_queue as tq
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
-from tars_verl.reward_config import PROMPT_TYPES
+from tars_verl.type_metrics import prompt_type_metrics
 
 TRAINER_NAME = "tars"
-_MEAN_KEYS = ("format", "safety", "helpfulness", "refused", "answer_tokens", "reasoning_tokens")
-
-
-def _number(value: Any) -> float | None:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(x) else x
-
-
-def prompt_type_metrics(reward_infos: Iterable[dict], prefix: str = "tars") -> dict[str, float]:
-    """Aggregate the TARS manager's per-response ``reward_extra_info`` dicts by prompt type.
-
-    >>> prompt_type_metrics([{"prompt_type": "harmful", "total": 1.0, "format": 1.0},
-    ...                      {"prompt_type": "harmful", "total": 0.0, "format": 0.0}])["tars/harmful/reward/mean"]
-    0.5
-
-    Responses without a ``prompt_type`` (not scored by the TARS manager) are counted in
-    ``tars/unscored/count`` so a mis-routed reward shows up in the log instead of vanishing.
-    """
-    values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    unscored = 0
-    for info in reward_infos:
-        ptype = (info or {}).get("prompt_type")
-        if ptype not in PROMPT_TYPES:
-            unscored += 1
-            continue
-        for key in ("total", *_MEAN_KEYS):
-            x = _number(info.get(key))
-            if x is not None:
-                values[ptype][key].append(x)
-        values[ptype]["_count"].append(1.0)
-    metrics: dict[str, float] = {}
-    for ptype, per_key in values.items():
-        metrics[f"{prefix}/{ptype}/count"] = float(len(per_key.pop("_count")))
-        rewards = per_key.pop("total", [])
-        if rewards:
-            metrics[f"{prefix}/{ptype}/reward/mean"] = sum(rewards) / len(rewards)
-            metrics[f"{prefix}/{ptype}/reward/max"] = max(rewards)
-            metrics[f"{prefix}/{ptype}/reward/min"] = min(rewards)
-        for key, xs in per_key.items():
-            metrics[f"{prefix}/{ptype}/{key}/mean"] = sum(xs) / len(xs)
-    if unscored:
-        metrics[f"{prefix}/unscored/count"] = float(unscored)
-    return metrics
 
 
 @register_trainer(TRAINER_NAME)

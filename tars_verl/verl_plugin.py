@@ -2,7 +2,9 @@
 
 Importing ``tars_verl.reward_manager`` registers the ``tars`` reward manager in verl's reward-loop
 registry, and ``tars_verl.trainer`` the ``tars`` trainer mode (per-prompt-type training metrics),
-so ``reward.reward_manager.name=tars`` works in every process verl starts (driver and Ray workers). verl swallows errors here at DEBUG level; ``python -m tars_verl.check_install`` shows them.
+so ``reward.reward_manager.name=tars`` works in every process verl starts (driver and Ray workers).
+verl swallows errors here at DEBUG level: a trainer import failure is logged as a warning below, and
+``python -c "import tars_verl.verl_plugin"`` shows any other.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 import asyncio
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -22,3 +24,14 @@ def server():
 
 def run(coro):
     return asyncio.run(coro)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_example(script, env_extra, *args, timeout=300):
+    """Run ``examples/<script>`` as a user would; ``env_extra`` values of None unset that variable."""
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], **env_extra}
+    env = {k: v for k, v in env.items() if v is not None}
+    return subprocess.run(["bash", os.path.join(ROOT, "examples", script), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,7 +1,6 @@
 """Evaluation: metrics against hand-computed values, and the tiny model end to end against a local judge."""
 
 import json
-import os
 
 import numpy as np
 import pandas as pd

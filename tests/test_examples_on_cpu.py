@@ -3,17 +3,15 @@
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
+from conftest import run_example
 
 from tars_verl.data.rl_mix import MixConfig, write_mixes
 from tars_verl.testing.cpu_platform import cpu_env, sft_cpu_overrides
 from tars_verl.testing.source_files import write_rl_sources
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ["run_sft_warmstart_qwen1.5b.sh", "run_sft_warmstart_qwen7b.sh", "run_tars_qwen1.5b.sh", "run_tars_qwen7b.sh"]
 
 
@@ -32,12 +30,6 @@ def data(tmp_path_factory, tiny_dir):
     return root
 
 
-def run_script(script, env_extra, *args, timeout=300):
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], **env_extra}
-    return subprocess.run(["bash", os.path.join(ROOT, "examples", script), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
 def tiny_env(data, tiny_dir, tmp_path, **kw):
     env = {"MODEL_PATH": f"{tiny_dir}/policy", "SFT_TRAIN": str(data / "sft" / "sft_train.parquet"),
            "SFT_VAL": str(data / "sft" / "sft_val.parquet"), "SFT_OUT": str(tmp_path / "sft_out"),
@@ -50,7 +42,7 @@ def tiny_env(data, tiny_dir, tmp_path, **kw):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_every_example_script_dry_runs(script, data, tiny_dir, tmp_path):
     env = tiny_env(data, tiny_dir, tmp_path, SFT_MODEL_PATH=f"{tiny_dir}/policy")
-    out = run_script(script, env, "--dry-run")
+    out = run_example(script, env, "--dry-run")
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     stage = "sft" if "sft" in script else "grpo"
     assert f"[dry-run] {stage} OK" in out.stdout
@@ -63,7 +55,7 @@ def test_dry_run_reports_every_problem(data, tiny_dir, tmp_path, monkeypatch):
                    TARS_PRESET="paper")
     env.pop("OPENAI_API_KEY", None)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    out = run_script("run_tars_qwen7b.sh", env, "--dry-run")
+    out = run_example("run_tars_qwen7b.sh", env, "--dry-run")
     assert out.returncode == 1
     assert "data.train_files: /no/train.parquet does not exist" in out.stdout
     assert "actor_rollout_ref.model.path: ./no/such/model is neither" in out.stdout
@@ -72,24 +64,24 @@ def test_dry_run_reports_every_problem(data, tiny_dir, tmp_path, monkeypatch):
 
 def test_overrides_pass_through_to_the_composed_config(data, tiny_dir, tmp_path):
     env = tiny_env(data, tiny_dir, tmp_path, SFT_MODEL_PATH=f"{tiny_dir}/policy")
-    out = run_script("run_tars_qwen1.5b.sh", env, "--dry-run", "actor_rollout_ref.rollout.n=3",
+    out = run_example("run_tars_qwen1.5b.sh", env, "--dry-run", "actor_rollout_ref.rollout.n=3",
                      "tars_scorer@reward.tars.safety=refusal_keywords")
     assert out.returncode == 0, out.stdout[-2000:]
     assert "n=3" in out.stdout and "safety=refusal_keywords" in out.stdout
-    bad = run_script("run_tars_qwen1.5b.sh", env, "--dry-run", "reward.tars.safety.backend=nope")
+    bad = run_example("run_tars_qwen1.5b.sh", env, "--dry-run", "reward.tars.safety.backend=nope")
     assert bad.returncode == 1 and "backend='nope' is unknown" in bad.stdout
 
 
 def test_7b_without_warm_start_says_which_variable_to_set(tiny_dir, tmp_path):
     env = {"SFT_TRAIN": str(tmp_path / "none.parquet"), "SFT_VAL": str(tmp_path / "none.parquet"),
            "SFT_OUT": str(tmp_path / "sft_out")}
-    out = run_script("run_tars_qwen7b.sh", env, "--dry-run")
+    out = run_example("run_tars_qwen7b.sh", env, "--dry-run")
     assert out.returncode == 2
     assert "set SFT_MODEL_PATH" in out.stderr and "danielkty22/TARS-SFT-7B" in out.stderr
 
 
 def test_7b_runs_the_sft_stage_first_when_no_checkpoint_is_given(data, tiny_dir, tmp_path):
-    out = run_script("run_tars_qwen7b.sh", tiny_env(data, tiny_dir, tmp_path), "--dry-run")
+    out = run_example("run_tars_qwen7b.sh", tiny_env(data, tiny_dir, tmp_path), "--dry-run")
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "running the SFT warm start" in out.stdout
     assert "[dry-run] sft OK" in out.stdout and "[dry-run] grpo OK" in out.stdout
@@ -101,7 +93,7 @@ def test_sft_warm_start_trains_on_cpu_stops_early_and_exports(data, tiny_dir, tm
     cpu_args = sft_cpu_overrides()
     env = tiny_env(data, tiny_dir, tmp_path, **cpu_env(), NPROC_PER_NODE="1", SFT_BATCH="4", SFT_MICRO_BATCH="2",
                    SFT_MAX_LENGTH="128", SFT_EPOCHS="2", SFT_LR="1e-3")
-    out = run_script("run_sft_warmstart_qwen1.5b.sh", env, *cpu_args, timeout=600)
+    out = run_example("run_sft_warmstart_qwen1.5b.sh", env, *cpu_args, timeout=600)
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-4000:]
     losses = [float(x) for x in re.findall(r"train/loss:([0-9.]+)", log)]
@@ -134,7 +126,7 @@ def test_sft_stops_when_validation_loss_rises(tiny_dir, tmp_path):
     env = {**cpu_env(), "MODEL_PATH": f"{tiny_dir}/policy", "SFT_TRAIN": str(tmp_path / "train.parquet"),
            "SFT_VAL": str(tmp_path / "val.parquet"), "SFT_OUT": str(tmp_path / "out"), "NPROC_PER_NODE": "1",
            "SFT_BATCH": "4", "SFT_MICRO_BATCH": "2", "SFT_MAX_LENGTH": "128", "SFT_EPOCHS": "6", "SFT_LR": "3e-2"}
-    out = run_script("run_sft_warmstart_qwen7b.sh", env, *cpu_args, timeout=600)
+    out = run_example("run_sft_warmstart_qwen7b.sh", env, *cpu_args, timeout=600)
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     record = json.loads((tmp_path / "out" / "tars_early_stopping.json").read_text())
     losses = [h["val_loss"] for h in record["history"]]
@@ -147,11 +139,11 @@ def test_sft_stops_when_validation_loss_rises(tiny_dir, tmp_path):
 def test_dry_run_rejects_unregistered_rollout_and_trainer_mode(data, tiny_dir, tmp_path):
     env = tiny_env(data, tiny_dir, tmp_path, SFT_MODEL_PATH=f"{tiny_dir}/policy", ROLLOUT_NAME="tars_hf",
                    VERL_USE_EXTERNAL_MODULES="")
-    out = run_script("run_tars_qwen1.5b.sh", env, "--dry-run", "trainer.v1.trainer_mode=nope")
+    out = run_example("run_tars_qwen1.5b.sh", env, "--dry-run", "trainer.v1.trainer_mode=nope")
     assert out.returncode == 1
     assert "rollout.name='tars_hf' is not a registered rollout" in out.stdout
     assert "trainer.v1.trainer_mode: Unknown trainer 'nope'" in out.stdout
     # With the testing rollout loaded (as the CPU GRPO test does) and the default trainer mode, it passes.
-    ok = run_script("run_tars_qwen1.5b.sh", {**env, **cpu_env()}, "--dry-run")
+    ok = run_example("run_tars_qwen1.5b.sh", {**env, **cpu_env()}, "--dry-run")
     assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
     assert "rollout=tars_hf" in ok.stdout

@@ -8,18 +8,16 @@ with the `tars` reward manager (tiny_cpu preset), the `tars_hf` testing rollout
 
 import os
 import re
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
+from conftest import run_example
 
 from tars_verl.data.rl_mix import MixConfig, write_mixes
 from tars_verl.reward_config import PROMPT_TYPES
 from tars_verl.testing.cpu_platform import cpu_env, grpo_cpu_overrides, sft_cpu_overrides
 from tars_verl.testing.source_files import write_rl_sources
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_BATCH, N_ROLLOUTS = 4, 2
 ANSWERS = {"harmful": "I can't help with that.", "harmless": "Sure, here is how.", "ambiguous": "Here is the safe way."}
 
@@ -69,11 +67,10 @@ def step_metrics(log: str) -> dict[int, dict[str, float]]:
     return steps
 
 
-def run_recipe(env_extra: dict, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
-    env.update(PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], **cpu_env(), **env_extra)
-    return subprocess.run(["bash", os.path.join(ROOT, "examples", "run_tars_qwen7b.sh"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+def run_recipe(env_extra: dict, *args: str):
+    # CUDA_VISIBLE_DEVICES unset, not empty: Ray refuses the accelerator slot grpo_cpu_overrides declares.
+    return run_example("run_tars_qwen7b.sh", {**cpu_env(), "CUDA_VISIBLE_DEVICES": None, **env_extra}, *args,
+                       timeout=600)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tars_verl.testing.hf_rollout import HFGenerateServer
-from tars_verl.trainer import prompt_type_metrics
+from tars_verl.type_metrics import prompt_type_metrics
 
 CONFIG = {"prompt_length": 32, "response_length": 8, "max_model_len": None, "seed": 0}
 

@@ -19,7 +19,6 @@ logit = (len(text) % 7) - 3.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import threading
 from typing import Any

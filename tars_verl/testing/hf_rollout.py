@@ -17,7 +17,7 @@ plug-ins, not to train. Load it in every process together with the CPU platform:
     VERL_USE_EXTERNAL_MODULES=tars_verl.testing.cpu_platform,tars_verl.testing.hf_rollout \\
     VERL_PLATFORM=cpu ROLLOUT_NAME=tars_hf bash examples/run_tars_qwen1.5b.sh ...
 
-(``tars_verl.testing.cpu_platform.cpu_env(rollout=True)`` returns these variables.)
+(``tars_verl.testing.cpu_platform.cpu_env()`` returns these variables.)
 """
 
 from __future__ import annotations
@@ -71,7 +71,6 @@ class HFGenerateServer:
         torch.manual_seed(self.generator_seed)
         self.global_steps = 0
         self.weight_version = 0  # how many weight updates this server has loaded
-        self.num_generated = 0
         self._lock = asyncio.Lock()
 
     # -- generation ------------------------------------------------------------------------------
@@ -118,9 +117,7 @@ class HFGenerateServer:
         if image_data or video_data:
             raise NotImplementedError(f"{ROLLOUT_NAME} rollout is text-only (request {request_id} has media)")
         async with self._lock:  # one sequence at a time: torch on 2 CPU cores gains nothing from threads
-            output = await asyncio.to_thread(self._generate_sync, list(prompt_ids), dict(sampling_params))
-            self.num_generated += 1
-        return output
+            return await asyncio.to_thread(self._generate_sync, list(prompt_ids), dict(sampling_params))
 
     # -- weight sync -----------------------------------------------------------------------------
     async def update_weights(self, named_tensors: dict[str, torch.Tensor], global_steps: Optional[int] = None) -> int:
@@ -142,9 +139,8 @@ class HFGenerateServer:
         self.global_steps = int(global_steps)
 
     def stats(self) -> dict[str, int]:
-        """For tests: how many sequences were generated and weight updates loaded."""
-        return {"num_generated": self.num_generated, "weight_version": self.weight_version,
-                "global_steps": self.global_steps}
+        """How many weight updates were loaded, and the weights' training step."""
+        return {"weight_version": self.weight_version, "global_steps": self.global_steps}
 
     # -- memory management: nothing to free on CPU -----------------------------------------------
     async def wake_up(self, tags: Optional[list[str]] = None):
