@@ -94,8 +94,12 @@ def test_tars_recipe_trains_on_cpu_and_resumes(data, tiny_dir, tmp_path):
     assert out.returncode == 0, log[-6000:]
     assert "running the SFT warm start" in log
     steps = step_metrics(log)
-    assert sorted(steps) == [0, 1, 2], sorted(steps)
-    print({s: {k: v for k, v in steps[s].items() if k.startswith(("tars/", "critic/score", "actor/pg"))} for s in steps})
+    assert sorted(steps) == [0, 1, 2], (sorted(steps), log[-3000:])
+    # Shown by pytest when an assertion below fails: what the loop logged for the checked metrics.
+    print({s: {k: v for k, v in steps[s].items()
+               if k.startswith(("tars/", "critic/score", "actor/pg", "actor/grad_norm", "training/rollout_actor",
+                                 "training/off_policy/trajectory_staleness/", "rollout_corr/"))}
+           for s in steps})
 
     for step in (1, 2):
         m = steps[step]
@@ -106,8 +110,12 @@ def test_tars_recipe_trains_on_cpu_and_resumes(data, tiny_dir, tmp_path):
         for t in counts:
             assert 0.0 <= m[f"tars/{t}/reward/min"] <= m[f"tars/{t}/reward/mean"] <= m[f"tars/{t}/reward/max"] <= 1.0
             assert f"tars/{t}/format/mean" in m
-        # The rollout sampled from the actor's current weights (synced after every update).
-        assert m["training/rollout_actor_probs_pearson_corr"] > 0.99
+        # The rollout sampled from the actor's current weights, synced after every update: the server tags each
+        # response with the step of the weights it last loaded (staleness 0), and the actor's recomputed
+        # log-perplexity matches the rollout's up to bf16 noise (measured 0.002-0.006). Not the probability
+        # correlation: on a confident model it is dominated by that noise (measured 0.984-0.9998).
+        assert m["training/off_policy/trajectory_staleness/max"] == 0
+        assert m["rollout_corr/log_ppl_abs_diff"] < 0.05
         assert m["actor/grad_norm"] > 0
     seen = {t for s in (1, 2) for t in PROMPT_TYPES if f"tars/{t}/count" in steps[s]}
     assert len(seen) >= 2, seen
