@@ -1,6 +1,7 @@
 """Reward-manager throughput, as ratios against baselines measured in the same run.
 
     .venv/bin/python benchmarks/bench_reward.py [--n 512] [--repeats 3]
+    .venv/bin/python benchmarks/bench_reward.py --quick    # seconds: a smoke run (CI), ratios not meaningful
 
 (a) 512 samples through verl's RewardLoopWorker + TarsRewardManager with the in-process classifier,
     divided by ONE direct batched forward pass (tokenise + forward) of the same model on the same
@@ -10,7 +11,8 @@
 (c) guard_chat against a local server with a fixed 50 ms latency: wall time divided by the ideal
     ceil(n / max_concurrency) * 50 ms. Target: under 1.3.
 Best of ``--repeats`` runs each; the model is a random Qwen2 classifier (hidden 256, 4 layers) so that
-the forward pass, not Python, dominates as it does with real classifiers.
+the forward pass, not Python, dominates as it does with real classifiers. Everything it needs is built in a
+temporary folder (no environment variable, no download).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 
 from tars_verl.scorers import ScoreItem
 from tars_verl.testing.fake_servers import ScorerServerProcess
-from tars_verl.testing.tiny_models import build_tokenizer
+from tars_verl.testing.tiny_models import build_tokenizer, ensure_tiny_models
 from tars_verl.testing.verl_batch import Sample, make_reward_batch
 
 WORDS = "the model should refuse harmful requests but help with harmless ones and explain why".split()
@@ -60,11 +62,13 @@ def classifier_overrides(model_path: str) -> list[str]:
             "reward.tars.safety.safe_label=SAFE", "reward.tars.safety.device=cpu", "reward.tars.safety.max_length=512"]
 
 
-def make_worker(model_path: str, overrides: list[str]):
+def make_worker(model_path: str, tiny_dir: str, overrides: list[str]):
+    """verl's RewardLoopWorker with the tars manager; the helpfulness side is the tiny RM built under ``tiny_dir``
+    (the samples are all harmful, but the manager builds both scorers at start-up)."""
     from tars_verl.demo import build_worker
 
     return build_worker("tiny_cpu", [f"actor_rollout_ref.model.path={model_path}", "reward.tars.reasoning_safety=false",
-                                     *overrides])[0]
+                                     f"reward.tars.helpfulness.model_path={tiny_dir}/reward_model", *overrides])[0]
 
 
 def best_of(repeats: int, fn) -> float:
@@ -85,12 +89,16 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4, help="classifier depth")
     ap.add_argument("--http-n", type=int, default=256)
     ap.add_argument("--http-concurrency", type=int, default=32)
+    ap.add_argument("--quick", action="store_true", help="a few seconds: 32 samples, small model, one repeat")
     args = ap.parse_args()
+    if args.quick:
+        args.n, args.repeats, args.hidden, args.layers, args.http_n, args.batch_size = 32, 1, 64, 2, 32, 16
     args.http_n = min(args.http_n, args.n)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
     with tempfile.TemporaryDirectory() as root:
         model_path = build_bench_classifier(root, args.hidden, args.layers)
+        tiny_dir = ensure_tiny_models(os.path.join(root, "tiny"))
         data = samples(args.n)
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -107,7 +115,7 @@ def main() -> None:
         direct()  # warm-up
         t_direct = best_of(args.repeats, direct)
 
-        batched = make_worker(model_path, [*classifier_overrides(model_path), f"reward.tars.safety.max_batch_size={args.batch_size}",
+        batched = make_worker(model_path, tiny_dir, [*classifier_overrides(model_path), f"reward.tars.safety.max_batch_size={args.batch_size}",
                                            "reward.tars.safety.max_wait_ms=5"])
         batch = make_reward_batch(batched.input_tokenizer, data)
 
@@ -116,7 +124,7 @@ def main() -> None:
 
         through(batched)()
         t_manager = best_of(args.repeats, through(batched))
-        per_sample = make_worker(model_path, [*classifier_overrides(model_path), "reward.tars.safety.max_batch_size=1", "reward.tars.safety.max_wait_ms=0"])
+        per_sample = make_worker(model_path, tiny_dir, [*classifier_overrides(model_path), "reward.tars.safety.max_batch_size=1", "reward.tars.safety.max_wait_ms=0"])
         through(per_sample)()
         t_single = best_of(max(1, args.repeats - 1), through(per_sample))
 
@@ -126,7 +134,7 @@ def main() -> None:
               f"(target >= 4; per-sample {t_single * 1000:.0f} ms)")
 
         with ScorerServerProcess(latency_s=0.05, logprobs=False) as url:
-            guard = make_worker(model_path, ["tars_scorer@reward.tars.safety=guard_chat",
+            guard = make_worker(model_path, tiny_dir, ["tars_scorer@reward.tars.safety=guard_chat",
                                              f"reward.tars.safety.url={url}/v1",
                                              f"reward.tars.safety.max_concurrency={args.http_concurrency}",
                                              "reward.tars.safety.max_batch_size=64"])

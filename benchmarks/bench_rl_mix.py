@@ -1,6 +1,7 @@
 """Time building a 2000-prompt TARS mix from 100k-row local sources (with and without the token filter).
 
     .venv/bin/python benchmarks/bench_rl_mix.py [--rows 100000]
+    .venv/bin/python benchmarks/bench_rl_mix.py --quick    # 2000-row sources: a smoke run (CI)
 
 Prints wall times; the token-filter run is also given as a ratio to the run without it.
 """
@@ -20,7 +21,10 @@ from tars_verl.testing.tiny_models import build_tokenizer
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--quick", action="store_true", help="2000-row sources instead of --rows")
     args = ap.parse_args()
+    if args.quick:
+        args.rows = 2000
     with tempfile.TemporaryDirectory() as root:
         t0 = time.perf_counter()
         paths = write_rl_sources(os.path.join(root, "src"), n=args.rows)

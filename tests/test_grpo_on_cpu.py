@@ -4,6 +4,11 @@
 stage teaches the tiny policy the <think> format, then two GRPO steps of 4 prompts x 2 rollouts run
 with the `tars` reward manager (tiny_cpu preset), the `tars_hf` testing rollout
 (tars_verl/testing/hf_rollout.py), a validation pass and a checkpoint; a second run resumes from it.
+
+Nothing here depends on luck: the data, the tiny models and verl's SFT are seeded; the SFT learning rate is one
+at which the warm start learns the format from any initialisation (see ``sft_rows``); the rollout samples each
+request from its own seed (verl's ``rollout.full_determinism``, see ``grpo_cpu_overrides``), whatever order the
+requests arrive in.
 """
 
 import os
@@ -14,18 +19,23 @@ import pytest
 from conftest import run_example
 
 from tars_verl.data.rl_mix import MixConfig, write_mixes
+from tars_verl.parsing import is_well_formatted
 from tars_verl.reward_config import PROMPT_TYPES
 from tars_verl.testing.cpu_platform import cpu_env, grpo_cpu_overrides, sft_cpu_overrides
 from tars_verl.testing.source_files import write_rl_sources
 
 TRAIN_BATCH, N_ROLLOUTS = 4, 2
+MAX_RESPONSE = 48  # twice the longest warm-start trace (checked in `data`): room to close </think> and stop
 ANSWERS = {"harmful": "I can't help with that.", "harmless": "Sure, here is how.", "ambiguous": "Here is the safe way."}
 
 
 def sft_rows(mix: pd.DataFrame) -> list[dict]:
-    """Warm-start traces in the TARS format for the mix's own prompts: reasoning, then the answer.
+    """Warm-start traces in the TARS format for the mix's own prompts: reasoning (one fixed word), then the answer.
 
-    The reasoning is one fixed word: a 64-wide random model needs ~150 steps to pick up even that.
+    Taught at lr 5e-3 for 6 epochs of 24 steps. Measured with the tiny policy from 4 initialisations (plain torch,
+    bf16 autocast, verl's AdamW settings): lr 5e-3 reaches loss ~0.001 and 16/16 formatted greedy outputs, 100% of
+    samples at temperature 0.6, from every one of them (already after 72 steps); lr 2e-2, used before, diverged
+    by chance (final loss 0.02 to 1.6, 47% to 98% of samples formatted), which made this test pass 2 runs in 8.
     """
     rows = []
     for prompt, info in zip(mix["prompt"], mix["extra_info"]):
@@ -45,6 +55,25 @@ def data(tmp_path_factory):
     pd.DataFrame(rows[:12] * 8).to_parquet(root / "sft" / "sft_train.parquet")  # 24 steps per epoch
     pd.DataFrame(rows[12:]).to_parquet(root / "sft" / "sft_val.parquet")
     return root
+
+
+def check_warm_start(model_dir, prompts) -> None:
+    """The SFT stage taught the format: every greedy reply to a training prompt is `<think>...</think> answer`.
+
+    Checked before anything about GRPO, so that a warm start that failed to learn is reported as such.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok, model = AutoTokenizer.from_pretrained(model_dir), AutoModelForCausalLM.from_pretrained(model_dir)
+    replies = []
+    for prompt in prompts:
+        ids = tok.apply_chat_template(list(prompt), add_generation_prompt=True, return_tensors="pt",
+                                      return_dict=True)["input_ids"]
+        out = model.generate(ids, do_sample=False, max_new_tokens=MAX_RESPONSE, pad_token_id=tok.pad_token_id)
+        replies.append(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+    bad = [r for r in replies if not is_well_formatted(r)]
+    assert not bad, (f"the SFT warm start did not teach the <think> format: {len(bad)}/{len(replies)} greedy replies "
+                     f"unformatted, e.g. {bad[:3]!r}; GRPO would see format 0 everywhere. Check SFT_LR/SFT_EPOCHS.")
 
 
 NUMBER = re.compile(r"(?:np\.\w+\()?(-?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?|nan|-?inf)\)?")
@@ -69,22 +98,31 @@ def step_metrics(log: str) -> dict[int, dict[str, float]]:
 
 def run_recipe(env_extra: dict, *args: str):
     # CUDA_VISIBLE_DEVICES unset, not empty: Ray refuses the accelerator slot grpo_cpu_overrides declares.
+    # About 100 s alone on 2 cores; the limits leave room for a machine that is busy with other work.
     return run_example("run_tars_qwen7b.sh", {**cpu_env(), "CUDA_VISIBLE_DEVICES": None, **env_extra}, *args,
-                       timeout=600)
+                       timeout=1200)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_tars_recipe_trains_on_cpu_and_resumes(data, tiny_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(f"{tiny_dir}/policy")
+    traces = pd.read_parquet(data / "sft" / "sft_train.parquet")["messages"]
+    longest = max(len(tok(list(m)[-1]["content"], add_special_tokens=False)["input_ids"]) + 1 for m in traces)
+    assert 2 * longest <= MAX_RESPONSE, (longest, MAX_RESPONSE)  # +1: the end-of-turn token
     env = {
         # SFT stage (runs because SFT_MODEL_PATH is unset)
         "MODEL_PATH": f"{tiny_dir}/policy", "SFT_TRAIN": str(data / "sft" / "sft_train.parquet"),
         "SFT_VAL": str(data / "sft" / "sft_val.parquet"), "SFT_OUT": str(tmp_path / "sft"), "NPROC_PER_NODE": "1",
-        "SFT_BATCH": "4", "SFT_MICRO_BATCH": "4", "SFT_MAX_LENGTH": "128", "SFT_EPOCHS": "6", "SFT_LR": "2e-2",
+        "SFT_BATCH": "4", "SFT_MICRO_BATCH": "4", "SFT_MAX_LENGTH": "128", "SFT_EPOCHS": "6", "SFT_LR": "5e-3",
         "SFT_PATIENCE": "6", "SFT_EXTRA_ARGS": " ".join(sft_cpu_overrides()),
         # GRPO stage
         "TRAIN_FILE": str(data / "tars" / "train.parquet"), "VAL_FILE": str(data / "tars" / "val.parquet"),
         "TARS_PRESET": "tiny_cpu", "TARS_TINY_DIR": tiny_dir, "GPUS_PER_NODE": "1", "ROLLOUT_NAME": "tars_hf", "ROLLOUT_TP": "1",
-        "TRAIN_BATCH": str(TRAIN_BATCH), "N_ROLLOUTS": str(N_ROLLOUTS), "MAX_PROMPT": "128", "MAX_RESPONSE": "32",
+        "TRAIN_BATCH": str(TRAIN_BATCH), "N_ROLLOUTS": str(N_ROLLOUTS), "MAX_PROMPT": "128",
+        "MAX_RESPONSE": str(MAX_RESPONSE),
         "LR": "1e-3", "EPOCHS": "1", "TEST_FREQ": "2", "SAVE_FREQ": "2", "CKPT_DIR": str(tmp_path / "grpo"),
     }
     overrides = [*grpo_cpu_overrides(), "trainer.total_training_steps=2",
@@ -93,6 +131,7 @@ def test_tars_recipe_trains_on_cpu_and_resumes(data, tiny_dir, tmp_path):
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-6000:]
     assert "running the SFT warm start" in log
+    check_warm_start(tmp_path / "sft" / "hf_best", pd.read_parquet(data / "tars" / "train.parquet")["prompt"])
     steps = step_metrics(log)
     assert sorted(steps) == [0, 1, 2], (sorted(steps), log[-3000:])
     # Shown by pytest when an assertion below fails: what the loop logged for the checked metrics.

@@ -51,6 +51,23 @@ def test_update_weights_changes_the_policy_and_rejects_unknown_names(server):
         asyncio.run(server.update_weights({"model.no_such_layer.weight": torch.zeros(1)}))
 
 
+def test_full_determinism_samples_each_request_from_its_own_seed(tiny_dir):
+    """verl's rollout.full_determinism names requests det-<index>: each samples the same tokens whatever ran before."""
+    det = HFGenerateServer({**CONFIG, "response_length": 16, "full_determinism": True}, {"path": f"{tiny_dir}/policy"}, 0)
+
+    def sample(request_id, prompt):
+        params = {"temperature": 1.0, "top_p": 1.0, "top_k": -1}
+        return asyncio.run(det.generate(prompt_ids=prompt, sampling_params=params, request_id=request_id)).token_ids
+
+    first = [sample(f"det-{i}", [5, 6, 7]) for i in range(4)]
+    sample("det-9", [8, 9])  # other requests in between (arrival order) draw from their own streams
+    torch.manual_seed(123)  # so does anything else that uses torch's global generator
+    assert [sample(f"det-{i}", [5, 6, 7]) for i in reversed(range(4))] == first[::-1]
+    assert len({tuple(t) for t in first}) > 1  # n rollouts of one prompt are different samples
+    assert det.request_seed("det-0", [5, 6, 7]) != det.request_seed("det-0", [5, 6, 8])
+    assert det.request_seed("0f3a9c", [5, 6, 7]) is None  # verl's random request ids: the shared generator
+
+
 def test_prompt_too_long_for_the_model_is_an_error(server):
     with pytest.raises(ValueError, match="no room"):
         generate(server, list(range(5, 5 + 40)), temperature=0.0)

@@ -179,4 +179,7 @@ def grpo_cpu_overrides(n_slots: int = 1) -> list[str]:
         "tars_verl.testing.ray_worker_setup.init_worker_process_group",
         "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
         "reward.num_workers=1", "actor_rollout_ref.rollout.agent.num_workers=1", "data.dataloader_num_workers=0",
+        # verl's own switch: requests are named by their index in the batch, and the tars_hf rollout samples each
+        # from a seed of its own, so a run does not depend on the order in which requests reach the server.
+        "actor_rollout_ref.rollout.full_determinism=True",
     ]

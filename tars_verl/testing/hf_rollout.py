@@ -23,6 +23,7 @@ plug-ins, not to train. Load it in every process together with the CPU platform:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from typing import Any, Optional
 
@@ -69,6 +70,9 @@ class HFGenerateServer:
         seed = _cfg(config, "seed", 0) or 0
         self.generator_seed = int(seed) + 1000 * replica_rank
         torch.manual_seed(self.generator_seed)
+        # verl's rollout.full_determinism=True names requests "det-<index in batch>" (single_turn_agent_loop.py,
+        # verl 0.9.1): each such request then samples with its own seed, whatever order the requests arrive in.
+        self.full_determinism = bool(_cfg(config, "full_determinism", False))
         self.global_steps = 0
         self.weight_version = 0  # how many weight updates this server has loaded
         self._lock = asyncio.Lock()
@@ -85,7 +89,25 @@ class HFGenerateServer:
             wanted = min(response_length, prompt_length + response_length - prompt_len)
         return max(1, min(int(wanted), room))
 
-    def _generate_sync(self, prompt_ids: list[int], sampling_params: dict) -> TokenOutput:
+    def request_seed(self, request_id: str, prompt_ids: list[int]) -> Optional[int]:
+        """The sampling seed of a deterministic request (``full_determinism``), else None (the shared generator).
+
+        Stable across processes and runs: the rollout seed, the weights' training step, the request id and the
+        prompt, hashed with SHA-256 (not Python's randomised ``hash``).
+        """
+        if not (self.full_determinism and str(request_id).startswith("det-")):
+            return None
+        key = f"{self.generator_seed}|{self.global_steps}|{request_id}|{','.join(map(str, prompt_ids))}"
+        return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+
+    def _generate_sync(self, prompt_ids: list[int], sampling_params: dict, seed: Optional[int] = None) -> TokenOutput:
+        if seed is None:
+            return self._sample(prompt_ids, sampling_params)
+        with torch.random.fork_rng(devices=[]):  # the request's own stream; the shared generator is left as it was
+            torch.manual_seed(seed)
+            return self._sample(prompt_ids, sampling_params)
+
+    def _sample(self, prompt_ids: list[int], sampling_params: dict) -> TokenOutput:
         temperature = float(sampling_params.get("temperature", 1.0) or 0.0)
         top_k = int(sampling_params.get("top_k", -1) or -1)
         top_p = float(sampling_params.get("top_p", 1.0) or 1.0)
@@ -95,7 +117,8 @@ class HFGenerateServer:
                       return_dict_in_generate=True,
                       repetition_penalty=float(sampling_params.get("repetition_penalty", 1.0) or 1.0))
         if do_sample:
-            kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k if top_k > 0 else None)
+            # top_k=0 switches transformers' default top-k of 50 off: -1 means no top-k in verl, as in vLLM.
+            kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k if top_k > 0 else 0)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         input_ids = torch.tensor([prompt_ids], dtype=torch.long)
@@ -116,8 +139,10 @@ class HFGenerateServer:
                        **kwargs: Any) -> TokenOutput:
         if image_data or video_data:
             raise NotImplementedError(f"{ROLLOUT_NAME} rollout is text-only (request {request_id} has media)")
+        prompt_ids = list(prompt_ids)
+        seed = self.request_seed(request_id, prompt_ids)
         async with self._lock:  # one sequence at a time: torch on 2 CPU cores gains nothing from threads
-            return await asyncio.to_thread(self._generate_sync, list(prompt_ids), dict(sampling_params))
+            return await asyncio.to_thread(self._generate_sync, prompt_ids, dict(sampling_params), seed)
 
     # -- weight sync -----------------------------------------------------------------------------
     async def update_weights(self, named_tensors: dict[str, torch.Tensor], global_steps: Optional[int] = None) -> int:
