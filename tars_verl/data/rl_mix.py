@@ -29,12 +29,13 @@ import re
 import unicodedata
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .io import read_table, write_json_atomic, write_parquet_atomic
+from .io import check_text_column, describe_value, read_table, write_json_atomic, write_parquet_atomic
 from .sources import SOURCES, load_source
 
 logger = logging.getLogger(__name__)
@@ -114,13 +115,28 @@ def eval_prompt_set(files: list[str]) -> set[str]:
     for path in files:
         df = read_table(path)
         if "text" in df.columns:
-            texts = df["text"].astype(str)
+            check_text_column(df, "text", path)
+            texts = df["text"]
         elif "prompt" in df.columns:
-            texts = df["prompt"].map(lambda p: p if isinstance(p, str) else [m for m in p if m["role"] == "user"][-1]["content"])
+            texts = pd.Series([_last_user_content(p, path, i) for i, p in df["prompt"].items()], dtype=object)
         else:
             raise ValueError(f"{path}: evaluation file needs a 'prompt' or 'text' column; it has {list(df.columns)}")
         seen.update(normalise(t) for t in texts)
     return seen
+
+
+def _last_user_content(prompt: Any, path: str, row: Any) -> str:
+    """The text of an evaluation row's prompt (a string, or chat messages: the last user turn)."""
+    if isinstance(prompt, str):
+        return prompt
+    try:
+        content = [m for m in prompt if m["role"] == "user"][-1]["content"]
+    except (TypeError, KeyError, IndexError):
+        content = None
+    if not isinstance(content, str):
+        raise ValueError(f"{path}: column 'prompt' row {row}: expected text or chat messages with a user turn of "
+                         f"text, got {describe_value(prompt)}")
+    return content
 
 
 class PromptBuilder:
@@ -304,6 +320,19 @@ def write_mixes(cfg: MixConfig, out_dir: str) -> dict[float, str]:
     return folders
 
 
+def eval_dir_files(folder: str, flag: str) -> list[str]:
+    """The parquet files of an evaluation folder; a missing folder or one without parquet is an error (the
+    leakage filter would otherwise be skipped without a word)."""
+    if not os.path.isdir(folder):
+        raise ValueError(f"{flag} {folder}: not a folder")
+    files = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".parquet"))
+    if not files:
+        raise ValueError(f"{flag} {folder} holds no .parquet file, so no evaluation prompt would be kept out of "
+                         f"training (leakage filter not checked). Build the sets first (data_prep/build_eval_sets.py) "
+                         f"or point {flag} at their folder.")
+    return files
+
+
 def parse_kv(items: list[str], what: str, cast=str) -> dict:
     out = {}
     for item in items:
@@ -338,7 +367,7 @@ def main(argv: list[str] | None = None) -> None:
     pools.update(parse_kv(args.pool, "--pool", int))
     eval_files = list(args.eval_file)
     if args.eval_dir:
-        eval_files += sorted(os.path.join(args.eval_dir, f) for f in os.listdir(args.eval_dir) if f.endswith(".parquet"))
+        eval_files += eval_dir_files(args.eval_dir, "--eval-dir")
     system = QWEN_DEFAULT_SYSTEM_PROMPT if args.system_prompt == "qwen" else args.system_prompt
     cfg = MixConfig(lams=args.lam, total=args.total, val_size=args.val_size, pools=pools,
                     paths=parse_kv(args.source, "--source"), seed=args.seed, max_chars=args.max_chars,
