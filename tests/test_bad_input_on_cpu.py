@@ -132,3 +132,16 @@ def test_sft_convert_rejects_non_text_traces(tmp_path):
     src = jsonl(tmp_path / "old2.jsonl", [{"prompt": None, "reasoning": "r", "answer": "a"}])
     with pytest.raises(ValueError, match=r"old2.jsonl: column 'prompt' .* row 0: null"):
         sft_main(["convert", "--traces", src, "--out", str(tmp_path / "out")])
+
+
+def test_outputs_of_one_run_are_replaced_together_or_not_at_all(tmp_path):
+    from tars_verl.data.io import write_together
+
+    train, stats = tmp_path / "train.parquet", tmp_path / "stats.json"
+    write_together({str(train): pd.DataFrame({"a": [1]}), str(stats): {"run": 1}})
+    unwritable = pd.DataFrame({"a": [[1], "x"]})  # pyarrow cannot store this column
+    with pytest.raises(Exception, match="Conversion failed|cannot mix"):
+        write_together({str(train): pd.DataFrame({"a": [2]}), str(tmp_path / "val.parquet"): unwritable,
+                        str(stats): {"run": 2}})
+    assert pd.read_parquet(train)["a"].tolist() == [1] and json.loads(stats.read_text()) == {"run": 1}
+    assert sorted(os.listdir(tmp_path)) == ["stats.json", "train.parquet"]  # no temp file left behind

@@ -190,6 +190,33 @@ def _atomic(path: str, write) -> None:
         raise
 
 
+def write_together(files: dict[str, Any]) -> None:
+    """Write several outputs of one run (path -> DataFrame for parquet, anything else for JSON) so that a
+    folder never mixes two runs: every file is written to a temp file first, and only when all are written
+    are they renamed into place (a failure before that leaves the old files untouched)."""
+    staged: list[tuple[str, str]] = []
+    try:
+        for path, obj in files.items():
+            folder = os.path.dirname(os.path.abspath(path))
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=folder)
+            os.close(fd)
+            staged.append((tmp, path))
+            if isinstance(obj, pd.DataFrame):
+                obj.to_parquet(tmp, index=False, compression="zstd")
+            else:
+                with open(tmp, "w") as f:
+                    json.dump(obj, f, indent=2, sort_keys=True, default=str)
+                    f.write("\n")
+    except BaseException:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        raise
+    for tmp, path in staged:
+        os.replace(tmp, path)
+
+
 def write_parquet_atomic(df: pd.DataFrame, path: str) -> None:
     # Fixed settings so that the same rows give byte-identical files.
     _atomic(path, lambda tmp: df.to_parquet(tmp, index=False, compression="zstd"))

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .io import check_text_column, describe_value, read_table, write_json_atomic, write_parquet_atomic
+from .io import check_text_column, describe_value, read_table, write_together
 from .sources import SOURCES, load_source
 
 logger = logging.getLogger(__name__)
@@ -312,9 +312,8 @@ def write_mixes(cfg: MixConfig, out_dir: str) -> dict[float, str]:
     folders = {}
     for lam, (train, val, stats) in mixes.items():
         folder = out_dir if len(mixes) == 1 else os.path.join(out_dir, f"lambda_{lam:g}")
-        write_parquet_atomic(train, os.path.join(folder, "train.parquet"))
-        write_parquet_atomic(val, os.path.join(folder, "val.parquet"))
-        write_json_atomic(stats, os.path.join(folder, "stats.json"))
+        write_together({os.path.join(folder, "train.parquet"): train, os.path.join(folder, "val.parquet"): val,
+                        os.path.join(folder, "stats.json"): stats})
         print(format_stats(stats) + f"\nwrote {folder}/train.parquet, val.parquet, stats.json\n")
         folders[lam] = folder
     return folders

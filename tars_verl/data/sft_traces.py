@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .io import check_text_column, exclusive_writer, read_done, read_table, write_json_atomic, write_parquet_atomic
+from .io import check_text_column, exclusive_writer, read_done, read_table, write_json_atomic, write_together
 from .rl_mix import (QWEN_DEFAULT_SYSTEM_PROMPT, _rng, eval_dir_files, eval_prompt_set, normalise, parse_kv,
                      user_messages)
 from .sources import load_source
@@ -244,10 +244,10 @@ def write_sft(records: list[dict], out: str, system_prompt: str | None, val_frac
     n_val = int(round(len(ids) * val_fraction)) if len(ids) > 1 else 0
     val_ids = set(np.array(ids)[_rng(seed, "sft-val").permutation(len(ids))[:n_val]])
     is_val = df["prompt_id"].isin(val_ids)
-    write_parquet_atomic(df[~is_val].reset_index(drop=True), os.path.join(out, "sft_train.parquet"))
-    write_parquet_atomic(df[is_val].reset_index(drop=True), os.path.join(out, "sft_val.parquet"))
     stats.update(train=int((~is_val).sum()), val=int(is_val.sum()), prompts=len(ids))
-    write_json_atomic(stats, os.path.join(out, "sft_stats.json"))
+    write_together({os.path.join(out, "sft_train.parquet"): df[~is_val].reset_index(drop=True),
+                    os.path.join(out, "sft_val.parquet"): df[is_val].reset_index(drop=True),
+                    os.path.join(out, "sft_stats.json"): stats})
     return stats
 
 
