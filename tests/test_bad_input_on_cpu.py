@@ -145,3 +145,15 @@ def test_outputs_of_one_run_are_replaced_together_or_not_at_all(tmp_path):
                         str(stats): {"run": 2}})
     assert pd.read_parquet(train)["a"].tolist() == [1] and json.loads(stats.read_text()) == {"run": 1}
     assert sorted(os.listdir(tmp_path)) == ["stats.json", "train.parquet"]  # no temp file left behind
+
+
+def test_attack_and_behaviour_files_with_non_text_cases_are_errors(tmp_path):
+    from tars_verl.eval.prompts import load_attack_file, load_behaviors
+
+    cases = tmp_path / "gcg.json"
+    cases.write_text(json.dumps({"b1": ["a real attack", {"text": "nested"}]}))
+    with pytest.raises(ValueError, match=r"gcg.json: behavior 'b1' test case 1 is dict"):
+        load_attack_file(str(cases), "gcg", {"b1": "do harm"}, [])
+    behaviors = jsonl(tmp_path / "behaviors.jsonl", [{"BehaviorID": "b1", "Behavior": None}])
+    with pytest.raises(ValueError, match=r"behaviors.jsonl: column 'Behavior' .* row 0: null"):
+        load_behaviors(behaviors)
