@@ -305,8 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg, problems = (check_grpo if stage == "grpo" else check_sft)(overrides)
     if problems:
         print(f"[dry-run] {stage}: {len(problems)} problem(s):")
+        from tars_verl.scorers.http import redact_text
+
         for p in dict.fromkeys(problems):
-            print(f"  - {p}")
+            print(f"  - {redact_text(p)}")  # overrides may hold URLs with passwords
         return 1
     if stage == "grpo":
         t = cfg.reward.tars

@@ -55,3 +55,13 @@ def test_sft_dry_run_rejects_an_rl_mix(data, tiny_dir, tmp_path):  # noqa: F811
     _, problems = check_sft([f"model.path={tiny_dir}/policy", f"data.train_files={data / 'tars' / 'train.parquet'}",
                              f"data.val_files={data / 'sft' / 'sft_val.parquet'}"])
     assert any("no 'messages' column" in p and "looks like an RL mix" in p for p in problems), problems
+
+
+def test_problem_list_never_shows_a_url_password(tiny_dir, capsys):
+    from tars_verl.dry_run import main
+
+    code = main(["grpo", f"actor_rollout_ref.model.path={tiny_dir}/policy", "tars@reward.tars=tiny_cpu",
+                 "reward.tars.helpfulness.urll=https://bob:pw-secret-9@judge.example/v1?api_key=k-secret-7"])
+    out = capsys.readouterr().out
+    assert code == 1 and "override 'reward.tars.helpfulness.urll=https://***@judge.example/v1?api_key=***'" in out
+    assert "pw-secret-9" not in out and "k-secret-7" not in out

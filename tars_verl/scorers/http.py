@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import urllib.parse
 from dataclasses import dataclass
@@ -81,6 +82,16 @@ def redact_url(url: str) -> str:
     else:
         query_text = parts.query
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query_text, parts.fragment))
+
+
+_USERINFO_RE = re.compile(r"(\b[a-zA-Z][\w+.-]*://)[^/\s@'\"]+@")
+_SECRET_QUERY_RE = re.compile(r"([?&][\w-]*(?:" + "|".join(SECRET_QUERY_KEYS) + r")[\w-]*=)[^&\s'\"]+", re.IGNORECASE)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every URL's ``user:password@`` and secret-looking query values replaced by ``***``
+    (for messages built from user input, e.g. a command-line override holding a URL)."""
+    return _SECRET_QUERY_RE.sub(r"\1***", _USERINFO_RE.sub(r"\1***@", text))
 
 
 def url_secrets(url: str) -> list[str]:
