@@ -6,8 +6,12 @@
 ``grpo`` composes ``tars_grpo.yaml`` exactly as ``verl.trainer.main_ppo`` would, runs verl's own
 ``validate_config``, resolves the reward manager the way verl does, validates ``reward.tars`` (scorer
 back ends, their keys, API keys in the environment, verl's served-RM routing), and checks that data
-files exist and model paths exist locally or look like hub ids. ``sft`` does the same for
-``tars_sft.yaml`` with verl's SFT config classes. Nothing is loaded onto a device. Set
+files exist and model paths exist locally or look like hub ids. It reads the data files: GRPO files
+must be parquet / json / jsonl with a ``prompt`` column of chat messages and a prompt type on every
+row (an SFT parquet, a CSV or a folder is a problem); SFT files must hold ``messages`` conversations.
+``sft`` does the same for ``tars_sft.yaml`` with verl's SFT config classes. A bad override (a typo'd
+key, an unknown preset) is one line in the list, and everything else is still checked. Nothing is
+loaded onto a device. Set
 ``TARS_DRY_RUN_CHECK_ENDPOINTS=1`` to also call each served scorer's health check.
 Exit code 0 and a summary when everything holds; otherwise a list of every problem found.
 """

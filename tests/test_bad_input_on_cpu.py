@@ -157,3 +157,18 @@ def test_attack_and_behaviour_files_with_non_text_cases_are_errors(tmp_path):
     behaviors = jsonl(tmp_path / "behaviors.jsonl", [{"BehaviorID": "b1", "Behavior": None}])
     with pytest.raises(ValueError, match=r"behaviors.jsonl: column 'Behavior' .* row 0: null"):
         load_behaviors(behaviors)
+
+
+def test_hub_copy_drops_null_prompts_with_a_count_but_rejects_lists(monkeypatch, caplog):
+    import datasets
+
+    def fake_hub(rows):
+        monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.Dataset.from_list(rows))
+
+    fake_hub([{"prompt": "a"}, {"prompt": None}, {"prompt": "b"}])
+    df = load_source("ultrafeedback")
+    assert df["text"].tolist() == ["a", "b"] and df["source_index"].tolist() == [0, 2]
+    assert "dropped 1 row(s) with a null prompt" in caplog.text
+    fake_hub([{"prompt": [{"role": "user", "content": "a"}]}])  # a chat-format hub column
+    with pytest.raises(ValueError, match=r"HuggingFaceH4/ultrafeedback_binarized split train_prefs: column 'prompt'"):
+        load_source("ultrafeedback")

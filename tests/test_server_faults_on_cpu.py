@@ -156,3 +156,10 @@ def test_url_credentials_and_echoed_keys_never_reach_a_message(server, monkeypat
     fallback = build_scorer({**with_key, "on_failure": "fallback", "fallback_score": 0.0})
     assert "sk-live" not in run(fallback.score(items("x")))[0].details["error"]
     assert redact_url("https://u:p@h/v1?api-version=1&key=k") == "https://***@h/v1?api-version=1&key=***"
+
+
+def test_guard_controversial_score_outside_0_1_is_a_config_error():
+    from tars_verl.scorers import ScorerConfigError
+
+    with pytest.raises(ScorerConfigError, match=r"guard_chat.controversial_score must be in \[0, 1\], got 1.5"):
+        build_scorer({"backend": "guard_chat", "url": "http://127.0.0.1:1/v1", "controversial_score": 1.5})
