@@ -172,3 +172,14 @@ def test_hub_copy_drops_null_prompts_with_a_count_but_rejects_lists(monkeypatch,
     fake_hub([{"prompt": [{"role": "user", "content": "a"}]}])  # a chat-format hub column
     with pytest.raises(ValueError, match=r"HuggingFaceH4/ultrafeedback_binarized split train_prefs: column 'prompt'"):
         load_source("ultrafeedback")
+
+
+def test_sweep_folder_with_lambdas_from_an_earlier_run_is_flagged(tmp_path, caplog):
+    from tars_verl.data.rl_mix import MixConfig, write_mixes
+
+    sources = write_rl_sources(str(tmp_path / "src"), n=60)
+    cfg = dict(total=40, val_size=0, paths=sources, pools={"wildjailbreak": 10, "rainbow_teaming": 10, "aegis2": 5})
+    write_mixes(MixConfig(lams=[0.3, 0.5], **cfg), str(tmp_path / "mix"))
+    assert "earlier run" not in caplog.text
+    write_mixes(MixConfig(lams=[0.5, 0.6], seed=1, **cfg), str(tmp_path / "mix"))
+    assert "also holds ['lambda_0.3'] from an earlier run" in caplog.text

@@ -316,6 +316,12 @@ def write_mixes(cfg: MixConfig, out_dir: str) -> dict[float, str]:
                         os.path.join(folder, "stats.json"): stats})
         print(format_stats(stats) + f"\nwrote {folder}/train.parquet, val.parquet, stats.json\n")
         folders[lam] = folder
+    written = {os.path.abspath(f) for f in folders.values()}
+    stale = sorted(d for d in (os.listdir(out_dir) if os.path.isdir(out_dir) else [])
+                   if d.startswith("lambda_") and os.path.abspath(os.path.join(out_dir, d)) not in written)
+    if stale:
+        logger.warning("%s also holds %s from an earlier run (not rewritten now): its files may come from other "
+                       "settings; remove them or write this run to a new --out", out_dir, stale)
     return folders
 
 
