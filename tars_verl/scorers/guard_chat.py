@@ -93,7 +93,8 @@ class GuardChatConfig(HttpScorerConfig):
         if self.format not in FORMATS:
             raise ScorerConfigError(f"{self.backend}.format={self.format!r} is unknown; choose one of {sorted(FORMATS)}")
         if not 0.0 <= self.controversial_score <= 1.0:
-            raise ScorerConfigError(f"{self.backend}.controversial_score must be in [0, 1], got {self.controversial_score}")
+            raise ScorerConfigError(
+                f"{self.backend}.controversial_score must be in [0, 1], got {self.controversial_score}")
 
 
 def _token_stream(choice: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
