@@ -46,26 +46,44 @@ class PromptTypeError(ValueError):
 
 
 def resolve_prompt_type(non_tensor: dict[str, Any], key: str = "prompt_type") -> str:
-    """The row's prompt type, from ``extra_info[key]``, a top-level ``key`` column, or ``reward_model.ground_truth``."""
+    """The row's prompt type, from ``extra_info[key]``, a top-level ``key`` column, or ``reward_model.ground_truth``.
+
+    The first field that is present decides: a later field is read only when the earlier ones are absent
+    (missing, null or empty). A present value that is not a known type (``"harmfull"``) stops the step
+    naming the row and the field; it never falls through to another field.
+    """
     extra = non_tensor.get("extra_info") or {}
-    candidates = [extra.get(key) if isinstance(extra, dict) else None, non_tensor.get(key)]
     rm = non_tensor.get("reward_model")
-    if isinstance(rm, dict):
-        candidates.append(rm.get("ground_truth"))
-    for value in candidates:
-        if isinstance(value, str) and value.strip().lower() in PROMPT_TYPES:
-            return value.strip().lower()
+    candidates = [
+        (f"extra_info.{key}", extra.get(key) if isinstance(extra, dict) else None),
+        (key, non_tensor.get(key)),
+        ("reward_model.ground_truth", rm.get("ground_truth") if isinstance(rm, dict) else None),
+    ]
     row = {
         "data_source": non_tensor.get("data_source"),
         "index": extra.get("index") if isinstance(extra, dict) else None,
         "uid": non_tensor.get("uid"),
     }
-    found = [v for v in candidates if v is not None]
+    for field_name, value in candidates:
+        if _absent(value):
+            continue
+        if isinstance(value, str) and value.strip().lower() in PROMPT_TYPES:
+            return value.strip().lower()
+        raise PromptTypeError(
+            f"row {row}: {field_name}={value!r} is not a prompt type; expected one of {PROMPT_TYPES}. "
+            f"Fix the value in the data (later fields are not consulted when {field_name} is set)."
+        )
     raise PromptTypeError(
         f"row {row}: no prompt type in extra_info.{key}, '{key}' or reward_model.ground_truth "
-        f"(found {found!r}); expected one of {PROMPT_TYPES}. Build the data with tars_verl's data_prep, "
+        f"(all absent); expected one of {PROMPT_TYPES}. Build the data with tars_verl's data_prep, "
         f"or add extra_info.{key} to every row."
     )
+
+
+def _absent(value: Any) -> bool:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return True
+    return isinstance(value, float) and value != value  # NaN: a missing cell in a pandas-written file
 
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str:

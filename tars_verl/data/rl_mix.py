@@ -29,12 +29,13 @@ import re
 import unicodedata
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .io import read_table, write_json_atomic, write_parquet_atomic
+from .io import check_text_column, describe_value, read_table, write_together
 from .sources import SOURCES, load_source
 
 logger = logging.getLogger(__name__)
@@ -114,13 +115,28 @@ def eval_prompt_set(files: list[str]) -> set[str]:
     for path in files:
         df = read_table(path)
         if "text" in df.columns:
-            texts = df["text"].astype(str)
+            check_text_column(df, "text", path)
+            texts = df["text"]
         elif "prompt" in df.columns:
-            texts = df["prompt"].map(lambda p: p if isinstance(p, str) else [m for m in p if m["role"] == "user"][-1]["content"])
+            texts = pd.Series([_last_user_content(p, path, i) for i, p in df["prompt"].items()], dtype=object)
         else:
             raise ValueError(f"{path}: evaluation file needs a 'prompt' or 'text' column; it has {list(df.columns)}")
         seen.update(normalise(t) for t in texts)
     return seen
+
+
+def _last_user_content(prompt: Any, path: str, row: Any) -> str:
+    """The text of an evaluation row's prompt (a string, or chat messages: the last user turn)."""
+    if isinstance(prompt, str):
+        return prompt
+    try:
+        content = [m for m in prompt if m["role"] == "user"][-1]["content"]
+    except (TypeError, KeyError, IndexError):
+        content = None
+    if not isinstance(content, str):
+        raise ValueError(f"{path}: column 'prompt' row {row}: expected text or chat messages with a user turn of "
+                         f"text, got {describe_value(prompt)}")
+    return content
 
 
 class PromptBuilder:
@@ -296,12 +312,30 @@ def write_mixes(cfg: MixConfig, out_dir: str) -> dict[float, str]:
     folders = {}
     for lam, (train, val, stats) in mixes.items():
         folder = out_dir if len(mixes) == 1 else os.path.join(out_dir, f"lambda_{lam:g}")
-        write_parquet_atomic(train, os.path.join(folder, "train.parquet"))
-        write_parquet_atomic(val, os.path.join(folder, "val.parquet"))
-        write_json_atomic(stats, os.path.join(folder, "stats.json"))
+        write_together({os.path.join(folder, "train.parquet"): train, os.path.join(folder, "val.parquet"): val,
+                        os.path.join(folder, "stats.json"): stats})
         print(format_stats(stats) + f"\nwrote {folder}/train.parquet, val.parquet, stats.json\n")
         folders[lam] = folder
+    written = {os.path.abspath(f) for f in folders.values()}
+    stale = sorted(d for d in (os.listdir(out_dir) if os.path.isdir(out_dir) else [])
+                   if d.startswith("lambda_") and os.path.abspath(os.path.join(out_dir, d)) not in written)
+    if stale:
+        logger.warning("%s also holds %s from an earlier run (not rewritten now): its files may come from other "
+                       "settings; remove them or write this run to a new --out", out_dir, stale)
     return folders
+
+
+def eval_dir_files(folder: str, flag: str) -> list[str]:
+    """The parquet files of an evaluation folder; a missing folder or one without parquet is an error (the
+    leakage filter would otherwise be skipped without a word)."""
+    if not os.path.isdir(folder):
+        raise ValueError(f"{flag} {folder}: not a folder")
+    files = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".parquet"))
+    if not files:
+        raise ValueError(f"{flag} {folder} holds no .parquet file, so no evaluation prompt would be kept out of "
+                         f"training (leakage filter not checked). Build the sets first (data_prep/build_eval_sets.py) "
+                         f"or point {flag} at their folder.")
+    return files
 
 
 def parse_kv(items: list[str], what: str, cast=str) -> dict:
@@ -338,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     pools.update(parse_kv(args.pool, "--pool", int))
     eval_files = list(args.eval_file)
     if args.eval_dir:
-        eval_files += sorted(os.path.join(args.eval_dir, f) for f in os.listdir(args.eval_dir) if f.endswith(".parquet"))
+        eval_files += eval_dir_files(args.eval_dir, "--eval-dir")
     system = QWEN_DEFAULT_SYSTEM_PROMPT if args.system_prompt == "qwen" else args.system_prompt
     cfg = MixConfig(lams=args.lam, total=args.total, val_size=args.val_size, pools=pools,
                     paths=parse_kv(args.source, "--source"), seed=args.seed, max_chars=args.max_chars,

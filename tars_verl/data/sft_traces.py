@@ -13,15 +13,19 @@ the RL mix and the evaluation sets, DeepSeek-R1, 4 samples each, traces with emp
 (not filtered for safety). The assistant turn is exactly ``<think>\\n{reasoning}\\n</think>\\n\\n{answer}``.
 
 Resume: every finished sample is appended (one JSON line, flushed) to ``<out>/traces.jsonl``. A run
-started again reads it, skips what is done (a torn last line is discarded) and asks only for the
-rest; failed requests are retried with back-off, then reported, and the command exits non-zero
-without writing the parquet until every sample is done (or ``--allow-missing``).
+started again reads it, skips what is done (a torn last line is discarded; a bad line elsewhere is an
+error naming it, and nothing is deleted) and asks only for the rest; failed requests (also malformed
+replies) are retried with back-off, then reported, and the command exits non-zero without writing the
+parquet until every sample is done (or ``--allow-missing``). ``--retry-dropped`` asks again for samples
+logged with empty reasoning or answer. One writer per ``--out`` (a second is refused), and one set of
+settings per ``--out`` (``traces_settings.json``): a folder never mixes two runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -32,8 +36,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .io import read_done, read_table, write_json_atomic, write_parquet_atomic
-from .rl_mix import QWEN_DEFAULT_SYSTEM_PROMPT, _rng, eval_prompt_set, normalise, parse_kv, user_messages
+from .io import check_text_column, exclusive_writer, read_done, read_table, write_json_atomic, write_together
+from .rl_mix import (QWEN_DEFAULT_SYSTEM_PROMPT, _rng, eval_dir_files, eval_prompt_set, normalise, parse_kv,
+                     user_messages)
 from .sources import load_source
 
 logger = logging.getLogger(__name__)
@@ -48,10 +53,15 @@ def sft_assistant_turn(reasoning: str, answer: str) -> str:
 def split_teacher_reply(message: dict) -> tuple[str, str]:
     """(reasoning, answer) from a chat message: ``reasoning_content`` (DeepSeek API, vLLM reasoning
     parser) or ``reasoning`` fields, else ``<think>`` tags in the content."""
+    if not isinstance(message, dict):
+        raise ValueError(f"the reply's message is {type(message).__name__}, not an object")
     content = message.get("content") or ""
     reasoning = message.get("reasoning_content") or message.get("reasoning")
+    for name, value in (("content", content), ("reasoning", reasoning)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"the reply's {name} is {type(value).__name__}, not text")
     if reasoning is not None:
-        return str(reasoning).strip(), content.strip()
+        return reasoning.strip(), content.strip()
     m = THINK_RE.match(content)
     if m:
         return m.group(1).strip(), m.group(2).strip()
@@ -78,6 +88,36 @@ class TraceConfig:
     system_prompt: str | None = QWEN_DEFAULT_SYSTEM_PROMPT
     allow_small_pools: bool = False
     allow_missing: bool = False
+    # Ask again for samples the log holds with empty reasoning or answer (dropped from the SFT set).
+    retry_dropped: bool = False
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def is_dropped(rec: dict) -> bool:
+    """A logged sample that the SFT set drops (empty reasoning or empty answer)."""
+    return not _text(rec.get("reasoning")).strip() or not _text(rec.get("answer")).strip()
+
+
+# Settings that decide what a trace is: one --out never mixes two of them.
+RUN_KEYS = ("model", "temperature", "max_tokens", "system_prompt", "seed", "samples")
+
+
+def check_same_run(cfg: TraceConfig, out: str) -> None:
+    """Record the settings in ``<out>/traces_settings.json`` or refuse a folder written with other settings."""
+    path = os.path.join(out, "traces_settings.json")
+    mine = {k: getattr(cfg, k) for k in RUN_KEYS}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            theirs = json.load(f)
+        differ = {k: (theirs.get(k), mine[k]) for k in RUN_KEYS if k != "samples" and theirs.get(k) != mine[k]}
+        if differ:
+            shown = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
+            raise ValueError(f"{out} holds traces made with other settings ({shown}); one folder never mixes two "
+                             "runs. Use another --out, or the same settings to resume.")
+    write_json_atomic(mine, path)
 
 
 def select_prompts(cfg: TraceConfig) -> pd.DataFrame:
@@ -107,41 +147,56 @@ def select_prompts(cfg: TraceConfig) -> pd.DataFrame:
     return prompts[["prompt_id", "source", "source_index", "text"]]
 
 
-async def generate_traces(cfg: TraceConfig, prompts: pd.DataFrame) -> tuple[int, int]:
-    """Ask the teacher for every missing (prompt, sample); returns (new samples, failed requests)."""
+async def generate_traces(cfg: TraceConfig, prompts: pd.DataFrame, lock: bool = True) -> tuple[int, int]:
+    """Ask the teacher for every missing (prompt, sample); returns (new samples, failed requests).
+
+    Holds an exclusive lock on ``<out>/traces.jsonl`` (a second writer is refused); ``lock=False`` when
+    the caller holds it. A malformed teacher reply (``message: null``, no choices, non-text content) is a
+    failed sample, logged with the endpoint; the run goes on.
+    """
+    log_path = os.path.join(cfg.out, "traces.jsonl")
+    with exclusive_writer(log_path) if lock else contextlib.nullcontext():
+        return await _generate_locked(cfg, prompts, log_path)
+
+
+async def _generate_locked(cfg: TraceConfig, prompts: pd.DataFrame, log_path: str) -> tuple[int, int]:
     from ..scorers.http import HttpEndpoint
     from ..scorers.base import ScorerError
 
     os.makedirs(cfg.out, exist_ok=True)
-    log_path = os.path.join(cfg.out, "traces.jsonl")
     done = read_done(log_path)
+    check_same_run(cfg, cfg.out)
     todo = [(r.prompt_id, k, r.text, r.source) for r in prompts.itertuples() for k in range(cfg.samples)
-            if (r.prompt_id, k) not in done]
+            if (r.prompt_id, k) not in done or (cfg.retry_dropped and is_dropped(done[(r.prompt_id, k)]))]
     api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
     if cfg.api_key_env and not api_key:
         raise ValueError(f"environment variable {cfg.api_key_env} is not set (the teacher's API key)")
     endpoint = HttpEndpoint(cfg.url, api_key=api_key, timeout_s=cfg.timeout_s, max_concurrency=cfg.max_concurrency,
                             max_retries=cfg.max_retries)
+    where = f"{endpoint.base_url}/chat/completions"
     failures = 0
     new = 0
     bar = tqdm(total=len(todo), desc="teacher samples", disable=None)
-    with open(log_path, "a") as log:
+    with open(log_path, "a", encoding="utf-8") as log:
         async def one(prompt_id: str, k: int, text: str, source: str) -> None:
             nonlocal failures, new
             messages = user_messages(text, cfg.system_prompt)
+            # A retried sample gets a new seed: a seeded teacher would repeat the dropped reply.
+            attempt = int(done[(prompt_id, k)].get("attempt", 0)) + 1 if (prompt_id, k) in done else 0
             try:
                 body = await endpoint.post_json("/chat/completions", {
                     "model": cfg.model, "messages": messages, "temperature": cfg.temperature,
-                    "max_tokens": cfg.max_tokens, "seed": cfg.seed * 1000 + k})
+                    "max_tokens": cfg.max_tokens, "seed": cfg.seed * 1000 + k + 1_000_000 * attempt})
                 choice = body["choices"][0]
                 reasoning, answer = split_teacher_reply(choice["message"])
-            except (ScorerError, KeyError, IndexError, TypeError) as err:
+            except (ScorerError, KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
                 failures += 1
-                logger.warning("teacher request for %s sample %d failed: %s", prompt_id, k, err)
+                logger.warning("teacher %s: request for %s sample %d failed: %s: %s", where, prompt_id, k,
+                               type(err).__name__, endpoint.scrub(str(err)))
                 return
             rec = {"prompt_id": prompt_id, "sample_idx": k, "source": source, "prompt": text,
                    "reasoning": reasoning, "answer": answer, "model": cfg.model,
-                   "finish_reason": choice.get("finish_reason")}
+                   "finish_reason": choice.get("finish_reason"), "attempt": attempt}
             log.write(json.dumps(rec, ensure_ascii=False) + "\n")
             log.flush()
             new += 1
@@ -152,6 +207,8 @@ async def generate_traces(cfg: TraceConfig, prompts: pd.DataFrame) -> tuple[int,
         finally:
             bar.close()
             await endpoint.aclose()
+    if failures:
+        logger.warning("teacher %s: %d of %d requests failed (see above)", where, failures, len(todo))
     return new, failures
 
 
@@ -159,13 +216,13 @@ def traces_to_sft(records: list[dict], system_prompt: str | None) -> tuple[pd.Da
     """SFT rows (``messages``) from trace records; empty reasoning dropped (the paper's only filter)."""
     rows, dropped_empty, dropped_answer = [], 0, 0
     for rec in records:
-        reasoning, answer = rec.get("reasoning"), rec.get("answer")
-        if reasoning is None and "response" in rec:
-            reasoning, answer = split_teacher_reply({"content": rec["response"]})
-        if not (reasoning or "").strip():
+        reasoning, answer = _text(rec.get("reasoning")), _text(rec.get("answer"))
+        if not isinstance(rec.get("reasoning"), str) and "response" in rec:
+            reasoning, answer = split_teacher_reply({"content": _text(rec["response"])})
+        if not reasoning.strip():
             dropped_empty += 1
             continue
-        if not (answer or "").strip():
+        if not answer.strip():
             dropped_answer += 1
             continue
         messages = user_messages(rec["prompt"], system_prompt) + [
@@ -187,10 +244,10 @@ def write_sft(records: list[dict], out: str, system_prompt: str | None, val_frac
     n_val = int(round(len(ids) * val_fraction)) if len(ids) > 1 else 0
     val_ids = set(np.array(ids)[_rng(seed, "sft-val").permutation(len(ids))[:n_val]])
     is_val = df["prompt_id"].isin(val_ids)
-    write_parquet_atomic(df[~is_val].reset_index(drop=True), os.path.join(out, "sft_train.parquet"))
-    write_parquet_atomic(df[is_val].reset_index(drop=True), os.path.join(out, "sft_val.parquet"))
     stats.update(train=int((~is_val).sum()), val=int(is_val.sum()), prompts=len(ids))
-    write_json_atomic(stats, os.path.join(out, "sft_stats.json"))
+    write_together({os.path.join(out, "sft_train.parquet"): df[~is_val].reset_index(drop=True),
+                    os.path.join(out, "sft_val.parquet"): df[is_val].reset_index(drop=True),
+                    os.path.join(out, "sft_stats.json"): stats})
     return stats
 
 
@@ -212,6 +269,11 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--max-tokens", type=int, default=8192)
     g.add_argument("--max-concurrency", type=int, default=16)
     g.add_argument("--max-retries", type=int, default=5)
+    g.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds per teacher request before it counts as failed (and is retried); default 600")
+    g.add_argument("--retry-dropped", action="store_true",
+                   help="ask again for samples already logged with empty reasoning or answer (e.g. after fixing "
+                        "the teacher's reasoning parser); the new reply replaces the old one")
     g.add_argument("--allow-small-pools", action="store_true")
     g.add_argument("--allow-missing", action="store_true", help="write the parquet even if some requests failed")
     c = sub.add_parser("convert", help="turn an existing traces file into the SFT parquet; no endpoint")
@@ -224,33 +286,50 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     system = {"qwen": QWEN_DEFAULT_SYSTEM_PROMPT, "none": None}.get(args.system_prompt, args.system_prompt)
     if args.cmd == "convert":
-        records = read_table(args.traces).to_dict("records")
-        missing = [k for k in ("prompt",) if records and k not in records[0]]
-        if missing or not records:
+        table = read_table(args.traces)
+        if "prompt" not in table.columns or table.empty:
             raise ValueError(f"{args.traces}: needs a 'prompt' column and 'reasoning'+'answer' or 'response'")
+        check_text_column(table, "prompt", args.traces)
+        for column in ("reasoning", "answer", "response"):
+            if column in table.columns:  # null = empty (dropped); a list or number is an error
+                check_text_column(table, column, args.traces, allow_null=True)
+        records = table.to_dict("records")
         stats = write_sft(records, args.out, system, args.val_fraction)
         print(json.dumps(stats, indent=2))
         return
-    exclude = list(args.exclude) + [os.path.join(d, f) for d in args.exclude_dir for f in sorted(os.listdir(d))
-                                    if f.endswith(".parquet")]
+    exclude = list(args.exclude) + [f for d in args.exclude_dir for f in eval_dir_files(d, "--exclude-dir")]
     pools = dict(SFT_POOLS)
     pools.update(parse_kv(args.pool, "--pool", int))
     cfg = TraceConfig(out=args.out, url=args.url, model=args.model, api_key_env=args.api_key_env,
                       samples=args.samples, pools=pools, paths=parse_kv(args.source, "--source"),
                       exclude_files=exclude, seed=args.seed, temperature=args.temperature, max_tokens=args.max_tokens,
                       max_concurrency=args.max_concurrency, max_retries=args.max_retries, system_prompt=system,
-                      allow_small_pools=args.allow_small_pools, allow_missing=args.allow_missing)
+                      allow_small_pools=args.allow_small_pools, allow_missing=args.allow_missing,
+                      timeout_s=args.timeout, retry_dropped=args.retry_dropped)
+    if cfg.timeout_s <= 0:
+        raise ValueError(f"--timeout must be > 0, got {cfg.timeout_s}")
     prompts = select_prompts(cfg)
-    new, failures = asyncio.run(generate_traces(cfg, prompts))
-    done = read_done(os.path.join(cfg.out, "traces.jsonl"))
-    expected = len(prompts) * cfg.samples
-    print(f"{new} new samples this run; {len(done)}/{expected} done; {failures} failed requests")
-    if len(done) < expected and not cfg.allow_missing:
-        raise SystemExit(f"{expected - len(done)} samples missing ({failures} failed this run): run the same "
-                         "command again to resume, or pass --allow-missing")
-    wanted = {(pid, k) for pid in prompts["prompt_id"] for k in range(cfg.samples)}
-    stats = write_sft([r for key, r in sorted(done.items()) if key in wanted], cfg.out, system, args.val_fraction,
-                      cfg.seed)
+    log_path = os.path.join(cfg.out, "traces.jsonl")
+    with exclusive_writer(log_path):  # held through the parquet, so no other run changes the log meanwhile
+        new, failures = asyncio.run(generate_traces(cfg, prompts, lock=False))
+        done = read_done(log_path)
+        expected = len(prompts) * cfg.samples
+        wanted = {(pid, k) for pid in prompts["prompt_id"] for k in range(cfg.samples)}
+        records = [r for key, r in sorted(done.items()) if key in wanted]
+        dropped = sum(is_dropped(r) for r in records)
+        print(f"{new} new samples this run; {len(records)}/{expected} done; {failures} failed requests; "
+              f"{dropped} logged with empty reasoning or answer")
+        if len(records) < expected and not cfg.allow_missing:
+            raise SystemExit(f"{expected - len(records)} samples missing ({failures} failed this run): run the same "
+                             "command again to resume, or pass --allow-missing")
+        retry_hint = (f" {dropped} logged samples have empty reasoning or answer; after fixing the teacher, rerun "
+                      "with --retry-dropped to ask for them again (a plain rerun sends no request for them).")
+        try:
+            stats = write_sft(records, cfg.out, system, args.val_fraction, cfg.seed)
+        except ValueError as err:
+            raise SystemExit(f"{err}.{retry_hint if dropped else ''}") from None
+    if dropped and not cfg.retry_dropped:
+        print(retry_hint.strip())
     print(json.dumps(stats, indent=2))
 
 

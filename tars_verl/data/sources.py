@@ -16,12 +16,15 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .io import read_table, require_columns
+from .io import check_text_column, read_table, require_columns
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ def _simple(text_col: str, category_col: str | None = None, keep: Callable[[pd.D
         cat = df[category_col].astype(str) if category_col else pd.Series([""] * len(df), index=df.index)
         return pd.DataFrame({"text": df[text_col], "category": cat}, index=df.index)
 
+    extract.text_column = text_col  # named in errors about the text
     return extract
 
 
@@ -83,6 +87,13 @@ def _sorry_bench(df: pd.DataFrame) -> pd.DataFrame:
     text = df["turns"].map(lambda t: t[0] if not isinstance(t, str) else t)
     return pd.DataFrame({"text": text, "category": df["category"].astype(str)}, index=df.index)
 
+
+# The source column each adapter reads the prompt text from (named in errors about it).
+_wildjailbreak.text_column = "vanilla/adversarial"
+_aegis.text_column = "prompt"
+_wildchat.text_column = "conversation (first user turn)"
+_xstest.text_column = "prompt"
+_sorry_bench.text_column = "turns"
 
 SOURCES: dict[str, SourceSpec] = {
     # --- RL harmful -------------------------------------------------------------------------
@@ -165,8 +176,20 @@ def load_source(name: str, path: str | None = None) -> pd.DataFrame:
         raise ValueError(f"unknown source {name!r}; known: {sorted(SOURCES)}")
     spec = SOURCES[name]
     raw, where = load_raw(spec, path)
-    out = spec.extract(raw)
-    out = out.assign(source_index=out.index.astype("int64"), text=out["text"].astype(str))
+    try:
+        out = spec.extract(raw)
+    except (TypeError, KeyError, IndexError, AttributeError, ValueError) as err:
+        raise ValueError(f"source {name} from {where}: a row does not have the expected shape "
+                         f"({type(err).__name__}: {err}); expected columns {list(spec.columns)}") from err
+    column = getattr(spec.extract, "text_column", "text")
+    if not path:  # a hub copy cannot be fixed by the user: null prompts are dropped, and counted
+        nulls = out["text"].map(lambda v: v is None or (isinstance(v, float) and v != v))
+        if nulls.any():
+            logger.warning("source %s from %s: dropped %d row(s) with a null %s", name, where, int(nulls.sum()), column)
+            out = out[~nulls]
+    # Never astype(str): a list of messages, a dict, a number or a null is an error naming file, column, row.
+    check_text_column(out, "text", f"source {name} from {where}", column)
+    out = out.assign(source_index=out.index.astype("int64"))
     out = out[out["text"].str.strip() != ""]
     out.attrs["where"] = where
     return out.reset_index(drop=True)

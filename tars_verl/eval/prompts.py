@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ..data.io import read_table, require_columns
+from ..data.io import check_text_column, describe_value, read_table, require_columns
 from ..data.rl_mix import user_messages
 
 SUITES = {
@@ -73,6 +73,8 @@ def load_attack_file(path: str, attack: str, behaviors: dict[str, str], direct: 
         if behavior is None:
             raise ValueError(f"{path}: behavior {bid!r} is in no behaviours file and past the harmbench set")
         for k, test in enumerate(tests if isinstance(tests, list) else [tests]):
+            if not isinstance(test, str):  # never str() a dict or list into an attack prompt
+                raise ValueError(f"{path}: behavior {bid!r} test case {k} is {describe_value(test)}, not text")
             out.append(EvalPrompt("harmbench", f"{attack}-{bid}-{k}", user_messages(str(test), system_prompt), "safety", behavior=behavior,
                                   attack=attack, extra={"behavior_id": bid}))
     return out
@@ -83,6 +85,7 @@ def load_behaviors(path: str | None) -> dict[str, str]:
         return {}
     df = read_table(path)
     require_columns(df, ["BehaviorID", "Behavior"], path)
+    check_text_column(df, "Behavior", path)
     return dict(zip(df["BehaviorID"].astype(str), df["Behavior"].astype(str)))
 
 

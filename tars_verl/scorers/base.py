@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,30 @@ class ScorerError(RuntimeError):
 
 class ScorerConfigError(ValueError):
     """A scorer's settings are wrong: raised at start-up, before any rollout."""
+
+
+def checked_value(value: Any, where: str, low: float | None = 0.0, high: float | None = 1.0) -> float:
+    """A number read from a server or model reply, checked BEFORE any clamping or arithmetic.
+
+    NaN, +-inf, non-numbers and values outside ``[low, high]`` (None = unbounded) raise
+    :class:`ScorerError` naming ``where`` (endpoint and field) and the value: they never become a reward.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ScorerError(f"{where}: {value!r} is not a number")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ScorerError(f"{where}: non-finite value {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ScorerError(f"{where}: value {value!r} is outside [{low}, {high}]")
+    return value
+
+
+def stable_sigmoid(x: float) -> float:
+    """1 / (1 + e^-x) without overflow for any finite x (a logit of -1000 gives 0.0, not OverflowError)."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
 
 
 @dataclass
@@ -110,18 +135,33 @@ class Scorer(ABC):
         """Release connections / models."""
 
     async def score(self, items: list[ScoreItem]) -> list[ScoreResult]:
-        """``score_batch`` with output validation and the configured failure policy."""
+        """``score_batch`` with output validation and the configured failure policy.
+
+        Any exception from ``score_batch`` (a malformed reply, an arithmetic error on a server value) is a
+        scorer failure: it is raised as :class:`ScorerError` naming the back end, or, with
+        ``on_failure: fallback``, replaced by the logged and counted fallback score.
+        """
         try:
-            results = await self.score_batch(items)
+            try:
+                results = await self.score_batch(items)
+            except ScorerError:
+                raise
+            except Exception as err:  # noqa: BLE001 - a failure of the scorer, whatever its type
+                raise ScorerError(f"{self.name}: {type(err).__name__}: {err}") from err
             if len(results) != len(items):
                 raise ScorerError(f"{self.name}: returned {len(results)} scores for {len(items)} items")
             for i, r in enumerate(results):
-                if not (isinstance(r.score, (int, float)) and math.isfinite(r.score) and 0.0 <= r.score <= 1.0):
-                    raise ScorerError(f"{self.name}: item {i} got score {r.score!r}, outside [0, 1]")
+                checked_value(r.score, f"{self.name}: item {i} score")
             return results
-        except ScorerError as err:
+        except ScorerError as raw:
+            # A reply excerpt may echo the API key or a URL password: never show them.
+            endpoint_scrub = getattr(getattr(self, "endpoint", None), "scrub", None)
+            shown = endpoint_scrub(str(raw)) if endpoint_scrub else str(raw)
+            err = raw if shown == str(raw) else ScorerError(shown)
             if self.config.on_failure != "fallback":
-                raise
+                if err is raw:
+                    raise
+                raise err from None
             self.fallback_count += len(items)
             logger.warning(
                 "%s failed on a batch of %d; using fallback_score=%s as configured (on_failure=fallback): %s",

@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .base import ScoreItem, ScoreResult, Scorer, ScorerConfigError, ScorerError, register_scorer
+from .base import ScoreItem, ScoreResult, Scorer, ScorerConfigError, ScorerError, checked_value, register_scorer
 from .http import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
 
 WILDGUARD_TEMPLATE = (
@@ -92,6 +92,9 @@ class GuardChatConfig(HttpScorerConfig):
         super().validate()
         if self.format not in FORMATS:
             raise ScorerConfigError(f"{self.backend}.format={self.format!r} is unknown; choose one of {sorted(FORMATS)}")
+        if not 0.0 <= self.controversial_score <= 1.0:
+            raise ScorerConfigError(
+                f"{self.backend}.controversial_score must be in [0, 1], got {self.controversial_score}")
 
 
 def _token_stream(choice: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
@@ -111,8 +114,12 @@ def _token_stream(choice: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
     return []
 
 
-def graded_verdict(tokens: list[tuple[str, dict[str, float]]], fmt: GuardFormat) -> float | None:
-    """P(safe) / (P(safe) + P(unsafe)) at the first verdict token after the marker, or None."""
+def graded_verdict(tokens: list[tuple[str, dict[str, float]]], fmt: GuardFormat,
+                   where: str = "guard") -> float | None:
+    """P(safe) / (P(safe) + P(unsafe)) at the first verdict token after the marker, or None.
+
+    The log-probabilities used are checked first: NaN, +inf or a value above 0 raise ScorerError naming
+    ``where`` (-inf, probability 0, is valid)."""
     text = ""
     words = fmt.safe_words + fmt.unsafe_words
     for tok, alternatives in tokens:
@@ -120,6 +127,9 @@ def graded_verdict(tokens: list[tuple[str, dict[str, float]]], fmt: GuardFormat)
         text += tok
         if not past_marker or tok.strip().lower() not in words:
             continue
+        for k, v in alternatives.items():
+            if k.strip().lower() in words and not (isinstance(v, (int, float)) and v == -math.inf):
+                checked_value(v, f"{where}: logprob of {k!r}", None, 1e-6)
         p_safe = sum(math.exp(v) for k, v in alternatives.items() if k.strip().lower() in fmt.safe_words)
         p_unsafe = sum(math.exp(v) for k, v in alternatives.items() if k.strip().lower() in fmt.unsafe_words)
         if p_safe + p_unsafe == 0.0:
@@ -185,9 +195,10 @@ class GuardChatScorer(Scorer):
             choice = body["choices"][0]
             text = choice["message"]["content"] if self.fmt.chat else choice["text"]
             score, details = parse_guard_reply(text or "", self.config.format, self.config.controversial_score)
-        except (KeyError, IndexError, TypeError, ValueError) as err:
+            tokens = _token_stream(choice)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
             raise ScorerError(f"{self.endpoint.base_url}{path}: cannot read a guard verdict: {err}") from err
-        graded = graded_verdict(_token_stream(choice), self.fmt)
+        graded = graded_verdict(tokens, self.fmt, f"{self.endpoint.base_url}{path}")
         if graded is not None:
             details["binary_score"] = score
             score = graded

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import ScorerConfig, ScorerConfigError
+from .base import ScorerConfig, ScorerConfigError, ScorerError
 
 
 @dataclass
@@ -96,4 +96,10 @@ class HFSequenceClassifier:
         return torch.stack(logits), truncated
 
     async def logits(self, texts: list[str], pairs: list[str] | None = None) -> tuple[torch.Tensor, list[bool]]:
-        return await asyncio.get_running_loop().run_in_executor(None, self._logits_sync, texts, pairs)
+        """Logits per input; a NaN / inf logit (e.g. fp16 overflow) raises ScorerError naming the model and items."""
+        logits, truncated = await asyncio.get_running_loop().run_in_executor(None, self._logits_sync, texts, pairs)
+        bad = (~torch.isfinite(logits)).flatten(1).any(dim=1).nonzero().flatten().tolist()
+        if bad:
+            raise ScorerError(f"{self.model.name_or_path}: non-finite logits for item(s) {bad[:10]} of {len(texts)} "
+                              f"(e.g. {logits[bad[0]].tolist()}); try dtype=float32")
+        return logits, truncated

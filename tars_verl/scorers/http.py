@@ -17,7 +17,9 @@ import json
 import logging
 import os
 import random
+import re
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +63,56 @@ class HttpScorerConfig(ScorerConfig):
             )
 
 
+SECRET_QUERY_KEYS = ("key", "token", "secret", "sig", "signature", "password", "auth", "code")
+
+
+def redact_url(url: str) -> str:
+    """``url`` for messages: a ``user:password@`` part and secret-looking query values become ``***``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if any(any(s in k.lower() for s in SECRET_QUERY_KEYS) for k, _ in query):
+        query_text = "&".join(f"{k}=***" if any(s in k.lower() for s in SECRET_QUERY_KEYS) else f"{k}={v}"
+                              for k, v in query)
+    else:
+        query_text = parts.query
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query_text, parts.fragment))
+
+
+_USERINFO_RE = re.compile(r"(\b[a-zA-Z][\w+.-]*://)[^/\s@'\"]+@")
+_SECRET_QUERY_RE = re.compile(r"([?&][\w-]*(?:" + "|".join(SECRET_QUERY_KEYS) + r")[\w-]*=)[^&\s'\"]+", re.IGNORECASE)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every URL's ``user:password@`` and secret-looking query values replaced by ``***``
+    (for messages built from user input, e.g. a command-line override holding a URL)."""
+    return _SECRET_QUERY_RE.sub(r"\1***", _USERINFO_RE.sub(r"\1***@", text))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secret parts of a URL (password, secret query values), to scrub from any text shown."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return [url]
+    found = [parts.password] if parts.password else []
+    found += [v for k, v in urllib.parse.parse_qsl(parts.query) if any(s in k.lower() for s in SECRET_QUERY_KEYS)]
+    return [f for f in found if len(f) >= 4]
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """``text`` with every secret (API key, URL password, also percent-encoded) replaced by ``***``."""
+    for secret in secrets:
+        for form in {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}:
+            text = text.replace(form, "***")
+    return text
+
+
 class _RetryableHttpError(Exception):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
@@ -84,7 +136,10 @@ class HttpEndpoint:
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
     ):
-        self.base_url = base_url.rstrip("/")
+        self._url = base_url.rstrip("/")
+        # What messages show: no password or secret query value (requests use self._url).
+        self.base_url = redact_url(self._url)
+        self._secrets = url_secrets(self._url) + ([api_key] if api_key and len(api_key) >= 4 else [])
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout_s = timeout_s
         self.max_concurrency = max_concurrency
@@ -131,7 +186,8 @@ class HttpEndpoint:
         return delay
 
     async def request_json(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
-        url = self.base_url + path
+        url = self._url + path
+        shown = self.base_url + path
         client, sem = self._client()
         last = "no attempt made"
         try:
@@ -155,13 +211,20 @@ class HttpEndpoint:
                         last = f"HTTP {status}: {text[:200]}"
                         raise _RetryableHttpError(last, retry_after)
                     if status >= 400:
-                        raise ScorerError(f"{method} {url} answered HTTP {status}: {text[:300]}")
+                        raise ScorerError(scrub(f"{method} {shown} answered HTTP {status}: {text[:300]}",
+                                                self._secrets))
                     try:
                         return json.loads(text)
                     except ValueError as err:
-                        raise ScorerError(f"{method} {url} returned malformed JSON: {text[:200]!r}") from err
+                        raise ScorerError(scrub(f"{method} {shown} returned malformed JSON: {text[:200]!r}",
+                                                self._secrets)) from err
         except _RetryableHttpError:
-            raise ScorerError(f"{method} {url} failed after {self.max_retries + 1} attempts; last: {last}") from None
+            raise ScorerError(scrub(f"{method} {shown} failed after {self.max_retries + 1} attempts; last: {last}",
+                                    self._secrets)) from None
+
+    def scrub(self, text: str) -> str:
+        """``text`` without this endpoint's API key or URL password (for any message shown or logged)."""
+        return scrub(text, self._secrets)
 
     async def post_json(self, path: str, payload: dict[str, Any]) -> Any:
         return await self.request_json("POST", path, payload)
@@ -208,4 +271,6 @@ def check_endpoint_sync(cfg: HttpScorerConfig, url: str | None = None) -> None:
     t.join()
     if result:
         err = result[0]
-        raise ScorerError(f"{cfg.backend}: start-up check of {url or cfg.url} failed: {err}") from err
+        target = url or cfg.url
+        raise ScorerError(scrub(f"{cfg.backend}: start-up check of {redact_url(target)} failed: {err}",
+                                url_secrets(target))) from err

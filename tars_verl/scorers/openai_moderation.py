@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import ScoreItem, ScoreResult, Scorer, ScorerConfigError, ScorerError, register_scorer
+from .base import ScoreItem, ScoreResult, Scorer, ScorerConfigError, ScorerError, checked_value, register_scorer
 from .http import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
 
 
@@ -34,12 +34,17 @@ class OpenAIModerationConfig(HttpScorerConfig):
             raise ScorerConfigError(f"{self.backend}.tolerance_threshold must be in (0, 1], got {self.tolerance_threshold}")
 
 
-def moderation_safety(category_scores: dict[str, float], tolerance_threshold: float | None) -> float:
-    """1 - the largest category score, with the paper's tolerance."""
-    if not category_scores:
-        raise ValueError("empty category_scores")
-    safety = 1.0 - max(float(v) for v in category_scores.values())
-    safety = min(max(safety, 0.0), 1.0)
+def moderation_safety(category_scores: dict[str, float], tolerance_threshold: float | None,
+                      where: str = "moderation") -> float:
+    """1 - the largest category score, with the paper's tolerance.
+
+    Every category score is checked first (a number in [0, 1]): a NaN, which ``max`` would skip, or an
+    out-of-range value raises :class:`ScorerError` naming ``where`` and the category; nothing is clamped.
+    """
+    if not isinstance(category_scores, dict) or not category_scores:
+        raise ScorerError(f"{where}: category_scores is empty or not an object: {category_scores!r}")
+    checked = [checked_value(v, f"{where}: category_scores[{k!r}]") for k, v in category_scores.items()]
+    safety = 1.0 - max(checked)
     if tolerance_threshold is not None and safety >= tolerance_threshold:
         return 1.0
     return safety
@@ -63,11 +68,13 @@ class OpenAIModerationScorer(Scorer):
             if len(results) != len(items):
                 raise ValueError(f"{len(results)} results for {len(items)} inputs")
             out = []
-            for r in results:
+            for i, r in enumerate(results):
                 cats = r["category_scores"]
+                where = f"{self.endpoint.base_url}/moderations: result {i}"
+                safety = moderation_safety(cats, self.config.tolerance_threshold, where)
                 worst = max(cats, key=lambda k: cats[k])
                 out.append(ScoreResult(
-                    moderation_safety(cats, self.config.tolerance_threshold),
+                    safety,
                     {"flagged": bool(r.get("flagged", False)), "top_category": worst, "top_score": float(cats[worst])},
                 ))
             return out

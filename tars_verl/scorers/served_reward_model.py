@@ -14,10 +14,10 @@ Example config::
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from .base import ScoreItem, ScoreResult, Scorer, ScorerConfigError, ScorerError, register_scorer
+from .base import (ScoreItem, ScoreResult, Scorer, ScorerConfigError, ScorerError, checked_value, register_scorer,
+                   stable_sigmoid)
 from .hf_reward_model import rm_conversation_text
 from .http import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
 
@@ -80,12 +80,16 @@ class ServedRewardModelScorer(Scorer):
             data = sorted(body["data"], key=lambda d: d.get("index", 0))
             if len(data) != len(items):
                 raise ValueError(f"{len(data)} results for {len(items)} inputs")
-            raw = [float(d["probs"][-1]) for d in data]
-        except (KeyError, IndexError, TypeError, ValueError) as err:
+            values = [d["probs"][-1] for d in data]
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
             raise ScorerError(f"{self.endpoint.base_url}/classify: unexpected reply shape ({err}): {str(body)[:200]}") from err
+        # Checked before use: a probability must lie in [0, 1], a logit must be finite.
+        bounds = (0.0, 1.0) if use_activation else (None, None)
+        raw = [checked_value(v, f"{self.endpoint.base_url}/classify: item {i} {'prob' if use_activation else 'logit'}",
+                             *bounds) for i, v in enumerate(values)]
         if use_activation:
             return [ScoreResult(r, {"prob": r}) for r in raw]
-        return [ScoreResult(1.0 / (1.0 + math.exp(-r)), {"logit": r}) for r in raw]
+        return [ScoreResult(stable_sigmoid(r), {"logit": r}) for r in raw]
 
     async def aclose(self) -> None:
         await self.endpoint.aclose()

@@ -10,6 +10,10 @@ that tests know the expected score, and faults are scripted:
         srv.latency_s = 0.05            # every request waits 50 ms
         url = srv.url + "/v1"
 
+Faults a real server will not produce on demand are scripted too: a dict is sent as the whole reply
+body (``json.dumps``: NaN and Infinity are written as such), a callable gets the normal reply and
+returns the one to send (e.g. one category score set to NaN, ``message: null``).
+
 Rules: moderation flags text containing ``UNSAFE`` (category score 0.97) and ``MEH`` (0.35);
 otherwise scores 0.02. Guards answer ``unsafe`` for ``UNSAFE`` text. The judge answers
 ``Score: N`` where N = len(response words) clipped to [1, 10]. ``/classify`` returns
@@ -41,7 +45,8 @@ class ScorerServer:
     """aiohttp's asyncio server in a background thread: cheap per request, so that benchmarks measure the client."""
 
     def __init__(self):
-        self.script: list[str] = []  # per request: "ok", "429", "500", "badjson", "noverdict"
+        # per request: "ok", "429", "500", "badjson", "noverdict", a dict (the reply body) or reply -> reply
+        self.script: list[Any] = []
         self.latency_s = 0.0
         self.requests: list[tuple[str, dict]] = []
         self.logprobs = True
@@ -81,11 +86,13 @@ class ScorerServer:
             return web.json_response({"error": "boom"}, status=500)
         if action == "badjson":
             return web.Response(text='{"results": [', content_type="application/json")
+        if isinstance(action, dict):
+            return web.json_response(action)
         try:
-            reply = self.reply(request.path, payload, action)
+            reply = self.reply(request.path, payload, "ok" if callable(action) else action)
         except KeyError:
             return web.json_response({"error": "no such endpoint"}, status=404)
-        return web.json_response(reply)
+        return web.json_response(action(reply) if callable(action) else reply)
 
     def __enter__(self) -> ScorerServer:
         from aiohttp import web

@@ -1,0 +1,67 @@
+"""--dry-run checks what the files hold, and reports bad overrides with every other problem, in one short list."""
+
+import pandas as pd
+from conftest import run_example
+from test_examples_on_cpu import data, tiny_env  # noqa: F401 - the module's data fixture
+
+from tars_verl.dry_run import check_grpo, check_sft
+
+
+def test_grpo_dry_run_checks_the_rl_schema_of_the_files(data, tiny_dir, tmp_path):  # noqa: F811
+    csv = tmp_path / "train.csv"
+    csv.write_text("prompt\nhello\n")
+    env = tiny_env(data, tiny_dir, tmp_path, SFT_MODEL_PATH=f"{tiny_dir}/policy",
+                   TRAIN_FILE=str(data / "sft" / "sft_train.parquet"), VAL_FILE=str(csv))
+    out = run_example("run_tars_qwen1.5b.sh", env, "--dry-run")
+    assert out.returncode == 1, out.stdout[-3000:]  # before: "[dry-run] grpo OK"
+    assert "no 'prompt' column (data.prompt_key)" in out.stdout and "looks like an SFT file" in out.stdout
+    assert f"data.val_files: {csv}: verl's RL dataset reads .parquet, .json or .jsonl only" in out.stdout
+    env["VAL_FILE"] = str(data / "tars")
+    out = run_example("run_tars_qwen1.5b.sh", env, "--dry-run")
+    assert out.returncode == 1 and "is a folder; verl needs the file(s) themselves" in out.stdout
+
+
+def test_rows_without_chat_prompts_or_prompt_types_are_problems(data, tiny_dir, tmp_path):  # noqa: F811
+    df = pd.read_parquet(data / "tars" / "train.parquet")
+    df.at[3, "prompt"] = [{"role": "system", "content": "no user turn"}]
+    extra = dict(df.at[5, "extra_info"])
+    extra["prompt_type"] = "harmfull"
+    df.at[5, "extra_info"] = extra
+    bad = tmp_path / "train.parquet"
+    df.to_parquet(bad)
+    base = [f"actor_rollout_ref.model.path={tiny_dir}/policy", "tars@reward.tars=tiny_cpu",
+            f"data.val_files={data / 'tars' / 'val.parquet'}"]
+    _, problems = check_grpo([*base, f"data.train_files={bad}"])
+    text = "\n".join(problems)
+    assert "1 row(s) do not, e.g. rows [3]" in text
+    assert "1 row(s) without a usable prompt type" in text and "extra_info.prompt_type='harmfull'" in text
+    _, problems = check_grpo([*base, f"data.train_files={data / 'tars' / 'train.parquet'}"])
+    assert not [p for p in problems if "data.train_files" in p or "data.val_files" in p]
+
+
+def test_typo_key_and_unknown_preset_are_listed_with_the_other_problems(data, tiny_dir, tmp_path):  # noqa: F811
+    env = tiny_env(data, tiny_dir, tmp_path, SFT_MODEL_PATH=f"{tiny_dir}/policy", TARS_PRESET="papr",
+                   TRAIN_FILE="/no/train.parquet")
+    out = run_example("run_tars_qwen1.5b.sh", env, "--dry-run", "trainer.totl_epochs=3")
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Traceback" not in out.stdout + out.stderr  # before: a 90-line Hydra traceback and nothing else
+    assert "override 'tars@reward.tars=papr'" in out.stdout and "Could not find 'tars/papr'" in out.stdout
+    assert "override 'trainer.totl_epochs=3'" in out.stdout
+    assert "data.train_files: /no/train.parquet does not exist" in out.stdout  # the other checks still ran
+    assert max(len(line) for line in out.stdout.splitlines()) < 600
+
+
+def test_sft_dry_run_rejects_an_rl_mix(data, tiny_dir, tmp_path):  # noqa: F811
+    _, problems = check_sft([f"model.path={tiny_dir}/policy", f"data.train_files={data / 'tars' / 'train.parquet'}",
+                             f"data.val_files={data / 'sft' / 'sft_val.parquet'}"])
+    assert any("no 'messages' column" in p and "looks like an RL mix" in p for p in problems), problems
+
+
+def test_problem_list_never_shows_a_url_password(tiny_dir, capsys):
+    from tars_verl.dry_run import main
+
+    code = main(["grpo", f"actor_rollout_ref.model.path={tiny_dir}/policy", "tars@reward.tars=tiny_cpu",
+                 "reward.tars.helpfulness.urll=https://bob:pw-secret-9@judge.example/v1?api_key=k-secret-7"])
+    out = capsys.readouterr().out
+    assert code == 1 and "override 'reward.tars.helpfulness.urll=https://***@judge.example/v1?api_key=***'" in out
+    assert "pw-secret-9" not in out and "k-secret-7" not in out
