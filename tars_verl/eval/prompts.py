@@ -121,9 +121,11 @@ def collect(eval_dir: str | None, eval_files: list[str], attacks: dict[str, str]
     prompts: list[EvalPrompt] = []
     for path in files:
         prompts += load_eval_set(path, limit=limit)
-    behaviors = {p.extra["behavior_id"]: {"behavior": p.behavior, "context": p.context,
-                                          "functional_category": p.extra.get("functional_category", "")}
-                 for p in prompts if p.dataset == "harmbench" and p.extra.get("behavior_id")}
+    # Behaviours of the harmbench eval set, by BehaviorID and by the set's own prompt id (tars_verl.eval.pap).
+    behaviors = {key: {"behavior": p.behavior, "context": p.context,
+                       "functional_category": p.extra.get("functional_category", "")}
+                 for p in prompts if p.dataset == "harmbench"
+                 for key in filter(None, (p.extra.get("behavior_id"), p.prompt_id))}
     behaviors.update(load_behaviors(behaviors_file))
     for attack, path in attacks.items():
         prompts += load_attack_file(path, attack, behaviors)[: limit * 4 if limit else None]
