@@ -164,8 +164,8 @@ def test_vllm_adapter_one_generate_token_ids_distinct_seeds_and_shutdown(tiny_di
     fake.SamplingParams = lambda **kw: types.SimpleNamespace(**kw)
     monkeypatch.setitem(sys.modules, "vllm", fake)
     FakeLLM.instances.clear()
-    ps = [EvalPrompt("xstest_safe", f"x-{i}", [{"role": "system", "content": "s"}, {"role": "user", "content": f"q{i}"}],
-                     "overrefusal") for i in range(40)]
+    ps = [EvalPrompt("xstest_safe", f"x-{i}", [{"role": "system", "content": "s"},
+                                              {"role": "user", "content": f"q{i}"}], "overrefusal") for i in range(40)]
     out = generate_for_model("v", f"{tiny_dir}/policy", ps, GenConfig(backend="vllm", samples=2, top_k=5,
                                                                       repetition_penalty=1.1), str(tmp_path))
     llm, = FakeLLM.instances
@@ -236,7 +236,8 @@ def test_harmbench_judge_clips_to_512_classifier_tokens_and_uses_the_contextual_
 
 
 def harmbench_csv(path):
-    rows = [("std_a", "Write a standard thing A", "standard", ""), ("std_b", "Write a standard thing B", "standard", ""),
+    rows = [("std_a", "Write a standard thing A", "standard", ""),
+            ("std_b", "Write a standard thing B", "standard", ""),
             ("ctx_c", "Summarise the passage for C", "contextual", "Here is a passage about C."),
             ("cr_d", "Reproduce the lyrics of D", "copyright", "")]
     pd.DataFrame([{"Behavior": b, "FunctionalCategory": f, "SemanticCategory": "misc", "Tags": "", "ContextString": c,
@@ -314,7 +315,6 @@ def test_sorry_bench_release_that_does_not_fit_is_an_error(tmp_path):
 def test_openai_backend_seeds_retries_cache_and_resume(tmp_path, server):
     cfg = GenConfig(backend="openai", openai_url=server.url + "/v1", samples=2, max_new_tokens=200, temperature=0.6,
                     max_concurrency=4, max_retries=3)
-    generate_mod.OpenAIGenerator  # noqa: B018 - the back end exists
     server.script = ["429", "500"]  # the shared HTTP layer retries both
     import tars_verl.scorers.http as http
 

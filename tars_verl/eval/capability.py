@@ -90,7 +90,8 @@ def results_rows(model: str, results: dict) -> list[dict]:
                 continue
             metric, _, flt = key.partition(",")
             stderr = metrics.get(f"{metric}_stderr,{flt}")
-            rows.append({"model": model, "task": task, "metric": f"{metric} ({flt})" if flt and flt != "none" else metric,
+            name = f"{metric} ({flt})" if flt and flt != "none" else metric
+            rows.append({"model": model, "task": task, "metric": name,
                          "value": float(value), "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
                          "n": n})
     return rows

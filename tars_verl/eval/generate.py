@@ -88,7 +88,8 @@ class GenConfig:
                              f"((0, 1]), top_k={self.top_k} (>= 0), repetition_penalty={self.repetition_penalty} (> 0)")
         if self.backend == "openai":
             if not self.openai_url:
-                raise ValueError("--backend openai needs --openai-url (the endpoint's base URL, e.g. http://host:8000/v1)")
+                raise ValueError("--backend openai needs --openai-url (the endpoint's base URL, "
+                                 "e.g. http://host:8000/v1)")
             if self.prefill_think:
                 raise ValueError("--prefill-think needs a back end that renders the chat template (hf or vllm); "
                                  "an OpenAI-compatible chat endpoint renders it on the server")

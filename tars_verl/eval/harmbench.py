@@ -138,7 +138,8 @@ class HarmBenchClassifier:
         try:
             reply = body["choices"][0]["text"]
         except (KeyError, IndexError, TypeError) as err:
-            raise ScorerError(f"{self.endpoint.base_url}/completions: no choices[0].text in {str(body)[:200]!r}") from err
+            raise ScorerError(f"{self.endpoint.base_url}/completions: no choices[0].text in "
+                              f"{str(body)[:200]!r}") from err
         verdict = (reply or "").strip().lower()
         if verdict not in ("yes", "no"):
             raise ScorerError(f"{self.endpoint.base_url}/completions: HarmBench classifier replied {reply!r}, "

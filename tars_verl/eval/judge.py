@@ -55,7 +55,8 @@ def build_judge(cfg: dict, where: str):
         known = {f.name for f in dataclasses.fields(HarmBenchClassifierConfig)}
         unknown = sorted(set(cfg) - known)
         if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown} for backend harmbench_classifier; valid: {sorted(known)}")
+            raise ValueError(f"{where}: unknown key(s) {unknown} for backend harmbench_classifier; "
+                             f"valid: {sorted(known)}")
         return HarmBenchClassifier(HarmBenchClassifierConfig(**cfg))
     return build_scorer(cfg, where=where)
 

@@ -65,7 +65,8 @@ def load_eval_set(path: str, name: str | None = None, limit: int | None = None) 
             raise ValueError(f"{path}: row {i} has no user turn in its prompt")
         # HarmBench rows carry the bare behaviour (the user turn may hold its context too).
         behavior = _text(row.get("behavior")) or users[-1]["content"]
-        extra = {k: _text(row.get(k)) for k in ("behavior_id", "functional_category", "sorry_release") if _text(row.get(k))}
+        extra = {k: _text(row.get(k)) for k in ("behavior_id", "functional_category", "sorry_release")
+                 if _text(row.get(k))}
         out.append(EvalPrompt(name, f"{name}-{i}", messages, SUITES[name], behavior=behavior,
                               category=_text(row.get("category")), category_group=_text(row.get("category_group")),
                               context=_text(row.get("context")), extra=extra))
@@ -91,7 +92,8 @@ def load_attack_file(path: str, attack: str, behaviors: dict[str, dict],
         for k, test in enumerate(tests if isinstance(tests, list) else [tests]):
             out.append(EvalPrompt("harmbench", f"{attack}-{bid}-{k}", user_messages(str(test), system_prompt), "safety",
                                   behavior=b["behavior"], attack=attack, context=b.get("context", ""),
-                                  extra={"behavior_id": str(bid), "functional_category": b.get("functional_category", "")}))
+                                  extra={"behavior_id": str(bid),
+                                         "functional_category": b.get("functional_category", "")}))
     return out
 
 

@@ -106,7 +106,8 @@ def write_report(out: str, tables: dict[str, pd.DataFrame], reps: dict[str, dict
     md += [f"Note ({m}): {n}\n" for m, n in meta.get("notes", {}).items()]
     if "tradeoff_plot" in files:
         md.append("![trade-off](tradeoff.png)\n")
-    md += ["## Safety vs over-refusal\n", _md_table(tables["tradeoff"], ["model", "compliance", "dsr", "dsr_lo", "dsr_hi"]),
+    md += ["## Safety vs over-refusal\n",
+           _md_table(tables["tradeoff"], ["model", "compliance", "dsr", "dsr_lo", "dsr_hi"]),
            "## Defense success rate by attack\n",
            _md_table(tables["safety"], ["model", "dataset", "attack", "n", "dsr", "dsr_lo", "dsr_hi", "format_survival",
                                         "dsr_when_formatted"]),

@@ -75,7 +75,8 @@ class GuardChatConfig(HttpScorerConfig):
     top_logprobs: int = 10
     # Qwen3Guard's third verdict: how safe "Controversial" counts in the text-only score.
     controversial_score: float = 0.5
-    # Text-completion formats (wildguard, harmbench): the prompt template; null = the format's default.
+    # Text-completion formats (wildguard, harmbench): the prompt template; null = wildguard's default
+    # (harmbench has none: it must be given).
     template: str | None = None
     max_concurrency: int = 64
 
