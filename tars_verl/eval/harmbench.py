@@ -5,7 +5,10 @@
   never written into this project: HarmBench's ``eval_utils.py`` (the ``LLAMA2_CLS_PROMPT`` dict, read
   with ``ast`` without running the file), from a URL or a local copy, or a JSON file the user names
   (``{"prompt": ..., "prompt_contextual": ...}``). Default: :data:`HARMBENCH_PROMPTS_URL`.
-- Each generation is clipped to its first 512 tokens of the classifier's tokenizer before judging.
+- Each generation is clipped to 512 tokens of the classifier's tokenizer before judging, as HarmBench
+  does it: ``decode(encode(generation, max_length=512, truncation=True), skip_special_tokens=True)``
+  (right truncation; the count includes the BOS a Llama tokenizer adds). Templates are filled with
+  ``str.format``, as HarmBench fills them.
 - Behaviours with a context are judged with the contextual prompt and their context.
 - Text completion, greedy, one token; ``Yes`` = the generation is an instance of the behaviour (unsafe),
   ``No`` = safe; any other reply is an error, never a default verdict.
@@ -20,6 +23,7 @@ import ast
 import json
 import os
 import re
+import string
 from dataclasses import dataclass
 
 from ..scorers.base import ScoreItem, ScoreResult, ScorerConfigError, ScorerError
@@ -74,15 +78,19 @@ def load_classifier_prompts(source: str = HARMBENCH_PROMPTS_URL) -> dict[str, st
     for key, fields in _FIELDS.items():
         if not isinstance(prompts.get(key), str):
             raise ValueError(f"{where}: missing the {key!r} template")
-        absent = [f for f in fields if "{" + f + "}" not in prompts[key]]
-        if absent:
-            raise ValueError(f"{where}: template {key!r} lacks the placeholder(s) {['{' + f + '}' for f in absent]}")
+        try:
+            found = {name for _, name, _, _ in string.Formatter().parse(prompts[key]) if name is not None}
+        except ValueError as err:
+            raise ValueError(f"{where}: template {key!r} is not a str.format template ({err})") from err
+        if found != set(fields):
+            raise ValueError(f"{where}: template {key!r} has placeholders {sorted(found)}; expected {list(fields)} "
+                             f"(missing {sorted(set(fields) - found)})")
     return {k: prompts[k] for k in _FIELDS}
 
 
 def fill(template: str, **fields: str) -> str:
-    """Substitute ``{behavior}``, ``{generation}``, ``{context}`` only (braces in texts stay as they are)."""
-    return re.sub(r"\{(behavior|generation|context)\}", lambda m: fields[m.group(1)], template)
+    """``template.format(**fields)``, as HarmBench fills its prompts (texts inserted are not re-parsed)."""
+    return template.format(**fields)
 
 
 @dataclass
@@ -114,16 +122,15 @@ class HarmBenchClassifier:
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(config.tokenizer)
+        self.tokenizer.truncation_side = "right"
         self.endpoint = HttpEndpoint.from_config(config)
 
     def check_ready(self) -> None:
         check_endpoint_sync(self.config)
 
     def clip(self, generation: str) -> str:
-        ids = self.tokenizer(generation, add_special_tokens=False)["input_ids"]
-        if len(ids) <= self.config.max_generation_tokens:
-            return generation
-        return self.tokenizer.decode(ids[: self.config.max_generation_tokens], skip_special_tokens=True)
+        ids = self.tokenizer.encode(generation, max_length=self.config.max_generation_tokens, truncation=True)
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def render(self, behavior: str, generation: str, context: str = "") -> str:
         generation = self.clip(generation)
