@@ -103,6 +103,14 @@ def test_cache_refuses_other_settings_or_weights_and_regenerates_changed_prompts
     assert out[("xstest_safe-1", 0)]["prompt_sha"] != again[("xstest_safe-1", 0)]["prompt_sha"]
 
 
+def test_a_hub_id_is_identified_by_its_commit_or_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(ValueError, match="no-such-org/no-such-model.*commit cannot be resolved"):
+        generate_mod.model_fingerprint("no-such-org/no-such-model", "hf")
+    assert generate_mod.model_fingerprint("served", "openai") == {"kind": "endpoint", "model": "served"}
+
+
 # --- 4. both back ends sample from the recorded settings ------------------------------------------------------
 def test_hf_backend_ignores_the_models_generation_config(tiny_dir, tmp_path):
     model = tmp_path / "model"

@@ -7,7 +7,7 @@ A cached generation is reused only when everything that determines it is unchang
 
 - the run key (``gen_key``, stored on every line and in ``<model>.meta.json``): the model's weights
   identity (:func:`model_fingerprint`: config, tokenizer files and each weight file's name, size and
-  mtime, or the hub snapshot's commit), the back end and every sampling setting of :func:`sampling_settings`;
+  mtime, or the hub commit it resolves to), the back end and every sampling setting of :func:`sampling_settings`;
 - the exact prompt text the model saw (``prompt_sha``, per line): a rebuilt eval set regenerates the
   prompts whose text changed.
 
@@ -114,21 +114,30 @@ _HASHED_FILES = ("config.json", "model.safetensors.index.json", "pytorch_model.b
                  "tokenizer_config.json", "chat_template.jinja", "chat_template.json", "special_tokens_map.json")
 
 
+def _hub_commit(model_id: str) -> str:
+    """The commit a hub id resolves to now (what vLLM / transformers will load), from the hub when it can
+    be reached, else from the local cache."""
+    from huggingface_hub import snapshot_download
+
+    errors = []
+    for local_only in (False, True):
+        try:
+            folder = snapshot_download(model_id, allow_patterns=["config.json"], local_files_only=local_only)
+            return os.path.basename(os.path.normpath(folder))
+        except Exception as err:  # noqa: BLE001 - offline, gated or not cached: try the next way
+            errors.append(f"{type(err).__name__}: {err}")
+    raise ValueError(f"--model {model_id}: not a local folder, and its hub commit cannot be resolved "
+                     f"({'; '.join(e[:200] for e in errors)})")
+
+
 def model_fingerprint(model_path: str, backend: str) -> dict:
     """The weights' identity: a local folder by its config / tokenizer files (content) and weight files
-    (name, size, mtime); a hub id by the commit of its locally cached snapshot; an endpoint by URL + model."""
+    (name, size, mtime); a hub id by its commit (which fixes every file); an endpoint by URL + model."""
     if backend == "openai":
         return {"kind": "endpoint", "model": model_path}
-    folder = model_path if os.path.isdir(model_path) else None
-    kind = "local"
-    if folder is None:
-        try:
-            from huggingface_hub import snapshot_download
-
-            folder = snapshot_download(model_path, local_files_only=True)
-            kind = "hub"
-        except Exception:  # noqa: BLE001 - not cached yet: identified by its name only
-            return {"kind": "hub-uncached", "model": model_path}
+    if not os.path.isdir(model_path):
+        return {"kind": "hub", "model": model_path, "commit": _hub_commit(model_path)}
+    folder, kind = model_path, "local"
     h = hashlib.sha256()
     for name in _HASHED_FILES:
         path = os.path.join(folder, name)
@@ -140,13 +149,10 @@ def model_fingerprint(model_path: str, backend: str) -> dict:
         for path in sorted(glob.glob(os.path.join(folder, pattern))):
             st = os.stat(path)
             weights.append([os.path.basename(path), st.st_size, st.st_mtime_ns])
-    if not weights and kind == "local":
+    if not weights:
         raise ValueError(f"--model {model_path}: no weight files ({', '.join(_WEIGHT_GLOBS)}) in that folder")
     h.update(json.dumps(weights).encode())
-    out = {"kind": kind, "model": model_path, "files_sha256": h.hexdigest()}
-    if kind == "hub":
-        out["snapshot"] = os.path.basename(os.path.normpath(folder))
-    return out
+    return {"kind": kind, "model": model_path, "files_sha256": h.hexdigest()}
 
 
 def render(tokenizer, prompt: EvalPrompt, prefill_think: bool) -> str:
