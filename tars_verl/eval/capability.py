@@ -43,13 +43,17 @@ class CapabilityConfig:
         return cfg
 
     def task_manager(self):
+        """lm-eval's task index (about 12 s to build on 2 CPU cores): built once per run."""
+        if getattr(self, "_manager", None) is not None:
+            return self._manager
         try:
             from lm_eval.tasks import TaskManager
         except ImportError as err:
             raise ImportError(f"--capability needs lm-eval-harness: pip install 'tars-verl[eval]' ({err})") from err
         if self.include_path and not os.path.isdir(self.include_path):
             raise FileNotFoundError(f"--capability-include {self.include_path}: no such folder")
-        return TaskManager(include_path=self.include_path)
+        self._manager = TaskManager(include_path=self.include_path)
+        return self._manager
 
     def check(self) -> None:
         """Fail before any generation on a missing lm-eval or an unknown task name."""
