@@ -348,6 +348,20 @@ def test_openai_backend_seeds_retries_cache_and_resume(tmp_path, server):
         http.HttpEndpoint._wait = orig_wait
 
 
+def test_openai_backend_from_the_command_line(tiny_dir, tmp_path, server):
+    src = __import__("tars_verl.testing.source_files", fromlist=["x"]).write_eval_sources(str(tmp_path / "src"))
+    for name, df in build_eval_sets(src, only=["xstest_safe"]).items():
+        df.to_parquet(tmp_path / f"{name}.parquet")
+    out = tmp_path / "out"
+    main(["--model", "api=served-model", "--out", str(out), "--eval-dir", str(tmp_path), "--backend", "openai",
+          "--openai-url", server.url + "/v1", "--max-new-tokens", "200", "--limit", "4", "--top-k", "7",
+          "--tokenizer", f"api={tiny_dir}/policy", "--refusal-judge", "keywords"])
+    results = json.loads((out / "results.json").read_text())
+    assert results["compliance"][0]["n"] == 4 and results["meta"]["generation"]["backend_resolved"] == "openai"
+    chats = [p for path, p in server.requests if path == "/v1/chat/completions"]
+    assert len(chats) == 4 and {p["top_k"] for p in chats} == {7} and {p["model"] for p in chats} == {"served-model"}
+
+
 # --- 9. capability through lm-eval-harness ------------------------------------------------------------------------
 @pytest.mark.slow
 def test_capability_tasks_run_through_lm_eval_into_the_same_report(tiny_dir, tmp_path, monkeypatch):
