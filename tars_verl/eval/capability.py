@@ -11,6 +11,7 @@ next to the safety numbers; a rerun with the same model files, tasks and limit r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -101,6 +102,24 @@ def results_rows(model: str, results: dict) -> list[dict]:
     return rows
 
 
+@contextlib.contextmanager
+def _openai_key(gen: GenConfig | None):
+    """lm-eval's OpenAI-compatible client reads OPENAI_API_KEY: expose --api-key-env's key there for the call
+    (the key stays in the process environment; it is never written or logged)."""
+    if gen is None or not gen.api_key_env or gen.api_key_env == "OPENAI_API_KEY":
+        yield
+        return
+    old = os.environ.get("OPENAI_API_KEY")
+    os.environ["OPENAI_API_KEY"] = os.environ.get(gen.api_key_env, "")
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("OPENAI_API_KEY", None)
+        else:
+            os.environ["OPENAI_API_KEY"] = old
+
+
 def run_capability(models: dict[str, str], cap: CapabilityConfig, gen: GenConfig, out_dir: str) -> pd.DataFrame:
     import lm_eval
 
@@ -121,11 +140,12 @@ def run_capability(models: dict[str, str], cap: CapabilityConfig, gen: GenConfig
                 rows += results_rows(name, cached)
                 continue
             logger.warning("%s: made with other model files, tasks or limit; running lm-eval again", path_json)
-        results = lm_eval.simple_evaluate(
-            model=model_type, model_args=model_args, tasks=list(cap.tasks), limit=cap.limit,
-            batch_size=cap.batch_size if model_type == "hf" else None, apply_chat_template=True,
-            task_manager=manager, log_samples=False, random_seed=gen.seed, numpy_random_seed=gen.seed,
-            torch_random_seed=gen.seed, fewshot_random_seed=gen.seed)
+        with _openai_key(gen if model_type == "local-chat-completions" else None):
+            results = lm_eval.simple_evaluate(
+                model=model_type, model_args=model_args, tasks=list(cap.tasks), limit=cap.limit,
+                batch_size=cap.batch_size if model_type == "hf" else None, apply_chat_template=True,
+                task_manager=manager, log_samples=False, random_seed=gen.seed, numpy_random_seed=gen.seed,
+                torch_random_seed=gen.seed, fewshot_random_seed=gen.seed)
         if results is None:
             raise RuntimeError(f"lm-eval returned no results for model {name} ({path})")
         keep = {k: results[k] for k in ("results", "n-samples", "versions", "n-shot", "configs") if k in results}
