@@ -91,7 +91,8 @@ def run(args) -> dict[str, str]:
                         samples=args.samples, prefill_think=args.prefill_think, batch_size=args.batch_size,
                         chunk_size=args.chunk_size, seed=args.seed, tensor_parallel_size=args.tensor_parallel_size,
                         openai_url=args.openai_url or "", api_key_env=args.api_key_env,
-                        max_concurrency=args.max_concurrency)
+                        max_concurrency=args.max_concurrency,
+                        openai_standard_params_only=args.openai_standard_params_only)
     gen_cfg.validate()
     backend = resolve_backend(gen_cfg.backend)
     # Every judge the prompts need is built and reached now, before hours of generation.
@@ -160,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--openai-url", help="--backend openai: the endpoint's base URL (…/v1)")
     ap.add_argument("--api-key-env", help="--backend openai: environment variable holding the API key")
     ap.add_argument("--max-concurrency", type=int, default=32, help="--backend openai: requests in flight")
+    ap.add_argument("--openai-standard-params-only", action="store_true",
+                    help="--backend openai: do not send top_k / repetition_penalty (for APIs that reject them; "
+                    "by default they are sent so that a vLLM server's generation_config cannot apply)")
     ap.add_argument("--tokenizer", action="append", default=[],
                     help="NAME=PATH: tokenizer for a model's length counts (API models); repeatable")
     ap.add_argument("--samples", type=int, default=1)

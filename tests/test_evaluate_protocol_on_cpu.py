@@ -335,7 +335,9 @@ def test_openai_backend_seeds_retries_cache_and_resume(tmp_path, server):
         assert len(out) == 6 and len(chats) == 8  # 6 + two retried
         seeds = {(p["messages"][-1]["content"], p["seed"]) for p in chats}
         assert len({s for _, s in seeds}) == 6
-        assert all(p["temperature"] == 0.6 and p["max_tokens"] == 200 and "top_k" not in p for p in chats)
+        # top_k / repetition_penalty always sent, so that a vLLM server's generation_config cannot fill them in
+        assert all(p["temperature"] == 0.6 and p["max_tokens"] == 200 and p["top_k"] == -1
+                   and p["repetition_penalty"] == 1.0 for p in chats)
         assert all(r["response"].startswith("The answer is fine.") for r in out.values())
         n = len(server.requests)
         lines = open(f"{cache}/api.jsonl").read().splitlines()
@@ -344,6 +346,8 @@ def test_openai_backend_seeds_retries_cache_and_resume(tmp_path, server):
         assert len(again) == 6 and len(server.requests) == n + 2
         with pytest.raises(ValueError, match="prefill"):
             GenConfig(backend="openai", openai_url="http://x/v1", prefill_think=True).validate()
+        plain = GenConfig(backend="openai", openai_url="http://x/v1", openai_standard_params_only=True)
+        assert "top_k" not in generate_mod.OpenAIGenerator("m", plain).payload([], 1)
     finally:
         http.HttpEndpoint._wait = orig_wait
 

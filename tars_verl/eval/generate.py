@@ -77,6 +77,9 @@ class GenConfig:
     max_concurrency: int = 32
     max_retries: int = 5
     timeout_s: float = 600.0
+    # For APIs that reject vLLM's sampling extensions: send only OpenAI's own fields (then top_k and the
+    # repetition penalty are the server's defaults, and top_k / repetition_penalty must stay 0 / 1.0).
+    openai_standard_params_only: bool = False
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:
@@ -90,6 +93,8 @@ class GenConfig:
             if not self.openai_url:
                 raise ValueError("--backend openai needs --openai-url (the endpoint's base URL, "
                                  "e.g. http://host:8000/v1)")
+            if self.openai_standard_params_only and (self.top_k or self.repetition_penalty != 1.0):
+                raise ValueError("--openai-standard-params-only cannot send --top-k / --repetition-penalty")
             if self.prefill_think:
                 raise ValueError("--prefill-think needs a back end that renders the chat template (hf or vllm); "
                                  "an OpenAI-compatible chat endpoint renders it on the server")
@@ -99,7 +104,8 @@ def sampling_settings(cfg: GenConfig, backend: str) -> dict:
     """Everything that determines a generation besides the weights and the prompt (recorded in results.json)."""
     return {"backend": backend, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k,
             "repetition_penalty": cfg.repetition_penalty, "max_new_tokens": cfg.max_new_tokens,
-            "prefill_think": cfg.prefill_think, "seed": cfg.seed}
+            "prefill_think": cfg.prefill_think, "seed": cfg.seed,
+            **({"openai_standard_params_only": True} if backend == "openai" and cfg.openai_standard_params_only else {})}
 
 
 def request_seed(base_seed: int, prompt_id: str, sample_idx: int) -> int:
@@ -285,9 +291,10 @@ class OpenAIGenerator:
         cfg = self.cfg
         body = {"model": self.model, "messages": messages, "temperature": cfg.temperature, "top_p": cfg.top_p,
                 "max_tokens": cfg.max_new_tokens, "seed": seed}
-        if cfg.top_k > 0:  # vLLM extensions: sent only when set, so that plain OpenAI servers accept the request
-            body["top_k"] = cfg.top_k
-        if cfg.repetition_penalty != 1.0:
+        # top_k / repetition_penalty are vLLM extensions. Always sent by default: `vllm serve` otherwise applies
+        # the model's generation_config.json (e.g. top_k=20, repetition_penalty=1.05) to fields a request omits.
+        if not cfg.openai_standard_params_only:
+            body["top_k"] = cfg.top_k if cfg.top_k > 0 else -1
             body["repetition_penalty"] = cfg.repetition_penalty
         return body
 
