@@ -186,8 +186,12 @@ def build_eval_sets(paths: dict[str, str], only: list[str] | None = None, seed: 
         elif name == "sorry_bench":
             df = src("sorry_bench")
             where = f"sorry_bench from {paths.get('sorry_bench') or 'the hub'}"
-            release = sorry_release(df["category"], sorry_release_name, where, from_hub=not paths.get("sorry_bench"))
-            groups = sorry_groups or SORRY_BENCH_RELEASES[release]
+            if sorry_groups and sorry_release_name == "auto":  # the user's own grouping: no release to infer
+                release, groups = "custom groups", sorry_groups
+            else:
+                release = sorry_release(df["category"], sorry_release_name, where,
+                                        from_hub=not paths.get("sorry_bench"))
+                groups = sorry_groups or SORRY_BENCH_RELEASES[release]
             to_group = {int(c): g for g, cats in groups.items() for c in cats}
             ungrouped = sorted({int(float(c)) for c in df["category"]} - set(to_group))
             if ungrouped:
