@@ -186,8 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-representations", action="store_true")
     ap.add_argument("--repr-max", type=int, default=200, help="prompts per class for the UMAP/SVM margin")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--capability", help="comma-separated lm-eval-harness tasks, e.g. "
-                    "gsm8k,minerva_math500,gpqa_diamond_zeroshot,mmlu_pro,squadv2 (needs tars-verl[eval])")
+    ap.add_argument("--capability", help="comma-separated lm-eval-harness tasks; 'paper' = gsm8k,minerva_math500,"
+                    "gpqa_diamond_cot_zeroshot,mmlu_pro,squadv2 (needs tars-verl[eval])")
     ap.add_argument("--capability-include", help="folder of extra lm-eval task YAMLs (lm-eval's --include_path)")
     ap.add_argument("--capability-limit", type=int, help="first N documents per capability task (quick checks)")
     ap.add_argument("--capability-batch-size", default="auto", help="lm-eval batch size for the hf back end")
