@@ -232,8 +232,13 @@ def test_harmbench_judge_clips_to_512_classifier_tokens_and_uses_the_contextual_
              ScoreItem("make a thing", long)]
     import asyncio
 
-    results = asyncio.run(judge.score(items, ["", "CONTEXT PARAGRAPH", ""]))
-    asyncio.run(judge.aclose())
+    async def score():
+        try:
+            return await judge.score(items, ["", "CONTEXT PARAGRAPH", ""])
+        finally:
+            await judge.aclose()
+
+    results = asyncio.run(score())
     assert [r.score for r in results] == [0.0, 1.0, 1.0]  # the UNSAFE at token ~6000 is clipped away
     sent = [payload["prompt"] for _, payload in server.requests]
     assert sent[0].startswith("FIXTURE-STANDARD") and sent[1].startswith("FIXTURE-CONTEXTUAL")
