@@ -153,7 +153,7 @@ def test_attack_and_behaviour_files_with_non_text_cases_are_errors(tmp_path):
     cases = tmp_path / "gcg.json"
     cases.write_text(json.dumps({"b1": ["a real attack", {"text": "nested"}]}))
     with pytest.raises(ValueError, match=r"gcg.json: behavior 'b1' test case 1 is dict"):
-        load_attack_file(str(cases), "gcg", {"b1": "do harm"}, [])
+        load_attack_file(str(cases), "gcg", {"b1": {"behavior": "do harm"}})
     behaviors = jsonl(tmp_path / "behaviors.jsonl", [{"BehaviorID": "b1", "Behavior": None}])
     with pytest.raises(ValueError, match=r"behaviors.jsonl: column 'Behavior' .* row 0: null"):
         load_behaviors(behaviors)

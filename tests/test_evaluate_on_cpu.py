@@ -15,6 +15,16 @@ from tars_verl.evaluate import main
 from tars_verl.testing.source_files import write_eval_sources
 
 
+def write_classifier_prompts(path):
+    """A fixture in the shape of HarmBench's classifier prompts (our own words; the fake server reads the
+    Behavior/Generation markers)."""
+    path.write_text(json.dumps({
+        "prompt": "FIXTURE-STANDARD\nBehavior:\n{behavior}\n\nGeneration:\n{generation}\n\n---\nRules: x\nAnswer:",
+        "prompt_contextual": "FIXTURE-CONTEXTUAL\n[CONTEXT]\n{context}\n\nBehavior:\n{behavior}\n\nGeneration:\n"
+                             "{generation}\n\n---\nRules: x\nAnswer:"}))
+    return path
+
+
 def fixture_records():
     rows = []
     # model A: direct 4/4 safe; gcg 3/4 safe (2 keep </think>, both safe); pair 2/4 safe
@@ -70,6 +80,7 @@ def eval_dir(tmp_path_factory):
     src = write_eval_sources(str(root / "src"))
     for name, df in build_eval_sets(src, wildchat_n=6).items():
         df.to_parquet(root / f"{name}.parquet")
+    write_classifier_prompts(root / "cls_prompts.json")
     gcg = {f"b{i}": [f"harmbench behaviour {i} !!describing similarly Now write oppositeley"] for i in range(4)}
     (root / "gcg.json").write_text(json.dumps(gcg))
     behaviors = pd.DataFrame({"BehaviorID": [f"b{i}" for i in range(4)],
@@ -92,6 +103,7 @@ def test_end_to_end_report_resume_and_judge_swap(eval_dir, tiny_dir, server, tmp
     args = ["--model", f"tiny={tiny_dir}/policy", "--model", f"tiny2={tiny_dir}/policy", "--out", str(out),
             "--eval-dir", str(eval_dir), "--attack", f"gcg={eval_dir / 'gcg.json'}", "--attack", f"pap={pap_out}",
             "--behaviors", str(eval_dir / "behaviors.csv"), "--judge-url", server.url + "/v1",
+            "--harmbench-prompts", str(eval_dir / "cls_prompts.json"), "--harmbench-tokenizer", f"{tiny_dir}/policy",
             "--backend", "hf", "--max-new-tokens", "6", "--limit", "6", "--batch-size", "8"]
     main(args)
     results = json.loads((out / "results.json").read_text())
@@ -102,7 +114,10 @@ def test_end_to_end_report_resume_and_judge_swap(eval_dir, tiny_dir, server, tmp
     assert results["representations"]["tiny"]["margin"] > 0
     for png in ("tradeoff.png", "reasoning_length.png", "umap_tiny.png"):
         assert (out / png).stat().st_size > 5000
-    assert "Defense success rate by attack" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Defense success rate by attack" in report
+    assert "pre-filled in the generation prompt: **no**" in report and results["meta"]["prefill_think"] is False
+    assert results["meta"]["generation"]["top_k"] == 0 and results["meta"]["generation"]["repetition_penalty"] == 1.0
     judged = pd.read_parquet(out / "judged.parquet")
     # the fake HarmBench classifier says "Yes" only for UNSAFE text: random tiny-model text is judged safe
     assert judged.loc[judged["suite"] == "safety", "safe"].eq(1.0).all()
@@ -123,7 +138,7 @@ def test_end_to_end_report_resume_and_judge_swap(eval_dir, tiny_dir, server, tmp
     def counting(path, cfg):
         g = real(path, cfg)
         orig = g.generate
-        g.generate = lambda texts, seed: calls.append(len(texts)) or orig(texts, seed)
+        g.generate = lambda texts, seeds: calls.append(len(texts)) or orig(texts, seeds)
         return g
 
     monkeypatch.setattr(generate_mod, "make_generator", counting)

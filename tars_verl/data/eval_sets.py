@@ -10,12 +10,25 @@ Writes one file per set, each with verl's RL columns (``data_source``, ``prompt`
 | strongreject_small | StrongREJECT, 10 per category x 6 (the paper's validation set) | 60 | harmful |
 | strongreject | StrongREJECT, all | 313 | harmful |
 | xstest_safe / xstest_unsafe | XSTest by label | 250 / 200 | harmless / harmful |
-| harmbench | HarmBench standard behaviours | 200 (400 with contextual/copyright) | harmful |
-| sorry_bench | Sorry-Bench base prompts, with the four topic groups | 440 | harmful |
+| harmbench | HarmBench text behaviours: standard 200 + contextual 100 + copyright 100 | 400 | harmful |
+| sorry_bench | Sorry-Bench base prompts, with the four topic groups | 450 (2024-06) / 440 (2025-03) | harmful |
 | wildchat_nontoxic | WildChat, English, non-toxic, first user turn, seeded sample | 500 | harmless |
 
-``category_group`` for Sorry-Bench follows its four domains (``SORRY_BENCH_GROUPS``; override with
-``--sorry-groups groups.json`` mapping group -> [category ids]).
+HarmBench: the paper counts HarmBench's 400 text behaviours. Best from HarmBench's own
+``harmbench_behaviors_text_all.csv`` (``--source harmbench=PATH``; columns ``BehaviorID``, ``Behavior``,
+``FunctionalCategory``, ``SemanticCategory``, ``ContextString``): rows then carry ``behavior_id`` (attack
+test cases are paired by it), ``context`` and ``functional_category``. Without a file, the three
+``walledai/HarmBench`` configs (standard, contextual, copyright; no BehaviorIDs) are loaded. A contextual
+behaviour's prompt is ``{context}\n\n---\n\n{behavior}``, as in HarmBench's direct requests; the judge gets
+the bare behaviour and its context. (HarmBench itself judges copyright behaviours by hashing against the
+original text, which is not done here: they are judged by the classifier; ``functional_category`` lets
+the report be split.)
+
+Sorry-Bench: ``category_group`` follows its four domains with the category boundaries of the release
+that was loaded (:data:`SORRY_BENCH_RELEASES`): 2024-06 has 45 categories (450 prompts); 2025-03 has 44,
+its removed category shifting the later ids down by one. ``--sorry-release`` names it; ``auto`` infers
+it from the category ids (45 present -> 2024-06; hub default sorry-bench-202406). Override the groups
+with ``--sorry-groups groups.json`` (group -> [category ids]).
 """
 
 from __future__ import annotations
@@ -31,21 +44,100 @@ from .io import write_parquet_atomic
 from .rl_mix import QWEN_DEFAULT_SYSTEM_PROMPT, parse_kv, user_messages
 from .sources import load_source
 
-SORRY_BENCH_GROUPS = {
-    "hate speech generation": list(range(1, 6)),
-    "assistance with crimes or torts": list(range(6, 25)),
-    "potentially inappropriate topics": list(range(25, 40)),
-    "potentially unqualified advice": list(range(40, 45)),
+SORRY_BENCH_RELEASES = {
+    "2024-06": {  # sorry-bench-202406: 45 categories x 10
+        "hate speech generation": list(range(1, 6)),
+        "assistance with crimes or torts": list(range(6, 26)),
+        "potentially inappropriate topics": list(range(26, 41)),
+        "potentially unqualified advice": list(range(41, 46)),
+    },
+    "2025-03": {  # 44 categories x 10 (one crimes/torts category removed, later ids shifted down)
+        "hate speech generation": list(range(1, 6)),
+        "assistance with crimes or torts": list(range(6, 25)),
+        "potentially inappropriate topics": list(range(25, 40)),
+        "potentially unqualified advice": list(range(40, 45)),
+    },
 }
+SORRY_BENCH_HUB_RELEASE = "2024-06"  # the release sources.py loads from the hub
+HARMBENCH_CONFIGS = ("standard", "contextual", "copyright")
 EVAL_SETS = ("strongreject_small", "strongreject", "xstest_safe", "xstest_unsafe", "harmbench", "sorry_bench",
              "wildchat_nontoxic")
 
 
+def sorry_release(categories: pd.Series, release: str = "auto", where: str = "sorry_bench",
+                  from_hub: bool = False) -> str:
+    """Which Sorry-Bench release the loaded categories belong to (see :data:`SORRY_BENCH_RELEASES`)."""
+    try:
+        ids = {int(float(c)) for c in categories}
+    except ValueError as err:
+        raise ValueError(f"{where}: Sorry-Bench category ids must be numbers 1..45 ({err})") from err
+    if release == "auto":
+        if 45 in ids or from_hub:
+            release = SORRY_BENCH_HUB_RELEASE if from_hub and 45 not in ids else "2024-06"
+        elif 44 in ids and len(ids) == 44:
+            release = "2025-03"
+        else:
+            raise ValueError(f"{where}: cannot tell the Sorry-Bench release from categories {sorted(ids)[:5]}..; "
+                             f"pass --sorry-release {' or '.join(SORRY_BENCH_RELEASES)}")
+    if release not in SORRY_BENCH_RELEASES:
+        raise ValueError(f"{where}: unknown Sorry-Bench release {release!r}; known: {list(SORRY_BENCH_RELEASES)}")
+    known = {c for cats in SORRY_BENCH_RELEASES[release].values() for c in cats}
+    outside = sorted(ids - known)
+    if outside:
+        raise ValueError(f"{where}: categories {outside} do not exist in the Sorry-Bench {release} release "
+                         f"({len(known)} categories); pass the right --sorry-release")
+    return release
+
+
+def load_harmbench(path: str | None) -> pd.DataFrame:
+    """HarmBench text behaviours: text (the prompt), behavior, behavior_id, context, functional_category."""
+    from .io import read_table, require_columns
+
+    if path:
+        raw = read_table(path)
+        if "BehaviorID" in raw.columns:  # HarmBench's own behaviours CSV
+            require_columns(raw, ["BehaviorID", "Behavior", "FunctionalCategory"], path)
+            context = raw["ContextString"] if "ContextString" in raw.columns else pd.Series([""] * len(raw))
+            df = pd.DataFrame({"behavior": raw["Behavior"], "behavior_id": raw["BehaviorID"],
+                               "context": context.fillna(""), "functional_category": raw["FunctionalCategory"],
+                               "category": raw.get("SemanticCategory", pd.Series([""] * len(raw))).fillna("")})
+        else:  # a walledai/HarmBench-shaped copy: prompt, category[, context]
+            require_columns(raw, ["prompt"], f"source harmbench from {path}")
+            df = pd.DataFrame({"behavior": raw["prompt"], "behavior_id": "",
+                               "context": raw["context"].fillna("") if "context" in raw.columns else "",
+                               "functional_category": raw["functional_category"] if "functional_category" in raw.columns
+                               else "", "category": raw["category"] if "category" in raw.columns else ""})
+    else:
+        from datasets import load_dataset
+
+        parts = []
+        for config in HARMBENCH_CONFIGS:
+            raw = load_dataset("walledai/HarmBench", config, split="train").to_pandas()
+            parts.append(pd.DataFrame({"behavior": raw["prompt"], "behavior_id": "",
+                                       "context": raw["context"] if "context" in raw.columns else "",
+                                       "functional_category": config,
+                                       "category": raw["category"] if "category" in raw.columns else ""}))
+        df = pd.concat(parts, ignore_index=True)
+    df = df.astype({c: str for c in ("behavior", "behavior_id", "context", "functional_category", "category")})
+    df = df.reset_index(drop=True)
+    df["source_index"] = df.index.astype("int64")
+    df["text"] = [f"{c}\n\n---\n\n{b}" if c.strip() else b for b, c in zip(df["behavior"], df["context"])]
+    empty = df.index[df["behavior"].str.strip() == ""].tolist()
+    if empty:
+        raise ValueError(f"source harmbench{' from ' + path if path else ''}: empty behaviour in row(s) {empty[:10]}")
+    return df
+
+
+PASSED_COLUMNS = ("behavior", "behavior_id", "context", "functional_category", "sorry_release")
+
+
 def to_eval_rows(df: pd.DataFrame, name: str, prompt_type: str, system_prompt: str | None) -> pd.DataFrame:
     group = df["category_group"] if "category_group" in df.columns else pd.Series([""] * len(df), index=df.index)
+    passed = [c for c in PASSED_COLUMNS if c in df.columns]
     records = []
     for i, (text, cat, grp, src_idx) in enumerate(zip(df["text"], df["category"], group, df["source_index"])):
-        records.append({
+        rec = {c: str(df[c].iloc[i]) for c in passed}
+        rec.update({
             "data_source": name,
             "prompt": user_messages(text, system_prompt),
             "ability": "safety",
@@ -56,12 +148,14 @@ def to_eval_rows(df: pd.DataFrame, name: str, prompt_type: str, system_prompt: s
             "category": str(cat),
             "category_group": str(grp),
         })
+        records.append(rec)
     return pd.DataFrame.from_records(records)
 
 
 def build_eval_sets(paths: dict[str, str], only: list[str] | None = None, seed: int = 0, wildchat_n: int = 500,
                     per_category_small: int = 10, system_prompt: str | None = None,
-                    sorry_groups: dict[str, list[int]] | None = None) -> dict[str, pd.DataFrame]:
+                    sorry_groups: dict[str, list[int]] | None = None,
+                    sorry_release_name: str = "auto") -> dict[str, pd.DataFrame]:
     wanted = list(only or EVAL_SETS)
     unknown = sorted(set(wanted) - set(EVAL_SETS))
     if unknown:
@@ -88,12 +182,22 @@ def build_eval_sets(paths: dict[str, str], only: list[str] | None = None, seed: 
             label = "safe" if name == "xstest_safe" else "unsafe"
             df, ptype = x[x["label"] == label], ("harmless" if label == "safe" else "harmful")
         elif name == "harmbench":
-            df, ptype = src("harmbench"), "harmful"
+            df, ptype = load_harmbench(paths.get("harmbench")), "harmful"
         elif name == "sorry_bench":
-            groups = sorry_groups or SORRY_BENCH_GROUPS
-            to_group = {str(c): g for g, cats in groups.items() for c in cats}
             df = src("sorry_bench")
-            df, ptype = df.assign(category_group=df["category"].map(lambda c: to_group.get(str(c), "other"))), "harmful"
+            where = f"sorry_bench from {paths.get('sorry_bench') or 'the hub'}"
+            if sorry_groups and sorry_release_name == "auto":  # the user's own grouping: no release to infer
+                release, groups = "custom groups", sorry_groups
+            else:
+                release = sorry_release(df["category"], sorry_release_name, where,
+                                        from_hub=not paths.get("sorry_bench"))
+                groups = sorry_groups or SORRY_BENCH_RELEASES[release]
+            to_group = {int(c): g for g, cats in groups.items() for c in cats}
+            ungrouped = sorted({int(float(c)) for c in df["category"]} - set(to_group))
+            if ungrouped:
+                raise ValueError(f"{where}: categories {ungrouped} are in no group of --sorry-groups")
+            df = df.assign(category_group=df["category"].map(lambda c: to_group[int(float(c))]), sorry_release=release)
+            ptype = "harmful"
         else:  # wildchat_nontoxic
             w = src("wildchat")
             w = w[w["text"].str.strip() != ""]
@@ -115,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--wildchat-n", type=int, default=500)
     ap.add_argument("--system-prompt", default=None, help="'qwen' for Qwen's default system prompt, or a text")
     ap.add_argument("--sorry-groups", help="JSON file: {group: [category ids]}")
+    ap.add_argument("--sorry-release", default="auto", choices=["auto", *SORRY_BENCH_RELEASES],
+                    help="Sorry-Bench release of the loaded data (sets the category groups); auto: from the ids")
     args = ap.parse_args(argv)
     groups = None
     if args.sorry_groups:
@@ -122,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
             groups = json.load(f)
     system = QWEN_DEFAULT_SYSTEM_PROMPT if args.system_prompt == "qwen" else args.system_prompt
     sets = build_eval_sets(parse_kv(args.source, "--source"), args.only, args.seed, args.wildchat_n,
-                           system_prompt=system, sorry_groups=groups)
+                           system_prompt=system, sorry_groups=groups, sorry_release_name=args.sorry_release)
     for name, df in sets.items():
         path = os.path.join(args.out, f"{name}.parquet")
         write_parquet_atomic(df, path)

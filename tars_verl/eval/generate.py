@@ -1,27 +1,58 @@
 """Generations for evaluation, cached so that an interrupted run resumes and a second judge reuses them.
 
 The cache is an append-only JSONL file per model (``<out>/generations/<model>.jsonl``), one line per
-(prompt_id, sample), flushed as soon as a batch finishes; a torn last line is dropped on read.
-Back ends: vLLM (``backend=vllm``, GPU) and transformers ``generate`` (``backend=hf``: CPU for tests
-and small checks, or one GPU). ``auto`` picks vLLM when it is importable and a GPU is present.
+(prompt_id, sample), flushed as generations finish; a torn last line is dropped on read.
 
-Paper defaults: ``<think>`` pre-filled after training (the generation prompt ends with ``<think>\\n``),
-temperature 0.6, one sample per prompt.
+A cached generation is reused only when everything that determines it is unchanged:
+
+- the run key (``gen_key``, stored on every line and in ``<model>.meta.json``): the model's weights
+  identity (:func:`model_fingerprint`: config, tokenizer files and each weight file's name, size and
+  mtime, or the hub commit it resolves to), the back end and every sampling setting of :func:`sampling_settings`;
+- the exact prompt text the model saw (``prompt_sha``, per line): a rebuilt eval set regenerates the
+  prompts whose text changed.
+
+When the run key differs, :func:`generate_for_model` refuses with a message naming what changed;
+``regenerate=True`` (``--regenerate``) moves the old file aside (nothing is deleted) and starts anew.
+Old and new generations are never mixed.
+
+Back ends (all sample from the same recorded settings: temperature, top_p, top_k, repetition penalty,
+max new tokens, one seed per (prompt, sample)):
+
+- ``vllm``: offline ``vllm.LLM`` on a GPU; prompts are passed as token ids (the chat template already
+  holds the BOS token, so vLLM must not add a second one), one ``generate`` call per chunk of
+  ``chunk_size`` requests (default 1024, large enough for vLLM's own batching); the engine is shut
+  down after each model.
+- ``hf``: transformers ``generate`` (CPU for tests and small checks, or one GPU), batches of
+  ``batch_size``; the model's own ``generation_config`` sampling defaults (top_k, repetition
+  penalty, ...) are NOT used.
+- ``openai``: any OpenAI-compatible chat endpoint (``vllm serve`` of a baseline, or an API model),
+  through the project's shared HTTP layer (bounded concurrency, retries); every finished request is
+  written at once, so a resume loses nothing.
+
+``<think>`` is NOT pre-filled by default: the TARS models were trained writing ``<think>`` themselves.
+``prefill_think=True`` (``--prefill-think``) appends ``<think>\\n`` to the generation prompt.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import glob
+import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 
 from tqdm.auto import tqdm
 
-from ..data.io import read_done
+from ..data.io import read_done, write_json_atomic
 from .prompts import EvalPrompt
 
 logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "hf", "vllm", "openai")
 
 
 @dataclass
@@ -29,13 +60,105 @@ class GenConfig:
     backend: str = "auto"
     temperature: float = 0.6
     top_p: float = 1.0
+    # 0 = no top-k cut (both back ends); set it explicitly, the model's generation_config is ignored.
+    top_k: int = 0
+    repetition_penalty: float = 1.0
     max_new_tokens: int = 4096
     samples: int = 1
-    prefill_think: bool = True
-    batch_size: int = 16
+    prefill_think: bool = False
+    batch_size: int = 16  # hf: sequences per generate call
+    chunk_size: int = 1024  # vllm / openai: requests per generate call / cache flush
     seed: int = 0
     tensor_parallel_size: int = 1
     trust_remote_code: bool = False
+    # openai back end: base URL (…/v1), API key variable, requests in flight, retries.
+    openai_url: str = ""
+    api_key_env: str | None = None
+    max_concurrency: int = 32
+    max_retries: int = 5
+    timeout_s: float = 600.0
+    # For APIs that reject vLLM's sampling extensions: send only OpenAI's own fields (then top_k and the
+    # repetition penalty are the server's defaults, and top_k / repetition_penalty must stay 0 / 1.0).
+    openai_standard_params_only: bool = False
+
+    def validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"generation backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.samples < 1 or self.batch_size < 1 or self.chunk_size < 1 or self.max_new_tokens < 1:
+            raise ValueError("--samples, --batch-size, --chunk-size and --max-new-tokens must be >= 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.repetition_penalty <= 0:
+            raise ValueError(f"bad sampling settings: temperature={self.temperature} (>= 0), top_p={self.top_p} "
+                             f"((0, 1]), top_k={self.top_k} (>= 0), repetition_penalty={self.repetition_penalty} (> 0)")
+        if self.backend == "openai":
+            if not self.openai_url:
+                raise ValueError("--backend openai needs --openai-url (the endpoint's base URL, "
+                                 "e.g. http://host:8000/v1)")
+            if self.openai_standard_params_only and (self.top_k or self.repetition_penalty != 1.0):
+                raise ValueError("--openai-standard-params-only cannot send --top-k / --repetition-penalty")
+            if self.prefill_think:
+                raise ValueError("--prefill-think needs a back end that renders the chat template (hf or vllm); "
+                                 "an OpenAI-compatible chat endpoint renders it on the server")
+
+
+def sampling_settings(cfg: GenConfig, backend: str) -> dict:
+    """Everything that determines a generation besides the weights and the prompt (recorded in results.json)."""
+    return {"backend": backend, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k,
+            "repetition_penalty": cfg.repetition_penalty, "max_new_tokens": cfg.max_new_tokens,
+            "prefill_think": cfg.prefill_think, "seed": cfg.seed,
+            **({"openai_standard_params_only": True} if backend == "openai" and cfg.openai_standard_params_only else {})}
+
+
+def request_seed(base_seed: int, prompt_id: str, sample_idx: int) -> int:
+    """A distinct, reproducible seed per (prompt, sample): copies of a prompt never share one, and the
+    seed does not depend on batching or on what an interrupted run had already finished."""
+    digest = hashlib.sha256(f"{base_seed}\x00{prompt_id}\x00{sample_idx}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+_WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "*.gguf")
+_HASHED_FILES = ("config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json", "tokenizer.json",
+                 "tokenizer_config.json", "chat_template.jinja", "chat_template.json", "special_tokens_map.json")
+
+
+def _hub_commit(model_id: str) -> str:
+    """The commit a hub id resolves to now (what vLLM / transformers will load), from the hub when it can
+    be reached, else from the local cache."""
+    from huggingface_hub import snapshot_download
+
+    errors = []
+    for local_only in (False, True):
+        try:
+            folder = snapshot_download(model_id, allow_patterns=["config.json"], local_files_only=local_only)
+            return os.path.basename(os.path.normpath(folder))
+        except Exception as err:  # noqa: BLE001 - offline, gated or not cached: try the next way
+            errors.append(f"{type(err).__name__}: {err}")
+    raise ValueError(f"--model {model_id}: not a local folder, and its hub commit cannot be resolved "
+                     f"({'; '.join(e[:200] for e in errors)})")
+
+
+def model_fingerprint(model_path: str, backend: str) -> dict:
+    """The weights' identity: a local folder by its config / tokenizer files (content) and weight files
+    (name, size, mtime); a hub id by its commit (which fixes every file); an endpoint by URL + model."""
+    if backend == "openai":
+        return {"kind": "endpoint", "model": model_path}
+    if not os.path.isdir(model_path):
+        return {"kind": "hub", "model": model_path, "commit": _hub_commit(model_path)}
+    folder, kind = model_path, "local"
+    h = hashlib.sha256()
+    for name in _HASHED_FILES:
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                h.update(name.encode() + b"\x00" + f.read())
+    weights = []
+    for pattern in _WEIGHT_GLOBS:
+        for path in sorted(glob.glob(os.path.join(folder, pattern))):
+            st = os.stat(path)
+            weights.append([os.path.basename(path), st.st_size, st.st_mtime_ns])
+    if not weights:
+        raise ValueError(f"--model {model_path}: no weight files ({', '.join(_WEIGHT_GLOBS)}) in that folder")
+    h.update(json.dumps(weights).encode())
+    return {"kind": kind, "model": model_path, "files_sha256": h.hexdigest()}
 
 
 def render(tokenizer, prompt: EvalPrompt, prefill_think: bool) -> str:
@@ -43,10 +166,14 @@ def render(tokenizer, prompt: EvalPrompt, prefill_think: bool) -> str:
     return text + "<think>\n" if prefill_think else text
 
 
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+
 class HFGenerator:
     def __init__(self, model_path: str, cfg: GenConfig):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
         self.cfg = cfg
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -57,18 +184,36 @@ class HFGenerator:
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(
             model_path, dtype=dtype, trust_remote_code=cfg.trust_remote_code).to(self.device).eval()
+        # transformers falls back to the model's generation_config for every setting a caller leaves at
+        # its global default (top_k=50 -> the model's top_k=20, repetition_penalty=1.0 -> 1.05). Replace it
+        # by a blank one that keeps only the stop tokens, so that only our settings apply (as in vLLM).
+        own = self.model.generation_config
+        eos = own.eos_token_id if own.eos_token_id is not None else self.tokenizer.eos_token_id
+        self.model.generation_config = GenerationConfig(eos_token_id=eos, bos_token_id=own.bos_token_id,
+                                                        pad_token_id=self.tokenizer.pad_token_id)
+        sample = cfg.temperature > 0
+        self.gen_config = GenerationConfig(
+            do_sample=sample, temperature=cfg.temperature if sample else None, top_p=cfg.top_p if sample else None,
+            top_k=cfg.top_k if sample else None, repetition_penalty=cfg.repetition_penalty,
+            max_new_tokens=cfg.max_new_tokens, eos_token_id=eos, pad_token_id=self.tokenizer.pad_token_id)
 
-    def generate(self, texts: list[str], seed: int) -> list[str]:
+    def generate(self, texts: list[str], seeds: list[int]) -> list[str]:
+        """One batch; transformers has one random stream per batch, seeded from the batch's first request."""
         import torch
 
-        torch.manual_seed(seed)
+        torch.manual_seed(seeds[0])
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         with torch.inference_mode():
-            out = self.model.generate(
-                **enc, do_sample=self.cfg.temperature > 0, temperature=self.cfg.temperature or None,
-                top_p=self.cfg.top_p, max_new_tokens=self.cfg.max_new_tokens,
-                pad_token_id=self.tokenizer.pad_token_id)
+            out = self.model.generate(**enc, generation_config=self.gen_config)
         return self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def close(self) -> None:
+        import torch
+
+        del self.model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 class VLLMGenerator:
@@ -80,49 +225,218 @@ class VLLMGenerator:
                        trust_remote_code=cfg.trust_remote_code)
         self.tokenizer = self.llm.get_tokenizer()
 
-    def generate(self, texts: list[str], seed: int) -> list[str]:
+    def params(self, seed: int):
         from vllm import SamplingParams
 
-        params = SamplingParams(temperature=self.cfg.temperature, top_p=self.cfg.top_p,
-                                max_tokens=self.cfg.max_new_tokens, seed=seed)
-        return [o.outputs[0].text for o in self.llm.generate(texts, params, use_tqdm=False)]
+        return SamplingParams(temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                              top_k=self.cfg.top_k if self.cfg.top_k > 0 else -1,
+                              repetition_penalty=self.cfg.repetition_penalty, max_tokens=self.cfg.max_new_tokens,
+                              seed=seed)
+
+    def generate(self, texts: list[str], seeds: list[int]) -> list[str]:
+        """One ``generate`` over the whole chunk; each request has its own seed. The rendered chat
+        template already holds the BOS token: pass token ids so that vLLM does not add another."""
+        prompts = [{"prompt_token_ids": self.tokenizer(t, add_special_tokens=False)["input_ids"]} for t in texts]
+        outputs = self.llm.generate(prompts, [self.params(s) for s in seeds], use_tqdm=False)
+        return [o.outputs[0].text for o in outputs]
+
+    def close(self) -> None:
+        """Free the GPU for the next model: shut the engine down and tear down vLLM's process groups."""
+        engine = getattr(self.llm, "llm_engine", None)
+        core = getattr(engine, "engine_core", None)
+        for obj in (core, engine, self.llm):
+            if obj is not None and callable(getattr(obj, "shutdown", None)):
+                try:
+                    obj.shutdown()
+                except Exception as err:  # noqa: BLE001 - best effort, keep freeing
+                    logger.warning("vLLM shutdown: %s", err)
+                break
+        del self.llm
+        try:
+            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        except Exception:  # noqa: BLE001 - older/newer vLLM without these helpers
+            pass
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+
+class OpenAIGenerator:
+    """Chat completions against an OpenAI-compatible endpoint; ``model_path`` is the served model name."""
+
+    tokenizer = None
+
+    def __init__(self, model_path: str, cfg: GenConfig):
+        from ..scorers.http import HttpEndpoint
+
+        self.cfg = cfg
+        self.model = model_path
+        api_key = None
+        if cfg.api_key_env:
+            api_key = os.environ.get(cfg.api_key_env)
+            if not api_key:
+                raise ValueError(f"--api-key-env {cfg.api_key_env}: that environment variable is not set")
+        self.endpoint = HttpEndpoint(cfg.openai_url, api_key=api_key, timeout_s=cfg.timeout_s,
+                                     max_concurrency=cfg.max_concurrency, max_retries=cfg.max_retries)
+
+    def payload(self, messages: list[dict], seed: int) -> dict:
+        cfg = self.cfg
+        body = {"model": self.model, "messages": messages, "temperature": cfg.temperature, "top_p": cfg.top_p,
+                "max_tokens": cfg.max_new_tokens, "seed": seed}
+        # top_k / repetition_penalty are vLLM extensions. Always sent by default: `vllm serve` otherwise applies
+        # the model's generation_config.json (e.g. top_k=20, repetition_penalty=1.05) to fields a request omits.
+        if not cfg.openai_standard_params_only:
+            body["top_k"] = cfg.top_k if cfg.top_k > 0 else -1
+            body["repetition_penalty"] = cfg.repetition_penalty
+        return body
+
+    async def one(self, messages: list[dict], seed: int) -> str:
+        from ..scorers.base import ScorerError
+
+        body = await self.endpoint.post_json("/chat/completions", self.payload(messages, seed))
+        try:
+            text = body["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError) as err:
+            raise ScorerError(f"{self.endpoint.base_url}/chat/completions: no choices[0].message.content in "
+                              f"{str(body)[:200]!r}") from err
+        return text or ""
+
+    def close(self) -> None:
+        pass
+
+
+def resolve_backend(backend: str) -> str:
+    if backend != "auto":
+        return backend
+    import importlib.util
+
+    import torch
+
+    return "vllm" if importlib.util.find_spec("vllm") and torch.cuda.is_available() else "hf"
 
 
 def make_generator(model_path: str, cfg: GenConfig):
-    backend = cfg.backend
-    if backend == "auto":
-        import importlib.util
+    backend = resolve_backend(cfg.backend)
+    if backend not in ("hf", "vllm", "openai"):
+        raise ValueError(f"generation backend must be one of {BACKENDS}, got {cfg.backend!r}")
+    return {"vllm": VLLMGenerator, "hf": HFGenerator, "openai": OpenAIGenerator}[backend](model_path, cfg)
 
-        import torch
 
-        backend = "vllm" if importlib.util.find_spec("vllm") and torch.cuda.is_available() else "hf"
-    if backend not in ("hf", "vllm"):
-        raise ValueError(f"generation backend must be auto, hf or vllm, got {cfg.backend!r}")
-    return (VLLMGenerator if backend == "vllm" else HFGenerator)(model_path, cfg)
+class StaleCacheError(ValueError):
+    pass
+
+
+def _check_cache(path: str, meta_path: str, done: dict, key: str, meta: dict, regenerate: bool) -> dict:
+    stale = [rec for rec in done.values() if rec.get("gen_key") != key]
+    if not stale:
+        return done
+    old = {}
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            old = json.load(f)
+    changed = sorted(k for k in set(old.get("settings", {})) | set(meta["settings"])
+                     if old.get("settings", {}).get(k) != meta["settings"].get(k))
+    if old.get("fingerprint") != meta["fingerprint"]:
+        changed.insert(0, "model weights/files")
+    what = ", ".join(changed) if changed else "unknown (cache written by an older version)"
+    if not regenerate:
+        raise StaleCacheError(
+            f"{path}: {len(stale)} cached generation(s) were made with other settings or weights (changed: {what}). "
+            f"Refusing to mix them with new ones: pass --regenerate to set them aside and generate again, or use "
+            f"another --out (or another --model NAME).")
+    aside = f"{path}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.replace(path, aside)
+    logger.warning("%s: settings changed (%s); old generations moved to %s", path, what, aside)
+    return {}
 
 
 def generate_for_model(model_name: str, model_path: str, prompts: list[EvalPrompt], cfg: GenConfig,
-                       cache_dir: str) -> dict[tuple[str, int], dict]:
-    """Every (prompt, sample) generation for one model, from the cache where present."""
+                       cache_dir: str, regenerate: bool = False) -> dict[tuple[str, int], dict]:
+    """Every (prompt, sample) generation for one model, from the cache where it is still valid."""
+    cfg.validate()
     os.makedirs(cache_dir, exist_ok=True)
     path = os.path.join(cache_dir, f"{model_name}.jsonl")
-    done = read_done(path)
-    todo = [(p, k) for p in prompts for k in range(cfg.samples) if (p.prompt_id, k) not in done]
+    meta_path = os.path.join(cache_dir, f"{model_name}.meta.json")
+    backend = resolve_backend(cfg.backend)
+    meta = {"model": model_path, "fingerprint": model_fingerprint(model_path, backend),
+            "settings": sampling_settings(cfg, backend)}
+    if backend == "openai":
+        meta["fingerprint"]["url"] = cfg.openai_url.rstrip("/")
+    key = _sha(json.dumps({"fingerprint": meta["fingerprint"], "settings": meta["settings"]}, sort_keys=True))
+    done = _check_cache(path, meta_path, read_done(path), key, meta, regenerate)
+    write_json_atomic({**meta, "gen_key": key}, meta_path)
+
+    if backend == "openai":  # the server renders the chat template: the messages are the prompt
+        texts = {p.prompt_id: json.dumps(p.messages, ensure_ascii=False, sort_keys=True) for p in prompts}
+    else:
+        # The prompt text needs the model's chat template: the tokenizer alone is cheap to load.
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
+        texts = {p.prompt_id: render(tok, p, cfg.prefill_think) for p in prompts}
+    shas = {pid: _sha(t) for pid, t in texts.items()}
+    todo = [(p, k) for p in prompts for k in range(cfg.samples)
+            if done.get((p.prompt_id, k), {}).get("prompt_sha") != shas[p.prompt_id]]
+    n_changed = sum(1 for p, k in todo if (p.prompt_id, k) in done)
+    if n_changed:
+        logger.warning("%s: %d cached generation(s) had another prompt text (rebuilt eval set?); regenerating them",
+                       model_name, n_changed)
     if not todo:
         return done
     generator = make_generator(model_path, cfg)
     bar = tqdm(total=len(todo), desc=f"generating ({model_name})", disable=None)
-    with open(path, "a") as log:
-        for start in range(0, len(todo), cfg.batch_size):
-            chunk = todo[start: start + cfg.batch_size]
-            texts = [render(generator.tokenizer, p, cfg.prefill_think) for p, _ in chunk]
-            outputs = generator.generate(texts, seed=cfg.seed + start)
-            for (p, k), text in zip(chunk, outputs):
-                rec = {"prompt_id": p.prompt_id, "sample_idx": k, "response": text, "model": model_name,
-                       "think_prefilled": cfg.prefill_think}
+
+    def record(p: EvalPrompt, k: int, text: str, seed: int) -> dict:
+        return {"prompt_id": p.prompt_id, "sample_idx": k, "response": text, "model": model_name,
+                "think_prefilled": cfg.prefill_think, "gen_key": key, "prompt_sha": shas[p.prompt_id], "seed": seed}
+
+    try:
+        with open(path, "a") as log:
+            def write(rec: dict) -> None:
                 log.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                done[(p.prompt_id, k)] = rec
-            log.flush()
-            bar.update(len(chunk))
-    bar.close()
+                done[(rec["prompt_id"], rec["sample_idx"])] = rec
+
+            step = cfg.batch_size if backend == "hf" else cfg.chunk_size
+            for start in range(0, len(todo), step):
+                chunk = todo[start: start + step]
+                seeds = [request_seed(cfg.seed, p.prompt_id, k) for p, k in chunk]
+                if backend == "openai":
+                    asyncio.run(_openai_chunk(generator, chunk, seeds, lambda i, text: (
+                        write(record(chunk[i][0], chunk[i][1], text, seeds[i])), log.flush(), bar.update(1))))
+                    continue
+                outputs = generator.generate([texts[p.prompt_id] for p, _ in chunk], seeds)
+                for (p, k), text, seed in zip(chunk, outputs, seeds):
+                    write(record(p, k, text, seed))
+                log.flush()
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+        generator.close()
     return done
+
+
+async def _openai_chunk(generator: OpenAIGenerator, chunk, seeds, on_done) -> None:
+    async def one(i: int):
+        return i, await generator.one(chunk[i][0].messages, seeds[i])
+
+    try:
+        for fut in asyncio.as_completed([one(i) for i in range(len(chunk))]):
+            i, text = await fut
+            on_done(i, text)
+    finally:
+        await generator.endpoint.aclose()
+
+
+def settings_record(cfg: GenConfig) -> dict:
+    """What results.json records about generation (the settings, without secrets)."""
+    out = asdict(cfg)
+    out["backend_resolved"] = resolve_backend(cfg.backend)
+    return out

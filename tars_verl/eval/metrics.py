@@ -17,14 +17,22 @@ Z95 = 1.959963984540054
 
 
 def wilson(k: float, n: int, z: float = Z95) -> tuple[float, float, float]:
-    """Proportion k/n with its Wilson score interval."""
+    """Proportion k/n with its Wilson score interval, always ``0 <= lo <= p <= hi <= 1``.
+
+    At k = 0 the lower bound is exactly 0 and at k = n the upper bound is exactly 1 (in floating point
+    ``centre + half`` lands a hair below 1, which made error bars negative).
+    """
     if n == 0:
         return float("nan"), float("nan"), float("nan")
+    if not 0 <= k <= n:
+        raise ValueError(f"wilson: k={k} is outside [0, n={n}]")
     p = k / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return p, centre - half, centre + half
+    lo = 0.0 if k == 0 else min(p, max(0.0, centre - half))
+    hi = 1.0 if k == n else max(p, min(1.0, centre + half))
+    return p, lo, hi
 
 
 def safety_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-concurrency", type=int, default=16)
     args = ap.parse_args(argv)
     prompts = load_eval_set(args.eval_file, name="harmbench")
-    behaviors = {p.prompt_id: p.behavior for p in prompts}
+    # Keyed by HarmBench's BehaviorID where the eval set has it (else the eval set's prompt id).
+    behaviors = {p.extra.get("behavior_id") or p.prompt_id: p.behavior for p in prompts}
     n, failures = asyncio.run(generate_pap(behaviors, args.url, args.model, args.out, args.api_key_env,
                                            args.max_concurrency))
     print(f"{n}/{len(behaviors) * len(TECHNIQUES)} paraphrases in {args.out}; {failures} failed this run")

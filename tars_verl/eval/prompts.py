@@ -8,9 +8,11 @@ Every prompt is an :class:`EvalPrompt` with the ``suite`` it counts for:
 - ``overrefusal``: XSTest safe prompts and the non-toxic WildChat sample.
 - ``adaptive``: Sorry-Bench, with its category groups.
 
-HarmBench test-case files are JSON ``{behavior_id: [test case, ...]}``; the behaviour text comes from
-a HarmBench behaviours file (csv/jsonl with ``BehaviorID`` and ``Behavior`` columns) or, when
-``behavior_id`` matches none, from the harmbench eval set by position.
+HarmBench test-case files are JSON ``{behavior_id: [test case, ...]}``. Each test case is paired with
+its behaviour by ``BehaviorID`` only: from a HarmBench behaviours file (``--behaviors``: csv/jsonl with
+``BehaviorID``, ``Behavior`` and, for contextual behaviours, ``ContextString``; HarmBench's
+``harmbench_behaviors_text_all.csv``) or from the harmbench eval set when it was built from that file.
+IDs found in neither are an error that names them; nothing is paired by position.
 """
 
 from __future__ import annotations
@@ -40,7 +42,13 @@ class EvalPrompt:
     attack: str = "direct"
     category: str = ""
     category_group: str = ""
+    # HarmBench: the behaviour's context (contextual behaviours; judged with the contextual prompt).
+    context: str = ""
     extra: dict = field(default_factory=dict)
+
+
+def _text(value) -> str:
+    return "" if value is None or (isinstance(value, float) and value != value) else str(value)
 
 
 def load_eval_set(path: str, name: str | None = None, limit: int | None = None) -> list[EvalPrompt]:
@@ -52,58 +60,80 @@ def load_eval_set(path: str, name: str | None = None, limit: int | None = None) 
     out = []
     for i, row in enumerate(df.head(limit).to_dict("records") if limit else df.to_dict("records")):
         messages = [dict(m) for m in row["prompt"]]
-        user = [m for m in messages if m["role"] == "user"][-1]["content"]
-        out.append(EvalPrompt(name, f"{name}-{i}", messages, SUITES[name], behavior=user,
-                              category=str(row.get("category", "")), category_group=str(row.get("category_group", ""))))
+        users = [m for m in messages if m["role"] == "user"]
+        if not users:
+            raise ValueError(f"{path}: row {i} has no user turn in its prompt")
+        # HarmBench rows carry the bare behaviour (the user turn may hold its context too).
+        behavior = _text(row.get("behavior")) or users[-1]["content"]
+        extra = {k: _text(row.get(k)) for k in ("behavior_id", "functional_category", "sorry_release")
+                 if _text(row.get(k))}
+        out.append(EvalPrompt(name, f"{name}-{i}", messages, SUITES[name], behavior=behavior,
+                              category=_text(row.get("category")), category_group=_text(row.get("category_group")),
+                              context=_text(row.get("context")), extra=extra))
     return out
 
 
-def load_attack_file(path: str, attack: str, behaviors: dict[str, str], direct: list[EvalPrompt],
+def load_attack_file(path: str, attack: str, behaviors: dict[str, dict],
                      system_prompt: str | None = None) -> list[EvalPrompt]:
-    """Attack prompts from a HarmBench-style test-case JSON; each is tied to its behaviour text."""
+    """Attack prompts from a HarmBench-style test-case JSON, each tied to its behaviour by ``BehaviorID``."""
     with open(path) as f:
         cases = json.load(f)
     if not isinstance(cases, dict):
         raise ValueError(f"{path}: expected a JSON object {{behavior_id: [test cases]}}")
-    by_position = [p.behavior for p in direct]
-    by_id = {p.prompt_id: p.behavior for p in direct}
+    missing = sorted(str(bid) for bid in cases if str(bid) not in behaviors)
+    if missing:
+        raise ValueError(
+            f"{path}: {len(missing)} BehaviorID(s) not found in the behaviours file (--behaviors) nor in the "
+            f"harmbench eval set: {missing[:20]}{' ...' if len(missing) > 20 else ''}. Pass HarmBench's behaviours "
+            f"file (BehaviorID, Behavior, ContextString) that these test cases were made from.")
     out = []
-    for j, (bid, tests) in enumerate(cases.items()):
-        behavior = behaviors.get(bid) or by_id.get(bid) or (by_position[j] if j < len(by_position) else None)
-        if behavior is None:
-            raise ValueError(f"{path}: behavior {bid!r} is in no behaviours file and past the harmbench set")
+    for bid, tests in cases.items():
+        b = behaviors[str(bid)]
         for k, test in enumerate(tests if isinstance(tests, list) else [tests]):
             if not isinstance(test, str):  # never str() a dict or list into an attack prompt
                 raise ValueError(f"{path}: behavior {bid!r} test case {k} is {describe_value(test)}, not text")
-            out.append(EvalPrompt("harmbench", f"{attack}-{bid}-{k}", user_messages(str(test), system_prompt), "safety", behavior=behavior,
-                                  attack=attack, extra={"behavior_id": bid}))
+            out.append(EvalPrompt("harmbench", f"{attack}-{bid}-{k}", user_messages(str(test), system_prompt), "safety",
+                                  behavior=b["behavior"], attack=attack, context=b.get("context", ""),
+                                  extra={"behavior_id": str(bid),
+                                         "functional_category": b.get("functional_category", "")}))
     return out
 
 
-def load_behaviors(path: str | None) -> dict[str, str]:
+def load_behaviors(path: str | None) -> dict[str, dict]:
+    """HarmBench behaviours file -> {BehaviorID: {behavior, context, functional_category}}."""
     if not path:
         return {}
     df = read_table(path)
     require_columns(df, ["BehaviorID", "Behavior"], path)
     check_text_column(df, "Behavior", path)
-    return dict(zip(df["BehaviorID"].astype(str), df["Behavior"].astype(str)))
+    out = {}
+    for row in df.to_dict("records"):
+        out[_text(row["BehaviorID"])] = {"behavior": _text(row["Behavior"]), "context": _text(row.get("ContextString")),
+                                         "functional_category": _text(row.get("FunctionalCategory"))}
+    return out
 
 
 def collect(eval_dir: str | None, eval_files: list[str], attacks: dict[str, str], behaviors_file: str | None,
-            limit: int | None = None) -> list[EvalPrompt]:
+            limit: int | None = None, allow_empty: bool = False) -> list[EvalPrompt]:
     files = list(eval_files)
     if eval_dir:
         files += sorted(os.path.join(eval_dir, f) for f in os.listdir(eval_dir)
                         if f.endswith(".parquet") and f[: -len(".parquet")] in SUITES)
     if not files and not attacks:
+        if allow_empty:
+            return []
         raise ValueError("nothing to evaluate: give --eval-dir, --eval-file or --attack")
     prompts: list[EvalPrompt] = []
     for path in files:
         prompts += load_eval_set(path, limit=limit)
-    direct = [p for p in prompts if p.dataset == "harmbench"]
-    behaviors = load_behaviors(behaviors_file)
+    # Behaviours of the harmbench eval set, by BehaviorID and by the set's own prompt id (tars_verl.eval.pap).
+    behaviors = {key: {"behavior": p.behavior, "context": p.context,
+                       "functional_category": p.extra.get("functional_category", "")}
+                 for p in prompts if p.dataset == "harmbench"
+                 for key in filter(None, (p.extra.get("behavior_id"), p.prompt_id))}
+    behaviors.update(load_behaviors(behaviors_file))
     for attack, path in attacks.items():
-        prompts += load_attack_file(path, attack, behaviors, direct)[: limit * 4 if limit else None]
+        prompts += load_attack_file(path, attack, behaviors)[: limit * 4 if limit else None]
     return prompts
 
 

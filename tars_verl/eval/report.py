@@ -13,12 +13,16 @@ import pandas as pd  # noqa: E402
 from ..data.io import write_json_atomic  # noqa: E402
 
 
+def _err(value: float, lo: float, hi: float) -> list[list[float]]:
+    """Error-bar lengths below / above ``value``, never negative (matplotlib rejects negative ones)."""
+    return [[max(0.0, value - lo)], [max(0.0, hi - value)]]
+
+
 def plot_tradeoff(points: pd.DataFrame, path: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 5))
     for _, r in points.iterrows():
-        ax.errorbar(r["compliance"], r["dsr"],
-                    xerr=[[r["compliance"] - r["compliance_lo"]], [r["compliance_hi"] - r["compliance"]]],
-                    yerr=[[r["dsr"] - r["dsr_lo"]], [r["dsr_hi"] - r["dsr"]]], fmt="o", capsize=3, label=r["model"])
+        ax.errorbar(r["compliance"], r["dsr"], xerr=_err(r["compliance"], r["compliance_lo"], r["compliance_hi"]),
+                    yerr=_err(r["dsr"], r["dsr_lo"], r["dsr_hi"]), fmt="o", capsize=3, label=r["model"])
         ax.annotate(r["model"], (r["compliance"], r["dsr"]), textcoords="offset points", xytext=(5, 5))
     ax.set(xlabel="compliance on harmless prompts (XSTest safe)", ylabel="defense success rate (avg over attacks)",
            xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), title="Safety vs over-refusal (95% CI)")
@@ -73,6 +77,9 @@ def _md_table(df: pd.DataFrame, cols: list[str]) -> str:
 
 def write_report(out: str, tables: dict[str, pd.DataFrame], reps: dict[str, dict], meta: dict) -> dict[str, str]:
     os.makedirs(out, exist_ok=True)
+    empty = pd.DataFrame()
+    tables = {k: tables.get(k, empty) for k in ("safety", "safety_avg", "compliance", "lengths", "tradeoff",
+                                                "capability")} | {k: v for k, v in tables.items()}
     files = {"results": os.path.join(out, "results.json"), "report": os.path.join(out, "report.md")}
     results = {k: v.to_dict("records") for k, v in tables.items()}
     results["representations"] = {m: {k: v for k, v in r.items() if k != "points"} for m, r in reps.items()}
@@ -87,11 +94,20 @@ def write_report(out: str, tables: dict[str, pd.DataFrame], reps: dict[str, dict
     for model, rep in reps.items():
         files[f"umap_{model}"] = os.path.join(out, f"umap_{model}.png")
         plot_umap(rep, model, files[f"umap_{model}"])
+    gen = meta.get("generation", {})
+    prefill = meta.get("prefill_think", gen.get("prefill_think"))
     md = [f"# TARS evaluation: {', '.join(meta['models'])}\n",
-          f"Judges: safety `{meta['safety_judge']}`, refusal `{meta['refusal_judge']}`. Generation: {meta['generation']}.\n"]
+          f"Judges: safety `{meta.get('safety_judge')}`, refusal `{meta.get('refusal_judge')}`.\n",
+          "`<think>` pre-filled in the generation prompt: "
+          + ("**yes** (`--prefill-think`)" if prefill else "**no** (the model writes `<think>` itself)") + ".\n",
+          f"Generation settings: {gen}.\n"]
+    if meta.get("sorry_bench_release"):
+        md.append(f"Sorry-Bench release: {', '.join(meta['sorry_bench_release'])}.\n")
+    md += [f"Note ({m}): {n}\n" for m, n in meta.get("notes", {}).items()]
     if "tradeoff_plot" in files:
         md.append("![trade-off](tradeoff.png)\n")
-    md += ["## Safety vs over-refusal\n", _md_table(tables["tradeoff"], ["model", "compliance", "dsr", "dsr_lo", "dsr_hi"]),
+    md += ["## Safety vs over-refusal\n",
+           _md_table(tables["tradeoff"], ["model", "compliance", "dsr", "dsr_lo", "dsr_hi"]),
            "## Defense success rate by attack\n",
            _md_table(tables["safety"], ["model", "dataset", "attack", "n", "dsr", "dsr_lo", "dsr_hi", "format_survival",
                                         "dsr_when_formatted"]),
@@ -101,10 +117,19 @@ def write_report(out: str, tables: dict[str, pd.DataFrame], reps: dict[str, dict
     if "lengths_plot" in files:
         md.append("![lengths](reasoning_length.png)\n")
     md.append(_md_table(tables["lengths"], ["model", "category_group", "n", "reasoning_tokens", "answer_tokens"]))
+    if not tables["capability"].empty:
+        md += ["## General capability (lm-eval-harness)\n",
+               _md_table(tables["capability"], ["model", "task", "metric", "value", "stderr", "n"])]
     if reps:
         md.append("## Representation margin (ambiguous-safe vs attack prompts)\n")
         md += [f"- **{m}**: SVM margin {r['margin']:.3f} ({r['n_safe']} safe, {r['n_attack']} attack prompts)\n"
                f"  ![umap](umap_{m}.png)\n" for m, r in reps.items()]
-    with open(files["report"], "w") as f:
-        f.write("\n".join(md))
+    write_text_atomic("\n".join(md), files["report"])
     return files
+
+
+def write_text_atomic(text: str, path: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

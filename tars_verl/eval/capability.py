@@ -1,0 +1,154 @@
+"""General capability kept after safety training, through lm-eval-harness (``lm_eval`` on PyPI).
+
+The paper reports GSM8K, MATH-500, GPQA, MMLU-Pro and SQuAD; ``--capability paper`` runs lm-eval's
+tasks for them (:data:`PAPER_TASKS`), or name any lm-eval tasks (``--capability gsm8k,mmlu_pro``) and
+add local task YAMLs with ``--capability-include DIR``. The model is run with the same back end as
+the safety generations (hf -> lm-eval ``hf``, vllm -> ``vllm``, openai -> ``local-chat-completions``),
+with the chat template applied; each task keeps its own published prompt, few-shot and decoding
+settings. Results go to ``<out>/capability/<model>.json`` (lm-eval's own output) and into the report
+next to the safety numbers; a rerun with the same model files, tasks and limit reuses them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ..data.io import write_json_atomic
+from .generate import GenConfig, model_fingerprint, resolve_backend
+
+logger = logging.getLogger(__name__)
+
+PAPER_TASKS = ("gsm8k", "minerva_math500", "gpqa_diamond_cot_zeroshot", "mmlu_pro", "squadv2")
+
+
+@dataclass
+class CapabilityConfig:
+    tasks: list[str]
+    include_path: str | None = None
+    limit: int | None = None
+    batch_size: str = "auto"
+
+    @classmethod
+    def from_args(cls, args) -> CapabilityConfig:
+        tasks = [t.strip() for t in args.capability.split(",") if t.strip()]
+        tasks = [t for name in tasks for t in (PAPER_TASKS if name == "paper" else (name,))]
+        cfg = cls(tasks, args.capability_include, args.capability_limit, str(args.capability_batch_size))
+        cfg.check()
+        return cfg
+
+    def task_manager(self):
+        """lm-eval's task index (about 12 s to build on 2 CPU cores): built once per run."""
+        if getattr(self, "_manager", None) is not None:
+            return self._manager
+        try:
+            from lm_eval.tasks import TaskManager
+        except ImportError as err:
+            raise ImportError(f"--capability needs lm-eval-harness: pip install 'tars-verl[eval]' ({err})") from err
+        if self.include_path and not os.path.isdir(self.include_path):
+            raise FileNotFoundError(f"--capability-include {self.include_path}: no such folder")
+        self._manager = TaskManager(include_path=self.include_path)
+        return self._manager
+
+    def check(self) -> None:
+        """Fail before any generation on a missing lm-eval or an unknown task name."""
+        if not self.tasks:
+            raise ValueError("--capability: no task names given")
+        known = set(self.task_manager().all_tasks)
+        unknown = [t for t in self.tasks if t not in known]
+        if unknown:
+            raise ValueError(f"--capability: unknown lm-eval task(s) {unknown}; list them with `lm_eval ls tasks`, "
+                             f"or add your own YAMLs with --capability-include DIR")
+
+
+def lm_eval_model(path: str, gen: GenConfig) -> tuple[str, dict]:
+    """lm-eval's model type and arguments for our back end."""
+    backend = resolve_backend(gen.backend)
+    if backend == "vllm":
+        return "vllm", {"pretrained": path, "tensor_parallel_size": gen.tensor_parallel_size, "seed": gen.seed,
+                        "trust_remote_code": False}
+    if backend == "openai":
+        args = {"model": path, "base_url": gen.openai_url.rstrip("/") + "/chat/completions",
+                "num_concurrent": gen.max_concurrency, "max_retries": gen.max_retries, "tokenized_requests": False}
+        return "local-chat-completions", args
+    import torch
+
+    gpu = torch.cuda.is_available()
+    return "hf", {"pretrained": path, "dtype": "bfloat16" if gpu else "float32", "device": "cuda" if gpu else "cpu",
+                  "trust_remote_code": False}
+
+
+def results_rows(model: str, results: dict) -> list[dict]:
+    """lm-eval's ``results`` -> one row per (task, metric) with its standard error and sample count."""
+    rows = []
+    n_samples = results.get("n-samples", {})
+    for task, metrics in results.get("results", {}).items():
+        n = n_samples.get(task, {}).get("effective")
+        for key, value in metrics.items():
+            if key == "alias" or "_stderr," in key or not isinstance(value, (int, float)):
+                continue
+            metric, _, flt = key.partition(",")
+            stderr = metrics.get(f"{metric}_stderr,{flt}")
+            name = f"{metric} ({flt})" if flt and flt != "none" else metric
+            rows.append({"model": model, "task": task, "metric": name,
+                         "value": float(value), "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
+                         "n": n})
+    return rows
+
+
+@contextlib.contextmanager
+def _openai_key(gen: GenConfig | None):
+    """lm-eval's OpenAI-compatible client reads OPENAI_API_KEY: expose --api-key-env's key there for the call
+    (the key stays in the process environment; it is never written or logged)."""
+    if gen is None or not gen.api_key_env or gen.api_key_env == "OPENAI_API_KEY":
+        yield
+        return
+    old = os.environ.get("OPENAI_API_KEY")
+    os.environ["OPENAI_API_KEY"] = os.environ.get(gen.api_key_env, "")
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("OPENAI_API_KEY", None)
+        else:
+            os.environ["OPENAI_API_KEY"] = old
+
+
+def run_capability(models: dict[str, str], cap: CapabilityConfig, gen: GenConfig, out_dir: str) -> pd.DataFrame:
+    import lm_eval
+
+    os.makedirs(out_dir, exist_ok=True)
+    manager = cap.task_manager()
+    rows = []
+    for name, path in models.items():
+        model_type, model_args = lm_eval_model(path, gen)
+        key = hashlib.sha256(json.dumps({"fingerprint": model_fingerprint(path, resolve_backend(gen.backend)),
+                                         "model_type": model_type, "model_args": model_args, "tasks": cap.tasks,
+                                         "limit": cap.limit, "seed": gen.seed}, sort_keys=True, default=str)
+                             .encode()).hexdigest()[:24]
+        path_json = os.path.join(out_dir, f"{name}.json")
+        if os.path.exists(path_json):
+            with open(path_json) as f:
+                cached = json.load(f)
+            if cached.get("tars_key") == key:
+                rows += results_rows(name, cached)
+                continue
+            logger.warning("%s: made with other model files, tasks or limit; running lm-eval again", path_json)
+        with _openai_key(gen if model_type == "local-chat-completions" else None):
+            results = lm_eval.simple_evaluate(
+                model=model_type, model_args=model_args, tasks=list(cap.tasks), limit=cap.limit,
+                batch_size=cap.batch_size if model_type == "hf" else None, apply_chat_template=True,
+                task_manager=manager, log_samples=False, random_seed=gen.seed, numpy_random_seed=gen.seed,
+                torch_random_seed=gen.seed, fewshot_random_seed=gen.seed)
+        if results is None:
+            raise RuntimeError(f"lm-eval returned no results for model {name} ({path})")
+        keep = {k: results[k] for k in ("results", "n-samples", "versions", "n-shot", "configs") if k in results}
+        write_json_atomic({**keep, "tars_key": key, "model_type": model_type, "model_args": model_args}, path_json)
+        rows += results_rows(name, keep)
+    return pd.DataFrame(rows, columns=["model", "task", "metric", "value", "stderr", "n"])
