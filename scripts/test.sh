@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test suite, slow tests included (CPU only, no hub, no network beyond 127.0.0.1).
+# The test suite, slow tests included (CPU only, no hub, no network beyond 127.0.0.1), and every docstring
+# example in the package (--doctest-modules tars_verl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_venv.sh
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --doctest-modules "$@" tests tars_verl

@@ -37,10 +37,17 @@ def test_classifier_safe_label_must_exist(tiny_dir):
 
 
 def test_single_logit_classifier_direction(tiny_dir):
+    """The safety score is sigmoid(logit) when the logit means "safe", 1 - sigmoid(logit) when it means "unsafe"."""
     base = {"backend": "hf_classifier", "model_path": f"{tiny_dir}/reward_model", "device": "cpu"}
+    tok = AutoTokenizer.from_pretrained(f"{tiny_dir}/reward_model")
+    model = AutoModelForSequenceClassification.from_pretrained(f"{tiny_dir}/reward_model").eval()
+    with torch.no_grad():
+        p = torch.sigmoid(model(**tok(["abc"], return_tensors="pt")).logits[0, 0]).item()
+    assert abs(p - 0.5) > 1e-3  # else the two directions could not be told apart
     unsafe = run(build_scorer({**base, "single_logit_means": "unsafe"}).score(items("abc")))[0].score
     safe = run(build_scorer({**base, "single_logit_means": "safe"}).score(items("abc")))[0].score
-    assert unsafe == pytest.approx(1 - safe)
+    assert safe == pytest.approx(p, abs=1e-4)
+    assert unsafe == pytest.approx(1 - p, abs=1e-4)
 
 
 def test_reward_model_uses_its_own_chat_template_and_sigmoid(tiny_dir):

@@ -93,8 +93,14 @@ def test_server_down_is_reported_at_start_up():
         scorer.check_ready()
 
 
-def test_start_up_check_passes_against_a_live_server(server):
+def test_start_up_check_asks_the_live_server(server):
+    before = server.connections
     build_scorer({"backend": "guard_chat", "url": server.url + "/v1"}).check_ready()
+    assert server.connections > before  # it really asked the server (GET /v1/models)
+    # ... and a route the server does not have fails the check, named (the fake answers 404 there).
+    with pytest.raises(ScorerError, match="/v1/no-such-route"):
+        build_scorer({"backend": "guard_chat", "url": server.url + "/v1", "health_path": "/no-such-route",
+                      "max_retries": 0}).check_ready()
 
 
 def test_llama_guard_graded_by_logprobs_and_connections_reused(server):

@@ -179,8 +179,18 @@ def test_verl_serving_a_reward_model_without_custom_fn_is_refused(tiny_dir):
         worker_for(tiny_dir, "reward.reward_model.enable=True", f"reward.reward_model.model_path={tiny_dir}/reward_model")
 
 
-def test_tiny_preset_resolves_env(tiny_dir):
-    assert os.environ["TARS_TINY_DIR"] == tiny_dir
+def test_tiny_preset_reads_its_models_from_tars_tiny_dir(tiny_dir, monkeypatch, tmp_path):
+    """tiny_cpu's model paths follow $TARS_TINY_DIR (the tests' models), else /tmp/tars_tiny (the demo's)."""
+    from tars_verl.reward_config import tars_config_from
+    from tars_verl.verl_compose import compose_tars_config
+
+    monkeypatch.setenv("TARS_TINY_DIR", str(tmp_path / "elsewhere"))
+    cfg = tars_config_from(compose_tars_config(["tars@reward.tars=tiny_cpu"]).reward.tars)
+    assert cfg.safety["model_path"] == f"{tmp_path}/elsewhere/classifier"
+    assert cfg.helpfulness["model_path"] == f"{tmp_path}/elsewhere/reward_model"
+    monkeypatch.delenv("TARS_TINY_DIR")
+    cfg = tars_config_from(compose_tars_config(["tars@reward.tars=tiny_cpu"]).reward.tars)
+    assert cfg.helpfulness["model_path"] == "/tmp/tars_tiny/reward_model"
 
 
 def test_explicit_fallback_is_counted_in_the_logged_metrics(tiny_dir, server, monkeypatch):

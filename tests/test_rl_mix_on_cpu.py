@@ -101,6 +101,9 @@ def test_sweep_writes_one_folder_per_lambda(sources, tmp_path):
     for lam in ("0.1", "0.9"):
         folder = tmp_path / f"lambda_{lam}"
         assert {"train.parquet", "val.parquet", "stats.json"} <= set(os.listdir(folder))
+        train = pd.read_parquet(folder / "train.parquet")
+        types = train["extra_info"].map(lambda e: e["prompt_type"]).value_counts().to_dict()
+        assert types == type_counts(100, float(lam)), (lam, types)  # the folder holds its own lambda's mix
 
 
 def test_token_length_filter_uses_the_policy_tokenizer(sources, tiny_dir):
