@@ -117,8 +117,9 @@ class TarsRewardManager(RewardManagerBase):
         attention = item.batch["attention_mask"]
         n_resp = int(attention[-response_ids.shape[-1]:].sum())
         response = self.tokenizer.decode(response_ids[:n_resp], skip_special_tokens=True)
-        n_prompt = int(attention[: prompt_ids.shape[-1]].sum())
-        valid_prompt = prompt_ids[prompt_ids.shape[-1] - n_prompt:]  # prompts are left-padded
+        # The mask says which prompt tokens are real: the agent loop left-pads prompts, verl's colocated
+        # reward batch (trainer_base._compute_reward_colocate) right-pads them.
+        valid_prompt = prompt_ids[attention[: prompt_ids.shape[-1]].bool()]
         prompt_tail = self.tokenizer.decode(valid_prompt[-8:], skip_special_tokens=False)
         messages = item.non_tensor_batch.get("raw_prompt")
         if messages is None:
@@ -136,7 +137,10 @@ class TarsRewardManager(RewardManagerBase):
     async def run_single(self, data: DataProto) -> dict:
         self.calls += 1
         item = data[-1:][0]  # multi-sequence outputs: the last sequence carries the reward
-        prompt_type = resolve_prompt_type(item.non_tensor_batch, self.tars.prompt_type_key)
+        try:
+            prompt_type = resolve_prompt_type(item.non_tensor_batch, self.tars.prompt_type_key)
+        except PromptTypeError as err:
+            raise PromptTypeError(f"{err}{_missing_row_hint(item.non_tensor_batch)}") from None
         response, prompt_tail, messages, n_resp = self._decode(item)
         parts = split_reasoning(response, self._think_prefilled(prompt_tail))
         prompt = _last_user_text(messages)
@@ -180,6 +184,15 @@ class TarsRewardManager(RewardManagerBase):
                 for name, _, _ in scorer.components:
                     extra[f"{role}/{name}"] = comps.get(name)
         return {"reward_score": total, "reward_extra_info": extra}
+
+
+def _missing_row_hint(non_tensor: dict[str, Any]) -> str:
+    """verl's colocated reward batch (served RM on the actor's GPUs) carries no data-row fields at all."""
+    if any(k in non_tensor for k in ("extra_info", "reward_model", "data_source")):
+        return ""
+    return (" This batch has no data-row fields: verl's colocated reward model path leaves them out. Use "
+            "trainer.v1.trainer_mode=tars (tars_verl/trainer.py adds them) or "
+            "reward.reward_model.enable_resource_pool=True.")
 
 
 def _check_verl_reward_routing(reward_cfg) -> None:
