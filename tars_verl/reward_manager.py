@@ -85,7 +85,8 @@ class TarsRewardManager(RewardManagerBase):
         reward_cfg = config.get("reward", config)
         self.tars: TarsConfig = tars_config_from(reward_cfg.get("tars"))
         _check_verl_reward_routing(reward_cfg)
-        context = {"reward_router_address": reward_router_address, "reward_model_tokenizer": reward_model_tokenizer}
+        context = {"reward_router_address": reward_router_address, "reward_model_tokenizer": reward_model_tokenizer,
+                   "reward_model_backend": _verl_rm_backend(reward_cfg)}
         self.scorers: dict[str, Scorer] = {}
         self.batchers: dict[str, MicroBatcher] = {}
         for role in ("safety", "helpfulness"):
@@ -195,11 +196,23 @@ def _missing_row_hint(non_tensor: dict[str, Any]) -> str:
             "reward.reward_model.enable_resource_pool=True.")
 
 
+def _verl_rm_backend(reward_cfg) -> str | None:
+    """The back end verl serves its own reward model with (reward.reward_model.rollout.name), or None."""
+    rm = reward_cfg.get("reward_model") or {}
+    return (rm.get("rollout") or {}).get("name") if rm.get("enable") else None
+
+
 def _check_verl_reward_routing(reward_cfg) -> None:
-    """verl scores with its own reward model and skips every reward manager when it serves one and no
-    custom reward function is set (RewardLoopWorker.compute_score). Stop here rather than train on the wrong reward."""
+    """The one check that a run where verl serves a reward model really reaches the TARS manager (also run by
+    ``tars_verl.dry_run``). verl scores with its own reward model and skips every reward manager when it serves
+    one and no custom reward function is set (RewardLoopWorker.compute_score); and a served_reward_model with
+    url=verl must speak the route of verl's RM back end. Stop here rather than train on the wrong reward."""
     rm = reward_cfg.get("reward_model") or {}
     crf = reward_cfg.get("custom_reward_function") or {}
+    if rm.get("enable"):
+        from tars_verl.scorers.served_reward_model import verl_rm_route
+
+        verl_rm_route(_verl_rm_backend(reward_cfg))
     if rm.get("enable") and not crf.get("path"):
         raise ScorerConfigError(
             "reward.reward_model.enable=True with reward.custom_reward_function.path=null makes verl bypass the "
