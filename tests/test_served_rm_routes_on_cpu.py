@@ -55,7 +55,8 @@ def cfg_with_served_rm(tiny_dir, rollout_name):
         "tars_scorer@reward.tars.safety=refusal_keywords", "tars_scorer@reward.tars.helpfulness=grm_verl",
         "reward.reward_model.enable=True", f"reward.reward_model.model_path={tiny_dir}/reward_model",
         f"reward.reward_model.rollout.name={rollout_name}",
-        "reward.custom_reward_function.path=pkg://tars_verl.verl_plugin", "reward.custom_reward_function.name=compute_score",
+        "reward.custom_reward_function.path=pkg://tars_verl.verl_plugin",
+        "reward.custom_reward_function.name=compute_score",
     ])
 
 
@@ -74,3 +75,32 @@ def test_reward_worker_with_sglang_rm_scores_through_embeddings(server, tiny_dir
     out = worker.loop.run_until_complete(worker.compute_score_batch(batch))
     assert [p for p, _ in server.requests] == ["/v1/embeddings"]
     assert 0.0 < out[0]["reward_extra_info"]["helpfulness"] < 1.0
+
+
+def test_tars_hf_reward_model_server_speaks_vllm_classify(tiny_dir, tmp_path, monkeypatch):
+    """The CPU stand-in for verl's vLLM RM server answers the scorer's /classify with the model's own logits."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from tars_verl.scorers.hf_reward_model import rm_conversation_text
+    from tars_verl.testing.hf_rollout import HFRewardModelServer
+
+    log = tmp_path / "requests.jsonl"
+    monkeypatch.setenv("TARS_HF_RM_REQUEST_LOG", str(log))
+    server = HFRewardModelServer({"path": f"{tiny_dir}/reward_model"}, replica_rank=0)
+    try:
+        scorer = build_scorer({"backend": "served_reward_model", "url": f"http://{server.address()}", "model": "grm",
+                               "tokenizer_path": f"{tiny_dir}/reward_model", "health_path": "/health"})
+        scorer.check_ready()
+        res = score(scorer, ANSWERS)
+        # use_activation=false: the server returns raw logits, the scorer applies sigmoid; same as the model itself.
+        model = AutoModelForSequenceClassification.from_pretrained(f"{tiny_dir}/reward_model").eval()
+        tok = scorer.tokenizer
+        texts = [rm_conversation_text(tok, ScoreItem(prompt="q?", text=t, messages=[{"role": "user", "content": "q?"}]))
+                 for t in ANSWERS]
+        with torch.no_grad():
+            logits = [model(**tok(t, return_tensors="pt", add_special_tokens=False)).logits[0, 0].item() for t in texts]
+        assert [r.score for r in res] == pytest.approx([1 / (1 + math.exp(-x)) for x in logits], abs=1e-5)
+        assert server.stats()["inputs"] == 2 and '"inputs": 2' in log.read_text()
+    finally:
+        server.close()

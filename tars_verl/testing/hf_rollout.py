@@ -301,8 +301,17 @@ class HFRewardModelServer:
             self._errors.append(err)
             self._started.set()
             return
+        self._loop = loop
         self._started.set()
         loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    def close(self) -> None:
+        """Stop the HTTP server (the Ray actor's exit does this too)."""
+        if getattr(self, "_loop", None) is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
 
     def address(self) -> str:
         return f"127.0.0.1:{self._port}"
