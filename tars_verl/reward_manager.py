@@ -26,6 +26,7 @@ import logging
 import os
 from typing import Any
 
+from omegaconf.errors import MissingMandatoryValue
 from verl import DataProto
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
@@ -199,7 +200,12 @@ def _missing_row_hint(non_tensor: dict[str, Any]) -> str:
 def _verl_rm_backend(reward_cfg) -> str | None:
     """The back end verl serves its own reward model with (reward.reward_model.rollout.name), or None."""
     rm = reward_cfg.get("reward_model") or {}
-    return (rm.get("rollout") or {}).get("name") if rm.get("enable") else None
+    if not rm.get("enable"):
+        return None
+    try:
+        return (rm.get("rollout") or {}).get("name")
+    except MissingMandatoryValue:  # verl's default "???": verl itself stops on it
+        return None
 
 
 def _check_verl_reward_routing(reward_cfg) -> None:
@@ -207,18 +213,18 @@ def _check_verl_reward_routing(reward_cfg) -> None:
     ``tars_verl.dry_run``). verl scores with its own reward model and skips every reward manager when it serves
     one and no custom reward function is set (RewardLoopWorker.compute_score); and a served_reward_model with
     url=verl must speak the route of verl's RM back end. Stop here rather than train on the wrong reward."""
+    from tars_verl.scorers.served_reward_model import verl_rm_route
+
     rm = reward_cfg.get("reward_model") or {}
     crf = reward_cfg.get("custom_reward_function") or {}
-    if rm.get("enable"):
-        from tars_verl.scorers.served_reward_model import verl_rm_route
-
-        verl_rm_route(_verl_rm_backend(reward_cfg))
     if rm.get("enable") and not crf.get("path"):
         raise ScorerConfigError(
             "reward.reward_model.enable=True with reward.custom_reward_function.path=null makes verl bypass the "
             "TARS reward manager and score with the served reward model alone. Set "
             "reward.custom_reward_function.path=pkg://tars_verl.verl_plugin (name: compute_score)."
         )
+    if rm.get("enable"):
+        verl_rm_route(_verl_rm_backend(reward_cfg))  # a back end whose RM route the scorer cannot speak
 
 
 if __name__ != "tars_verl.reward_manager":

@@ -33,8 +33,8 @@ def data(tmp_path_factory):
     return root / "tars"
 
 
-@pytest.mark.slow
-def test_open_preset_with_verl_serving_the_reward_model(data, tiny_dir, tmp_path, server):
+def run_open_preset_with_served_rm(data, tiny_dir, tmp_path, server, *extra, n_slots=1):
+    """The launch script with the open preset and verl serving the RM; checks and returns the step metrics."""
     request_log = tmp_path / "rm_requests.jsonl"
     env = {
         **cpu_env(), "CUDA_VISIBLE_DEVICES": None,
@@ -48,8 +48,8 @@ def test_open_preset_with_verl_serving_the_reward_model(data, tiny_dir, tmp_path
         "TRAIN_BATCH": str(TRAIN_BATCH), "N_ROLLOUTS": str(N_ROLLOUTS), "MAX_PROMPT": "128", "MAX_RESPONSE": "24",
         "LR": "1e-3", "EPOCHS": "1", "TEST_FREQ": str(STEPS), "SAVE_FREQ": "0", "CKPT_DIR": str(tmp_path / "grpo"),
     }
-    overrides = [*grpo_cpu_overrides(), f"trainer.total_training_steps={STEPS}",
-                 "+ray_kwargs.ray_init._node_ip_address=127.0.0.1"]  # verl's RM router binds the node address
+    overrides = [*grpo_cpu_overrides(n_slots), f"trainer.total_training_steps={STEPS}",
+                 "+ray_kwargs.ray_init._node_ip_address=127.0.0.1", *extra]  # verl's RM router binds the node address
     out = run_example("run_tars_qwen7b.sh", env, *overrides, timeout=600)
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-6000:]
@@ -89,3 +89,18 @@ def test_open_preset_with_verl_serving_the_reward_model(data, tiny_dir, tmp_path
     harmful += 2 * sum(t == "harmful" for t in val_types)
     guard_calls = [p for p, body in server.requests if p == "/v1/chat/completions"]
     assert len(guard_calls) >= harmful > 0
+    return steps
+
+
+@pytest.mark.slow
+def test_open_preset_with_verl_serving_the_reward_model(data, tiny_dir, tmp_path, server):
+    """Colocated (the launch scripts' default): verl builds the reward batch, the tars trainer adds the row fields."""
+    run_open_preset_with_served_rm(data, tiny_dir, tmp_path, server)
+
+
+@pytest.mark.slow
+def test_open_preset_with_the_reward_model_in_its_own_pool(data, tiny_dir, tmp_path, server):
+    """Streaming: the RM has its own resource pool, so the agent loop scores each response as it finishes."""
+    run_open_preset_with_served_rm(data, tiny_dir, tmp_path, server, "reward.reward_model.enable_resource_pool=True",
+                                   "reward.reward_model.n_gpus_per_node=1", "reward.reward_model.nnodes=1",
+                                   n_slots=2)
