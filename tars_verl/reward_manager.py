@@ -26,6 +26,7 @@ import logging
 import os
 from typing import Any
 
+from omegaconf.errors import MissingMandatoryValue
 from verl import DataProto
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
@@ -103,7 +104,8 @@ class TarsRewardManager(RewardManagerBase):
         reward_cfg = config.get("reward", config)
         self.tars: TarsConfig = tars_config_from(reward_cfg.get("tars"))
         _check_verl_reward_routing(reward_cfg)
-        context = {"reward_router_address": reward_router_address, "reward_model_tokenizer": reward_model_tokenizer}
+        context = {"reward_router_address": reward_router_address, "reward_model_tokenizer": reward_model_tokenizer,
+                   "reward_model_backend": _verl_rm_backend(reward_cfg)}
         self.scorers: dict[str, Scorer] = {}
         self.batchers: dict[str, MicroBatcher] = {}
         for role in ("safety", "helpfulness"):
@@ -135,8 +137,9 @@ class TarsRewardManager(RewardManagerBase):
         attention = item.batch["attention_mask"]
         n_resp = int(attention[-response_ids.shape[-1]:].sum())
         response = self.tokenizer.decode(response_ids[:n_resp], skip_special_tokens=True)
-        n_prompt = int(attention[: prompt_ids.shape[-1]].sum())
-        valid_prompt = prompt_ids[prompt_ids.shape[-1] - n_prompt:]  # prompts are left-padded
+        # The mask says which prompt tokens are real: the agent loop left-pads prompts, verl's colocated
+        # reward batch (trainer_base._compute_reward_colocate) right-pads them.
+        valid_prompt = prompt_ids[attention[: prompt_ids.shape[-1]].bool()]
         prompt_tail = self.tokenizer.decode(valid_prompt[-8:], skip_special_tokens=False)
         messages = item.non_tensor_batch.get("raw_prompt")
         if messages is None:
@@ -154,7 +157,10 @@ class TarsRewardManager(RewardManagerBase):
     async def run_single(self, data: DataProto) -> dict:
         self.calls += 1
         item = data[-1:][0]  # multi-sequence outputs: the last sequence carries the reward
-        prompt_type = resolve_prompt_type(item.non_tensor_batch, self.tars.prompt_type_key)
+        try:
+            prompt_type = resolve_prompt_type(item.non_tensor_batch, self.tars.prompt_type_key)
+        except PromptTypeError as err:
+            raise PromptTypeError(f"{err}{_missing_row_hint(item.non_tensor_batch)}") from None
         response, prompt_tail, messages, n_resp = self._decode(item)
         parts = split_reasoning(response, self._think_prefilled(prompt_tail))
         prompt = _last_user_text(messages)
@@ -200,9 +206,33 @@ class TarsRewardManager(RewardManagerBase):
         return {"reward_score": total, "reward_extra_info": extra}
 
 
+def _missing_row_hint(non_tensor: dict[str, Any]) -> str:
+    """verl's colocated reward batch (served RM on the actor's GPUs) carries no data-row fields at all."""
+    if any(k in non_tensor for k in ("extra_info", "reward_model", "data_source")):
+        return ""
+    return (" This batch has no data-row fields: verl's colocated reward model path leaves them out. Use "
+            "trainer.v1.trainer_mode=tars (tars_verl/trainer.py adds them) or "
+            "reward.reward_model.enable_resource_pool=True.")
+
+
+def _verl_rm_backend(reward_cfg) -> str | None:
+    """The back end verl serves its own reward model with (reward.reward_model.rollout.name), or None."""
+    rm = reward_cfg.get("reward_model") or {}
+    if not rm.get("enable"):
+        return None
+    try:
+        return (rm.get("rollout") or {}).get("name")
+    except MissingMandatoryValue:  # verl's default "???": verl itself stops on it
+        return None
+
+
 def _check_verl_reward_routing(reward_cfg) -> None:
-    """verl scores with its own reward model and skips every reward manager when it serves one and no
-    custom reward function is set (RewardLoopWorker.compute_score). Stop here rather than train on the wrong reward."""
+    """The one check that a run where verl serves a reward model really reaches the TARS manager (also run by
+    ``tars_verl.dry_run``). verl scores with its own reward model and skips every reward manager when it serves
+    one and no custom reward function is set (RewardLoopWorker.compute_score); and a served_reward_model with
+    url=verl must speak the route of verl's RM back end. Stop here rather than train on the wrong reward."""
+    from tars_verl.scorers.served_reward_model import verl_rm_route
+
     rm = reward_cfg.get("reward_model") or {}
     crf = reward_cfg.get("custom_reward_function") or {}
     if rm.get("enable") and not crf.get("path"):
@@ -211,6 +241,8 @@ def _check_verl_reward_routing(reward_cfg) -> None:
             "TARS reward manager and score with the served reward model alone. Set "
             "reward.custom_reward_function.path=pkg://tars_verl.verl_plugin (name: compute_score)."
         )
+    if rm.get("enable"):
+        verl_rm_route(_verl_rm_backend(reward_cfg))  # a back end whose RM route the scorer cannot speak
 
 
 if __name__ != "tars_verl.reward_manager":

@@ -1,5 +1,8 @@
 """Helpfulness from a reward model served by vLLM's ``/classify`` endpoint (one request per batch).
 
+With ``url: verl`` the route follows the back end verl serves its RM with
+(``reward.reward_model.rollout.name``): ``/classify`` for vLLM, ``/v1/embeddings`` for SGLang.
+
 ``url: verl`` uses the reward model verl serves itself (``reward.reward_model.enable=True``): verl
 passes its router address and the RM tokenizer to the reward manager. Because verl then bypasses
 any reward manager unless ``reward.custom_reward_function.path`` is set, the TARS manager refuses
@@ -22,6 +25,24 @@ from .hf_reward_model import rm_conversation_text
 from .http import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
 
 VERL_ROUTER = "verl"
+
+# The route verl's own RM server answers, per reward.reward_model.rollout.name (verl 0.9.1 serves the RM with the
+# rollout back end and scores through these same routes: reward_loop.py RewardLoopWorker.compute_score_disrm).
+# vLLM: POST /classify -> data[i].probs; SGLang: POST /v1/embeddings -> data[i].embedding[-1] (the raw score).
+# tars_hf is the CPU testing rollout (tars_verl/testing/hf_rollout.py), which serves /classify like vLLM.
+VERL_RM_ROUTES = {"vllm": "/classify", "sglang": "/v1/embeddings", "tars_hf": "/classify"}
+
+
+def verl_rm_route(backend: str | None) -> str:
+    """The HTTP route of the reward model verl serves with ``backend``; a clear error for one it cannot serve."""
+    route = VERL_RM_ROUTES.get(backend or "vllm")
+    if route is None:
+        raise ScorerConfigError(
+            f"reward.reward_model.rollout.name={backend}: verl 0.9.1 cannot serve a reward model with it "
+            f"(supported: {', '.join(VERL_RM_ROUTES)}). Serve the RM with vllm or sglang, or run it yourself and "
+            f"set the served_reward_model url to its address."
+        )
+    return route
 
 
 @dataclass
@@ -46,9 +67,14 @@ class ServedRewardModelScorer(Scorer):
     Config = ServedRewardModelConfig
 
     def __init__(self, config: ServedRewardModelConfig, reward_router_address: str | None = None,
-                 reward_model_tokenizer=None, **context):
+                 reward_model_tokenizer=None, reward_model_backend: str | None = None, **context):
         super().__init__(config)
         self.uses_verl_router = config.url == VERL_ROUTER
+        # Your own server is vLLM (/classify); verl's is whatever reward.reward_model.rollout.name says.
+        self.route = verl_rm_route(reward_model_backend) if self.uses_verl_router else "/classify"
+        if self.route == "/v1/embeddings" and config.activation != "sigmoid":
+            raise ScorerConfigError(f"{config.backend}.activation=none: SGLang's /v1/embeddings returns the raw "
+                                    "reward score, not a probability; use activation=sigmoid")
         if self.uses_verl_router:
             if not reward_router_address or reward_model_tokenizer is None:
                 raise ScorerConfigError(
@@ -72,21 +98,29 @@ class ServedRewardModelScorer(Scorer):
 
     async def score_batch(self, items: list[ScoreItem]) -> list[ScoreResult]:
         texts = [rm_conversation_text(self.tokenizer, it) for it in items]
-        use_activation = self.config.activation == "none"
-        body = await self.endpoint.post_json(
-            "/classify", {"model": self.config.model, "input": texts, "use_activation": use_activation}
-        )
+        if self.route == "/v1/embeddings":  # SGLang: the score is the last value of the "embedding"
+            body = await self.endpoint.post_json(self.route, {"model": self.config.model, "input": texts})
+            value_key, use_activation = "embedding", False
+        else:  # vLLM pooling
+            use_activation = self.config.activation == "none"
+            body = await self.endpoint.post_json(
+                self.route, {"model": self.config.model, "input": texts, "use_activation": use_activation}
+            )
+            value_key = "probs"
         try:
             data = sorted(body["data"], key=lambda d: d.get("index", 0))
             if len(data) != len(items):
                 raise ValueError(f"{len(data)} results for {len(items)} inputs")
-            values = [d["probs"][-1] for d in data]
+            values = [d[value_key][-1] for d in data]
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
-            raise ScorerError(f"{self.endpoint.base_url}/classify: unexpected reply shape ({err}): {str(body)[:200]}") from err
+            raise ScorerError(
+                f"{self.endpoint.base_url}{self.route}: unexpected reply shape ({err}): {str(body)[:200]}"
+            ) from err
         # Checked before use: a probability must lie in [0, 1], a logit must be finite.
         bounds = (0.0, 1.0) if use_activation else (None, None)
-        raw = [checked_value(v, f"{self.endpoint.base_url}/classify: item {i} {'prob' if use_activation else 'logit'}",
-                             *bounds) for i, v in enumerate(values)]
+        kind = "prob" if use_activation else "logit"
+        where = f"{self.endpoint.base_url}{self.route}"
+        raw = [checked_value(v, f"{where}: item {i} {kind}", *bounds) for i, v in enumerate(values)]
         if use_activation:
             return [ScoreResult(r, {"prob": r}) for r in raw]
         return [ScoreResult(stable_sigmoid(r), {"logit": r}) for r in raw]

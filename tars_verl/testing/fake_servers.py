@@ -2,7 +2,7 @@
 
 Endpoints: ``GET /v1/models``, ``GET /health``, ``POST /v1/moderations`` (OpenAI moderation),
 ``POST /v1/chat/completions`` (with ``logprobs`` / ``top_logprobs``), ``POST /v1/completions``,
-``POST /classify`` (vLLM pooling). Replies are computed from the request text by small rules so
+``POST /classify`` (vLLM pooling), ``POST /v1/embeddings`` (SGLang reward model). Replies are computed from the request text by small rules so
 that tests know the expected score, and faults are scripted:
 
     with ScorerServer() as srv:
@@ -200,6 +200,10 @@ class ScorerServer:
             inputs = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
             return {"data": [{"index": i, "label": "LABEL_0", "probs": [classify_logit(t)], "num_classes": 1}
                              for i, t in enumerate(inputs)]}
+        if path == "/v1/embeddings":  # SGLang serving a reward model: the score is the embedding's last value
+            inputs = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
+            return {"object": "list", "data": [{"object": "embedding", "index": i, "embedding": [classify_logit(t)]}
+                                               for i, t in enumerate(inputs)]}
         raise KeyError(path)
 
 

@@ -11,6 +11,13 @@ trainer (``verl.trainer.main_ppo``), agent loop, reward loop and weight sync are
   current policy. verl has no registration function for these adapters; the entry is added to
   ``verl.workers.rollout.base._ROLLOUT_REGISTRY`` (a module-level dict) below.
 
+- ``HFRewardModelServer``: when verl serves the reward model itself (``reward.reward_model.enable=True``,
+  ``reward.reward_model.rollout.name=tars_hf``), the replica starts this actor instead: a
+  sequence-classification model behind a real HTTP ``/classify`` on 127.0.0.1, as vLLM serves it, so
+  verl's router and the ``served_reward_model`` scorer (``url: verl``) talk to it as on a GPU cluster.
+  Sleep and wake are no-ops. ``TARS_HF_RM_REQUEST_LOG=<file>`` appends one JSON line per request
+  (tests count them).
+
 It is slow (one sequence at a time, no KV-cache sharing) and exists to test verl's loop and our
 plug-ins, not to train. Load it in every process together with the CPU platform::
 
@@ -31,7 +38,7 @@ import ray
 import torch
 from verl.workers.rollout import base as rollout_base
 from verl.workers.rollout.base import BaseRollout
-from verl.workers.rollout.replica import RolloutReplica, RolloutReplicaRegistry, TokenOutput
+from verl.workers.rollout.replica import RolloutMode, RolloutReplica, RolloutReplicaRegistry, TokenOutput
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +226,140 @@ class HFRolloutReplica(RolloutReplica):
         self._server_handle = server
         # The agent loop's load balancer keys servers by address; there is no HTTP endpoint behind it.
         self._server_address = f"{ROLLOUT_NAME}-replica-{self.replica_rank}"
+
+    # A reward model verl serves itself (RewardModelManager): no weight-sync workers, an HTTP /classify server.
+    async def init_colocated(self, resource_pool):
+        if not self.is_reward_model:
+            return await super().init_colocated(resource_pool)
+        self.rollout_mode, self.resource_pool = RolloutMode.COLOCATED, resource_pool
+        await _launch_reward_model_server(self)
+
+    async def init_standalone(self):
+        if not self.is_reward_model:
+            return await super().init_standalone()
+        self.rollout_mode = RolloutMode.STANDALONE
+        await _launch_reward_model_server(self)
+
+
+class HFRewardModelServer:
+    """A reward model served as vLLM serves one for verl: ``POST /classify`` and ``GET /health`` over HTTP.
+
+    ``/classify`` takes ``{"model", "input": str | list[str], "use_activation": bool}`` and answers
+    ``{"data": [{"index", "label", "probs", "num_classes"}]}``: ``probs`` are the model's logits, passed
+    through sigmoid (1 label) or softmax when ``use_activation`` is true (vLLM's default), raw otherwise.
+    Binds 127.0.0.1 on a free port; ``address()`` is what verl's router forwards to.
+    """
+
+    def __init__(self, model_config: Any, replica_rank: int):
+        import os
+        import threading
+
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = _cfg(model_config, "local_path") or _cfg(model_config, "path")
+        trust = bool(_cfg(model_config, "trust_remote_code", False))
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, torch_dtype=torch.float32,
+                                                                        trust_remote_code=trust)
+        self.model.eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
+        self.replica_rank = replica_rank
+        self.request_log = os.environ.get("TARS_HF_RM_REQUEST_LOG")
+        self.counts = {"requests": 0, "inputs": 0, "wake_up": 0, "sleep": 0}
+        self._count_lock = threading.Lock()
+        self._port = 0
+        self._started = threading.Event()
+        self._errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        if not self._started.wait(60) or self._errors:
+            raise RuntimeError(f"{ROLLOUT_NAME} reward model server did not start: {self._errors}")
+
+    def _classify(self, texts: list[str], use_activation: bool) -> list[dict[str, Any]]:
+        data = []
+        with torch.no_grad():
+            for i, text in enumerate(texts):  # one at a time: no padding, so each score is batch-independent
+                enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+                logits = self.model(**enc).logits[0].float()
+                if use_activation:
+                    logits = torch.sigmoid(logits) if logits.numel() == 1 else torch.softmax(logits, dim=-1)
+                data.append({"index": i, "label": self.model.config.id2label.get(int(logits.argmax()), "LABEL_0"),
+                             "probs": logits.tolist(), "num_classes": logits.numel()})
+        return data
+
+    async def _handle(self, request):
+        import json
+
+        from aiohttp import web
+
+        if request.method == "GET" and request.path in ("/health", "/v1/models"):
+            return web.json_response({"data": [{"id": "tars_hf_reward_model"}]})
+        if request.method != "POST" or request.path != "/classify":
+            return web.json_response({"error": f"{request.path} is not served (only /classify, /health)"}, status=404)
+        payload = await request.json()
+        texts = payload.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            return web.json_response({"error": "input must be a string or a list of strings"}, status=400)
+        data = await asyncio.to_thread(self._classify, texts, bool(payload.get("use_activation", True)))
+        with self._count_lock:
+            self.counts["requests"] += 1
+            self.counts["inputs"] += len(texts)
+            if self.request_log:
+                with open(self.request_log, "a") as f:
+                    f.write(json.dumps({"path": "/classify", "model": payload.get("model"), "inputs": len(texts),
+                                        "replica": self.replica_rank}) + "\n")
+        return web.json_response({"object": "list", "data": data})
+
+    def _serve(self) -> None:
+        from aiohttp import web
+
+        loop = asyncio.new_event_loop()
+        try:
+            app = web.Application(client_max_size=64 * 1024 * 1024)
+            app.router.add_route("*", "/{tail:.*}", self._handle)
+            runner = web.AppRunner(app, access_log=None)
+            loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            loop.run_until_complete(site.start())
+            self._port = site._server.sockets[0].getsockname()[1]
+        except BaseException as err:  # noqa: BLE001 - reported by __init__
+            self._errors.append(err)
+            self._started.set()
+            return
+        self._loop = loop
+        self._started.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    def close(self) -> None:
+        """Stop the HTTP server (the Ray actor's exit does this too)."""
+        if getattr(self, "_loop", None) is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    def address(self) -> str:
+        return f"127.0.0.1:{self._port}"
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.counts)
+
+    # verl's RewardModelManager puts the RM to sleep at start and wakes it for each colocated reward step.
+    async def wake_up(self, tags: Optional[list[str]] = None):
+        self.counts["wake_up"] += 1
+
+    async def sleep(self):
+        self.counts["sleep"] += 1
+
+
+async def _launch_reward_model_server(replica: "HFRolloutReplica") -> None:
+    """Start the replica's ``HFRewardModelServer`` (verl calls init_colocated / init_standalone for an RM)."""
+    server = ray.remote(HFRewardModelServer).options(name=f"{ROLLOUT_NAME}_reward_model_{replica.replica_rank}",
+                                                     num_cpus=0, max_concurrency=replica.max_concurrency).remote(
+        model_config=replica.model_config, replica_rank=replica.replica_rank)
+    replica.servers = [server]
+    replica._server_handle = server
+    replica._server_address = await server.address.remote()  # surfaces a model-loading error here
 
 
 class HFServerAdapter(BaseRollout):

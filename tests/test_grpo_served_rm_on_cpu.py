@@ -1,0 +1,107 @@
+"""The users' default shape on CPU: verl serves the helpfulness reward model itself, safety is a scorer over HTTP.
+
+`examples/run_tars_qwen7b.sh` with the `open` preset (Llama Guard over HTTP for harmful prompts, GRM served by
+verl through `served_reward_model` with `url: verl` for the others), tiny sizes: verl's RewardModelManager starts
+the `tars_hf` rollout's reward-model replica (a tiny sequence classifier behind a real HTTP /classify on
+127.0.0.1, as vLLM serves it), colocated with the actor (reward.reward_model.enable=True, no separate pool), so
+every reward goes through verl's colocated path (trainer_base._compute_reward_colocate) and the `tars` trainer.
+The guard is the fake OpenAI-compatible server of tars_verl/testing/fake_servers.py. No SFT stage (the tiny
+policy is the warm start): this test is about the reward path, tests/test_grpo_on_cpu.py about learning.
+"""
+
+import json
+
+import pandas as pd
+import pytest
+from conftest import run_example
+from test_grpo_on_cpu import step_metrics
+
+from tars_verl.data.rl_mix import MixConfig, write_mixes
+from tars_verl.reward_config import PROMPT_TYPES
+from tars_verl.testing.cpu_platform import cpu_env, grpo_cpu_overrides
+from tars_verl.testing.source_files import write_rl_sources
+
+TRAIN_BATCH, N_ROLLOUTS, STEPS = 4, 2, 2
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("served_rm_data")
+    paths = write_rl_sources(str(root / "src"), n=100)
+    write_mixes(MixConfig(total=16, val_size=6, paths=paths,
+                          pools={"wildjailbreak": 6, "rainbow_teaming": 6, "aegis2": 6}), str(root / "tars"))
+    return root / "tars"
+
+
+def run_open_preset_with_served_rm(data, tiny_dir, tmp_path, server, *extra, n_slots=1):
+    """The launch script with the open preset and verl serving the RM; checks and returns the step metrics."""
+    request_log = tmp_path / "rm_requests.jsonl"
+    env = {
+        **cpu_env(), "CUDA_VISIBLE_DEVICES": None,
+        "SFT_MODEL_PATH": f"{tiny_dir}/policy", "TRAIN_FILE": str(data / "train.parquet"),
+        "VAL_FILE": str(data / "val.parquet"),
+        # The open preset as users run it: verl serves the RM (TARS_SERVE_RM defaults to 1 for paper/open).
+        "TARS_PRESET": "open", "RM_PATH": f"{tiny_dir}/reward_model", "RM_TP": "1",
+        "TARS_GUARD_URL": f"{server.url}/v1", "TARS_GUARD_MODEL": "llama-guard-fake",
+        "TARS_HF_RM_REQUEST_LOG": str(request_log),
+        # verl's RM router binds ray.util.get_node_ip_address(); this makes Ray (and so the router) use 127.0.0.1.
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "GPUS_PER_NODE": "1", "ROLLOUT_NAME": "tars_hf", "ROLLOUT_TP": "1",
+        "TRAIN_BATCH": str(TRAIN_BATCH), "N_ROLLOUTS": str(N_ROLLOUTS), "MAX_PROMPT": "128", "MAX_RESPONSE": "24",
+        "LR": "1e-3", "EPOCHS": "1", "TEST_FREQ": str(STEPS), "SAVE_FREQ": "0", "CKPT_DIR": str(tmp_path / "grpo"),
+    }
+    overrides = [*grpo_cpu_overrides(n_slots), f"trainer.total_training_steps={STEPS}", *extra]
+    out = run_example("run_tars_qwen7b.sh", env, *overrides, timeout=600)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-6000:]
+    steps = step_metrics(log)
+    assert sorted(steps) == list(range(STEPS + 1)), (sorted(steps), log[-3000:])
+    print({s: {k: v for k, v in steps[s].items() if k.startswith(("tars/", "critic/score", "val-core/"))}
+           for s in steps})
+
+    scored_by_rm = 0  # responses whose helpfulness the served RM scored (harmless, ambiguous)
+    for step in range(1, STEPS + 1):
+        m = steps[step]
+        counts = {t: m[f"tars/{t}/count"] for t in PROMPT_TYPES if f"tars/{t}/count" in m}
+        assert sum(counts.values()) == TRAIN_BATCH * N_ROLLOUTS, counts  # every response scored, with its type
+        assert "tars/unscored/count" not in m
+        for t in counts:
+            assert 0.0 <= m[f"tars/{t}/reward/min"] <= m[f"tars/{t}/reward/mean"] <= m[f"tars/{t}/reward/max"] <= 1
+            if t == "harmful":
+                assert 0.0 <= m["tars/harmful/safety/mean"] <= 1.0 and "tars/harmful/helpfulness/mean" not in m
+            else:
+                assert 0.0 < m[f"tars/{t}/helpfulness/mean"] < 1.0 and f"tars/{t}/safety/mean" not in m
+                scored_by_rm += int(counts[t])
+    assert {t for s in range(1, STEPS + 1) for t in PROMPT_TYPES if f"tars/{t}/count" in steps[s]} == set(PROMPT_TYPES)
+
+    # Validation (before training and at the last step) is scored on the colocated path too.
+    val = pd.read_parquet(data / "val.parquet")
+    val_types = [info["prompt_type"] for info in val["extra_info"]]
+    for step in (0, STEPS):
+        assert any(k.startswith("val-core/") and k.endswith("/reward/mean@1") for k in steps[step]), steps[step]
+    scored_by_rm += 2 * sum(t != "harmful" for t in val_types)
+
+    # verl's served RM really answered: every helpfulness score came through its /classify, no more, no less.
+    requests = [json.loads(line) for line in request_log.read_text().splitlines()]
+    assert requests and all(r["path"] == "/classify" for r in requests)
+    assert sum(r["inputs"] for r in requests) == scored_by_rm, (len(requests), scored_by_rm)
+    # The guard over HTTP scored the harmful ones (answers, and reasonings where there were any).
+    harmful = sum(int(steps[s].get("tars/harmful/count", 0)) for s in range(1, STEPS + 1))
+    harmful += 2 * sum(t == "harmful" for t in val_types)
+    guard_calls = [p for p, body in server.requests if p == "/v1/chat/completions"]
+    assert len(guard_calls) >= harmful > 0
+    return steps
+
+
+@pytest.mark.slow
+def test_open_preset_with_verl_serving_the_reward_model(data, tiny_dir, tmp_path, server):
+    """Colocated (the launch scripts' default): verl builds the reward batch, the tars trainer adds the row fields."""
+    run_open_preset_with_served_rm(data, tiny_dir, tmp_path, server)
+
+
+@pytest.mark.slow
+def test_open_preset_with_the_reward_model_in_its_own_pool(data, tiny_dir, tmp_path, server):
+    """Streaming: the RM has its own resource pool, so the agent loop scores each response as it finishes."""
+    run_open_preset_with_served_rm(data, tiny_dir, tmp_path, server, "reward.reward_model.enable_resource_pool=True",
+                                   "reward.reward_model.n_gpus_per_node=1", "reward.reward_model.nnodes=1",
+                                   n_slots=2)
