@@ -8,7 +8,7 @@ Writes ``<out>/results.json``, ``<out>/report.md``, ``tradeoff.png`` (compliance
 95% CIs), ``reasoning_length.png`` (Sorry-Bench groups) and ``umap_<model>.png``; generations are
 cached under ``<out>/generations/`` so a rerun resumes, and ``--safety-judge``/``--refusal-judge``
 can be changed without generating again. Judges: a preset name (safety: harmbench, llama_guard3,
-moderation, keywords; refusal: keywords, wildguard, llm) or a JSON scorer config.
+moderation, strongreject, keywords; refusal: keywords, wildguard, llm) or a JSON scorer config.
 """
 
 from __future__ import annotations
