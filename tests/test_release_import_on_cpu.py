@@ -140,11 +140,13 @@ def test_unresolved_rows_stop_the_import_or_are_labelled_and_counted(release, tm
     with pytest.raises(ValueError, match=r"12 'refusal' rows could not be told harmless or ambiguous.*--match"):
         import_release(path)
     assert not os.path.exists(tmp_path / "out")
-    train, stats = import_release(path, match={"ultrafeedback": release["ultrafeedback"]}, unresolved="ambiguous")["train"]
+    train, stats = import_release(path, match={"ultrafeedback": release["ultrafeedback"]},
+                                  unresolved="ambiguous")["train"]
     unresolved = train[train["data_source"] == "tars_release_refusal"]
     assert len(unresolved) == 6 and set(types_of(unresolved)) == {"ambiguous"}
     assert set(unresolved["extra_info"].map(lambda e: e["type_evidence"])) == {"unresolved"}
-    assert stats["refusal_resolution"]["unresolved"] == 6 and stats["refusal_resolution"]["unresolved_as"] == "ambiguous"
+    resolution = stats["refusal_resolution"]
+    assert resolution["unresolved"] == 6 and resolution["unresolved_as"] == "ambiguous"
 
 
 def test_position_rule_is_checked_against_matches(release):

@@ -137,7 +137,8 @@ def test_validation_rows_get_one_minus_strongreject_times_format(tiny_dir, serve
 
 
 def run_batch(worker, samples):
-    return worker.loop.run_until_complete(worker.compute_score_batch(make_reward_batch(worker.input_tokenizer, samples)))
+    batch = make_reward_batch(worker.input_tokenizer, samples)
+    return worker.loop.run_until_complete(worker.compute_score_batch(batch))
 
 
 def test_paper_preset_validates_with_the_strongreject_judge(monkeypatch):

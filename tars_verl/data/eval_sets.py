@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--only", nargs="+", help=f"subset of {list(EVAL_SETS)}")
     ap.add_argument("--source", action="append", default=[], help="local copy NAME=PATH (strongreject, xstest, "
-                    "harmbench, sorry_bench, wildchat; strongreject_small=PATH or URL of strongreject_small_dataset.csv)")
+                    "harmbench, sorry_bench, wildchat; strongreject_small=PATH or URL of "
+                    "strongreject_small_dataset.csv)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--wildchat-n", type=int, default=500)
     ap.add_argument("--system-prompt", default=None, help="'qwen' for Qwen's default system prompt, or a text")

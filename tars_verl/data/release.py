@@ -1,6 +1,7 @@
 """Import the TARS authors' released RL data (danielkty/tars ``data/``) into this project's verl schema.
 
-    python data_prep/import_tars_release.py --train train_lambda_0.5.parquet --val test.parquet --out data/tars_release \\
+    python data_prep/import_tars_release.py --train train_lambda_0.5.parquet --val test.parquet \\
+        --out data/tars_release \\
         [--match ultrafeedback=uf_train_prefs.parquet --match orbench=or-bench-80k.csv] [--no-position] \\
         [--unresolved error|harmless|ambiguous]
 

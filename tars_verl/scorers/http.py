@@ -189,8 +189,9 @@ class HttpEndpoint:
                         raise ScorerError(f"{method} {url} returned malformed JSON: {text[:200]!r}") from err
         except _RetryableHttpError:
             limits = f"max_retries={self.max_retries}, retry_for_s={self.retry_for_s}"
-            raise ScorerError(f"{method} {url} failed after {attempts} attempts over {time.monotonic() - started:.1f} s "
-                              f"({limits}); last: {last}") from None
+            tried = time.monotonic() - started
+            raise ScorerError(f"{method} {url} failed after {attempts} attempts over {tried:.1f} s ({limits}); "
+                              f"last: {last}") from None
 
     async def post_json(self, path: str, payload: dict[str, Any]) -> Any:
         return await self.request_json("POST", path, payload)

@@ -174,5 +174,6 @@ def write_tars_release(folder: str, n_harmful: int = 12, n_each: int = 6, seed: 
                   for i, t in enumerate(uf_texts + ["An unrelated UltraFeedback prompt"])]).to_parquet(
         paths["ultrafeedback"], index=False)
     paths["orbench"] = os.path.join(folder, "or-bench-80k.csv")
-    pd.DataFrame([{"prompt": t, "category": "harmful-adjacent"} for t in ob_texts]).to_csv(paths["orbench"], index=False)
+    pd.DataFrame([{"prompt": t, "category": "harmful-adjacent"} for t in ob_texts]).to_csv(paths["orbench"],
+                                                                                         index=False)
     return paths
