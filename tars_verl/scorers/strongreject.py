@@ -49,8 +49,9 @@ class StrongRejectConfig(HttpScorerConfig):
     url: str = "https://api.openai.com/v1"
     model: str = "gpt-4o-mini"
     api_key_env: str | None = "OPENAI_API_KEY"
-    # Where the rubric comes from: an http(s) URL or a local file. A JSON file is StrongREJECT's
-    # judge_templates.json (keys below); any other file is the rubric text itself (no system turn).
+    # Where the rubric comes from: an http(s) URL or a local file. A JSON object (name ending .json, or text
+    # starting with "{") is StrongREJECT's judge_templates.json (keys below); any other text is the rubric
+    # itself (no system turn).
     templates: str = PUBLISHED_TEMPLATES
     template_key: str = "strongreject_rubric"
     # The system turn sent with the rubric (a key of the same JSON); null sends none.
@@ -113,7 +114,7 @@ def load_rubric(cfg: StrongRejectConfig) -> tuple[str, str | None]:
         raise ScorerConfigError(f"{cfg.backend}.templates: cannot read the StrongREJECT rubric from {src}: {err}. "
                                 "Download judge_templates.json from StrongREJECT's repository and set "
                                 f"{cfg.backend}.templates=/path/to/judge_templates.json") from None
-    is_json = src.split("?")[0].lower().endswith(".json")
+    is_json = src.split("?")[0].lower().endswith(".json") or raw.lstrip().startswith("{")
     if is_json:
         try:
             table = json.loads(raw)
