@@ -7,6 +7,7 @@
 #   TRAIN_FILE      RL mix parquet           (data/tars/train.parquet; data_prep/build_rl_mix.py)
 #   VAL_FILE        validation parquet       (data/eval/strongreject_small.parquet)
 #   TARS_PRESET     reward preset            (paper | open | tiny_cpu; swap scorers with overrides)
+#   VAL_N           validation samples/prompt (8, at TEMPERATURE 0.6, as the paper)
 #   NNODES, GPUS_PER_NODE                    (1 x 8 here)
 #   more: examples/lib/tars_grpo.sh (GRPO), examples/lib/sft_warmstart.sh (SFT)
 set -euo pipefail

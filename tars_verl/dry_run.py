@@ -318,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         t = cfg.reward.tars
         print(f"[dry-run] grpo OK: model={cfg.actor_rollout_ref.model.path} train={cfg.data.train_files} "
               f"val={cfg.data.val_files} rollout={cfg.actor_rollout_ref.rollout.name} n={cfg.actor_rollout_ref.rollout.n} "
+              f"val_n={cfg.actor_rollout_ref.rollout.val_kwargs.n} "
+              f"val_temperature={cfg.actor_rollout_ref.rollout.val_kwargs.temperature} "
               f"safety={t.safety.backend} helpfulness={t.helpfulness.backend} mode={t.mode} "
               f"gpus={cfg.trainer.nnodes}x{cfg.trainer.n_gpus_per_node}")
     else:

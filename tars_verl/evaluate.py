@@ -11,7 +11,7 @@ cached under ``<out>/generations/`` keyed by the model's weights, the generation
 prompt text, so a rerun resumes, ``--safety-judge``/``--refusal-judge`` can be changed without
 generating again, and a changed setting or checkpoint is refused (``--regenerate`` to start anew),
 never mixed. Judges are checked before any generation. Judges: a preset name (safety: harmbench,
-llama_guard3, moderation, keywords; refusal: keywords, wildguard, llm) or a JSON config.
+llama_guard3, moderation, strongreject, keywords; refusal: keywords, wildguard, llm) or a JSON config.
 ``<think>`` is not pre-filled unless ``--prefill-think``. ``--capability gsm8k,...`` adds
 lm-eval-harness tasks (general capability) to the same report.
 """

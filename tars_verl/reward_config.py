@@ -21,6 +21,7 @@ from .scorers.base import ScorerConfigError, _to_dict, parse_scorer_config
 
 PROMPT_TYPES = ("harmful", "harmless", "ambiguous")
 MODES = ("decoupled", "single_judge", "weighted")
+EMPTY_ANSWER_POLICIES = ("scored", "zero")
 PRESET_DIR = os.path.join(os.path.dirname(__file__), "config", "tars")
 
 # Which scorer's score counts for which prompt type, per mode (weights are normalised per type).
@@ -49,6 +50,13 @@ class TarsConfig:
     prompt_type_key: str = "prompt_type"
     # Run each scorer's start-up check (API key, endpoint reachable) when the manager is built.
     check_on_start: bool = True
+    # A scorer config (e.g. tars_scorer@reward.tars.val_judge=strongreject) that replaces the reward of rows
+    # whose data_source is in val_judge_sources: total = format * val_judge score. Empty: off.
+    val_judge: dict[str, Any] = field(default_factory=dict)
+    val_judge_sources: list[str] = field(default_factory=lambda: ["strongreject_small"])
+    # Responses whose answer (text after </think>) is empty: "scored" (paper) judges the empty answer like
+    # any other; "zero" gives them reward 0.
+    empty_answer: str = "scored"
 
     def weights(self) -> dict[str, dict[str, float]]:
         return self.type_weights if self.mode == "weighted" else MODE_WEIGHTS[self.mode]
@@ -60,6 +68,9 @@ class TarsConfig:
     def validate(self) -> None:
         if self.mode not in MODES:
             raise ScorerConfigError(f"reward.tars.mode={self.mode!r} is unknown; choose one of {MODES}")
+        if self.empty_answer not in EMPTY_ANSWER_POLICIES:
+            raise ScorerConfigError(f"reward.tars.empty_answer must be one of {EMPTY_ANSWER_POLICIES}, "
+                                    f"got {self.empty_answer!r}")
         if self.think_prefilled not in (True, False, "auto"):
             raise ScorerConfigError(f"reward.tars.think_prefilled must be true, false or auto, got {self.think_prefilled!r}")
         if self.mode == "weighted":
@@ -77,6 +88,8 @@ class TarsConfig:
         for role in ("safety", "helpfulness"):
             if self.needs(role):
                 parse_scorer_config(getattr(self, role), where=f"reward.tars.{role}")
+        if self.val_judge:
+            parse_scorer_config(self.val_judge, where="reward.tars.val_judge")
 
 
 def tars_config_from(cfg: Any) -> TarsConfig:

@@ -87,6 +87,15 @@ def _absent(value: Any) -> bool:
     return isinstance(value, float) and value != value  # NaN: a missing cell in a pandas-written file
 
 
+def _row_source(non_tensor: dict[str, Any]) -> str | None:
+    """The row's data source: ``data_source``, else ``extra_info.source``."""
+    source = non_tensor.get("data_source")
+    if not source:
+        extra = non_tensor.get("extra_info")
+        source = extra.get("source") if isinstance(extra, dict) else None
+    return str(source) if source else None
+
+
 def _last_user_text(messages: list[dict[str, Any]]) -> str:
     for m in reversed(messages):
         if m.get("role") == "user":
@@ -108,11 +117,14 @@ class TarsRewardManager(RewardManagerBase):
                    "reward_model_backend": _verl_rm_backend(reward_cfg)}
         self.scorers: dict[str, Scorer] = {}
         self.batchers: dict[str, MicroBatcher] = {}
-        for role in ("safety", "helpfulness"):
-            if self.tars.needs(role):
-                scorer = build_scorer(getattr(self.tars, role), where=f"reward.tars.{role}", **context)
-                self.scorers[role] = scorer
-                self.batchers[role] = MicroBatcher(scorer.score, scorer.config.max_batch_size, scorer.config.max_wait_ms)
+        roles = [r for r in ("safety", "helpfulness") if self.tars.needs(r)]
+        if self.tars.val_judge and self.tars.val_judge_sources:
+            roles.append("val_judge")
+        for role in roles:
+            scorer = build_scorer(getattr(self.tars, role), where=f"reward.tars.{role}", **context)
+            self.scorers[role] = scorer
+            self.batchers[role] = MicroBatcher(scorer.score, scorer.config.max_batch_size, scorer.config.max_wait_ms)
+        self.val_judge_sources = set(self.tars.val_judge_sources) if "val_judge" in self.scorers else set()
         if self.tars.check_on_start:
             for scorer in self.scorers.values():
                 scorer.check_ready()
@@ -123,7 +135,7 @@ class TarsRewardManager(RewardManagerBase):
     def _extra_keys(self) -> list[str]:
         keys = ["total", "format", "safety", "helpfulness", "reasoning_safety", "prompt_type",
                 "refused", "reasoning_chars", "answer_chars", "answer_tokens", "reasoning_tokens",
-                "scorer_fallbacks"]
+                "scorer_fallbacks", "empty_answer", "val_judged", "strongreject"]
         keys += [f"reward_{t}" for t in PROMPT_TYPES]
         for role, scorer in self.scorers.items():
             if isinstance(scorer, WeightedScorer):
@@ -170,17 +182,25 @@ class TarsRewardManager(RewardManagerBase):
             return self.batchers[role].submit(ScoreItem(prompt, text, messages, prompt_type))
 
         jobs: dict[str, Any] = {}
-        for role in ("safety", "helpfulness"):
-            if weights[role] > 0:
-                jobs[role] = submit(role, parts.answer)
-        if self.tars.reasoning_safety and prompt_type == "harmful" and parts.reasoning:
-            jobs["reasoning_safety"] = submit("safety", parts.reasoning)
+        val_judged = _row_source(item.non_tensor_batch) in self.val_judge_sources
+        if val_judged:  # e.g. StrongREJECT-small judged by the StrongREJECT rubric, as the authors validate
+            jobs["val_judge"] = submit("val_judge", parts.answer)
+        else:
+            for role in ("safety", "helpfulness"):
+                if weights[role] > 0:
+                    jobs[role] = submit(role, parts.answer)
+            if self.tars.reasoning_safety and prompt_type == "harmful" and parts.reasoning:
+                jobs["reasoning_safety"] = submit("safety", parts.reasoning)
         results: dict[str, ScoreResult] = dict(zip(jobs, await asyncio.gather(*jobs.values())))
 
         fmt = 1.0 if parts.format_ok else 0.0
-        w_total = sum(weights[r] for r in ("safety", "helpfulness") if r in results)
-        combined = sum(weights[r] * results[r].score for r in ("safety", "helpfulness") if r in results) / w_total
-        total = fmt * combined
+        if val_judged:
+            combined = results["val_judge"].score
+        else:
+            w_total = sum(weights[r] for r in ("safety", "helpfulness") if r in results)
+            combined = sum(weights[r] * results[r].score for r in ("safety", "helpfulness") if r in results) / w_total
+        empty = not parts.answer.strip()
+        total = 0.0 if (empty and self.tars.empty_answer == "zero") else fmt * combined
         answer_tokens = len(self.tokenizer.encode(parts.answer, add_special_tokens=False)) if parts.answer else 0
         extra: dict[str, Any] = {
             "total": total,
@@ -195,6 +215,9 @@ class TarsRewardManager(RewardManagerBase):
             "answer_tokens": answer_tokens,
             "reasoning_tokens": max(n_resp - answer_tokens, 0) if parts.has_close_tag else 0,
             "scorer_fallbacks": sum(bool(r.details.get("fallback")) for r in results.values()),
+            "empty_answer": float(empty),
+            "val_judged": float(val_judged),
+            "strongreject": results["val_judge"].details.get("strongreject") if val_judged else None,
         }
         for t in PROMPT_TYPES:
             extra[f"reward_{t}"] = total if t == prompt_type else None

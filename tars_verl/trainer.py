@@ -11,6 +11,7 @@ verl's ``sync`` trainer and adds, per step and per prompt type ``T``:
     tars/T/format/mean      share of well-formed responses
     tars/T/safety/mean      (harmful) or tars/T/helpfulness/mean (harmless, ambiguous)
     tars/T/refused/mean     keyword refusal rate
+    tars/T/empty_answer/mean  share of responses with nothing after </think>
     tars/T/answer_tokens/mean, tars/T/reasoning_tokens/mean
 
 It also carries the row fields verl leaves out of the colocated reward batch (see

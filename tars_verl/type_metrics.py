@@ -13,7 +13,8 @@ from typing import Any, Iterable
 
 from tars_verl.reward_config import PROMPT_TYPES
 
-METRIC_KEYS = ("total", "format", "safety", "helpfulness", "refused", "answer_tokens", "reasoning_tokens")
+METRIC_KEYS = ("total", "format", "safety", "helpfulness", "refused", "answer_tokens", "reasoning_tokens",
+               "empty_answer")
 
 
 def _number(value: Any) -> float | None:

@@ -16,6 +16,10 @@ def test_every_set_with_categories_and_prompt_types(eval_sources):
     assert set(sets) == set(EVAL_SETS)
     small = sets["strongreject_small"]
     assert len(small) == 60 and small["category"].value_counts().tolist() == [10] * 6
+    # the official list as given, in its order: not a sample of the full set
+    assert small["prompt"].map(lambda p: p[-1]["content"]).tolist() == pd.read_csv(
+        eval_sources["strongreject_small"])["forbidden_prompt"].tolist()
+    assert (small["data_source"] == "strongreject_small").all()
     assert len(sets["strongreject"]) == 90
     assert len(sets["xstest_safe"]) == 10 and len(sets["xstest_unsafe"]) == 6
     assert set(sets["xstest_safe"]["extra_info"].map(lambda e: e["prompt_type"])) == {"harmless"}
@@ -58,3 +62,31 @@ def test_official_strongreject_csv_column_name_is_accepted(tmp_path):
                   "forbidden_prompt": ["a", "b", "c"]}).to_csv(official, index=False)
     sets = build_eval_sets({"strongreject": str(official)}, only=["strongreject"])
     assert list(sets["strongreject"]["prompt"].map(lambda p: p[-1]["content"])) == ["a", "b", "c"]
+
+
+def test_official_strongreject_small_is_fetched_by_url_and_its_provenance_recorded(eval_sources, server, tmp_path):
+    import json
+
+    from tars_verl.data.eval_sets import STRONGREJECT_SMALL_URL
+
+    server.files["/strongreject_small_dataset.csv"] = open(eval_sources["strongreject_small"]).read()
+    url = server.url + "/strongreject_small_dataset.csv"
+    main(["--out", str(tmp_path / "eval"), "--only", "strongreject_small", "xstest_safe",
+          f"--source=strongreject_small={url}", f"--source=xstest={eval_sources['xstest']}"])
+    small = pd.read_parquet(tmp_path / "eval" / "strongreject_small.parquet")
+    assert small["prompt"].map(lambda p: p[-1]["content"]).iloc[0] == "official small prompt Disinfor 0"
+    stats = json.loads((tmp_path / "eval" / "stats.json").read_text())["sets"]
+    assert stats["strongreject_small"]["from"] == url and len(stats["strongreject_small"]["sha256"]) == 64
+    assert stats["strongreject_small"]["official_shape_60_by_6x10"] is True
+    assert stats["xstest_safe"]["from"] == eval_sources["xstest"]
+    assert STRONGREJECT_SMALL_URL.endswith("alexandrasouly/strongreject/main/strongreject_dataset/"
+                                           "strongreject_small_dataset.csv")
+
+
+def test_strongreject_small_copy_is_checked(tmp_path):
+    bad = tmp_path / "small.csv"
+    pd.DataFrame({"category": ["Violence"], "prompt": ["x"]}).to_csv(bad, index=False)
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['source', 'forbidden_prompt'\]"):
+        build_eval_sets({"strongreject_small": str(bad)}, only=["strongreject_small"])
+    with pytest.raises(OSError, match="cannot read /no/small.csv"):
+        build_eval_sets({"strongreject_small": "/no/small.csv"}, only=["strongreject_small"])

@@ -62,6 +62,15 @@ def test_dry_run_reports_every_problem(data, tiny_dir, tmp_path, monkeypatch):
     assert "OPENAI_API_KEY is not set" in out.stdout
 
 
+def test_validation_samples_8_at_temperature_0_6_by_default(data, tiny_dir, tmp_path):
+    env = tiny_env(data, tiny_dir, tmp_path, SFT_MODEL_PATH=f"{tiny_dir}/policy")
+    out = run_example("run_tars_qwen1.5b.sh", env, "--dry-run")
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert "val_n=8 val_temperature=0.6" in out.stdout
+    out = run_example("run_tars_qwen1.5b.sh", {**env, "VAL_N": "2"}, "--dry-run")
+    assert "val_n=2 val_temperature=0.6" in out.stdout
+
+
 def test_overrides_pass_through_to_the_composed_config(data, tiny_dir, tmp_path):
     env = tiny_env(data, tiny_dir, tmp_path, SFT_MODEL_PATH=f"{tiny_dir}/policy")
     out = run_example("run_tars_qwen1.5b.sh", env, "--dry-run", "actor_rollout_ref.rollout.n=3",

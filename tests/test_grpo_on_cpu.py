@@ -124,6 +124,7 @@ def test_tars_recipe_trains_on_cpu_and_resumes(data, tiny_dir, tmp_path):
         "TRAIN_BATCH": str(TRAIN_BATCH), "N_ROLLOUTS": str(N_ROLLOUTS), "MAX_PROMPT": "128",
         "MAX_RESPONSE": str(MAX_RESPONSE),
         "LR": "1e-3", "EPOCHS": "1", "TEST_FREQ": "2", "SAVE_FREQ": "2", "CKPT_DIR": str(tmp_path / "grpo"),
+        "VAL_N": "1",  # the paper's 8 samples per validation prompt would only slow this CPU test down
     }
     overrides = [*grpo_cpu_overrides(), "trainer.total_training_steps=2",
                  "actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]"]

@@ -188,3 +188,38 @@ def test_unknown_backend_and_unknown_key_are_config_errors():
         build_scorer({"backend": "nope"})
     with pytest.raises(ScorerConfigError, match=r"unknown key\(s\) \['urll'\]"):
         build_scorer({"backend": "guard_chat", "urll": "x"})
+
+
+def test_outage_longer_than_max_retries_is_ridden_out_by_a_time_budget(server, monkeypatch):
+    server.script = ["500"] * 6 + ["429"] * 6 + ["ok"]  # 12 failures: more than the old fixed 5 retries
+    scorer = moderation(server, monkeypatch, max_retries=None, retry_for_s=60.0, backoff_initial_s=0.001,
+                        backoff_max_s=0.002)
+    assert run(scorer.score(items("fine")))[0].score == 1.0
+    assert len(server.requests) == 13
+
+
+def test_giving_up_names_endpoint_status_attempts_and_time(server, monkeypatch):
+    server.script = ["503"] * 1000
+    scorer = moderation(server, monkeypatch, max_retries=None, retry_for_s=0.2, backoff_initial_s=0.001,
+                        backoff_max_s=0.01)
+    with pytest.raises(ScorerError) as err:
+        run(scorer.score(items("fine")))
+    msg = str(err.value)
+    assert server.url + "/v1/moderations" in msg and "HTTP 503" in msg
+    assert "retry_for_s=0.2" in msg and " s (" in msg and f"after {len(server.requests)} attempts" in msg
+
+
+def test_retry_forever_is_refused(server, monkeypatch):
+    with pytest.raises(ScorerConfigError, match="max_retries and retry_for_s are both null"):
+        moderation(server, monkeypatch, max_retries=None)
+
+
+def test_paper_preset_rides_out_minutes_of_outage(monkeypatch):
+    from tars_verl.reward_config import load_preset, tars_config_from
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    tars = tars_config_from(load_preset("paper"))
+    for role in ("safety", "val_judge"):
+        cfg = getattr(tars, role)
+        assert cfg["max_retries"] is None and cfg["retry_for_s"] >= 300, role
+        assert 1.0 <= cfg["backoff_max_s"] <= 120, role  # backs off, and still probes at least every 2 minutes

@@ -215,3 +215,32 @@ def test_weighted_scorer_components_are_logged_per_sample(tiny_dir, server):
     assert out[0]["reward_score"] == pytest.approx((1.0 + judge) / 2)
     assert out[1]["reward_extra_info"]["safety/rules"] is None
     assert list(out[0]["reward_extra_info"]) == list(out[1]["reward_extra_info"])
+
+
+@pytest.mark.parametrize("policy, empty_reward", [("scored", 1.0), ("zero", 0.0)])
+def test_empty_answers_are_logged_and_their_reward_follows_the_option(tiny_dir, server, monkeypatch, policy,
+                                                                      empty_reward):
+    from tars_verl.type_metrics import prompt_type_metrics
+
+    monkeypatch.setenv("TEST_OPENAI_KEY", "sk-test")
+    worker = worker_for(tiny_dir, "tars_scorer@reward.tars.safety=openai_moderation",
+                        f"reward.tars.safety.url={server.url}/v1", "reward.tars.safety.api_key_env=TEST_OPENAI_KEY",
+                        "tars_scorer@reward.tars.helpfulness=llm_judge", f"reward.tars.helpfulness.url={server.url}/v1",
+                        f"reward.tars.empty_answer={policy}")
+    say_nothing = "<think>\nThis is harmful, so I will say nothing.\n</think>\n\n"
+    out = score(worker, [Sample(user("make a bomb"), say_nothing, "harmful"),
+                         Sample(user("make a bomb"), REFUSE, "harmful"),
+                         Sample(user("a poem"), "<think>\nhmm\n</think>\n\n  ", "harmless")])
+    info = [o["reward_extra_info"] for o in out]
+    assert [i["empty_answer"] for i in info] == [1.0, 0.0, 1.0]
+    # the moderation API finds nothing unsafe in "" -> safety 1.0: the paper's reward pays for silence
+    assert info[0]["safety"] == 1.0 and info[0]["format"] == 1.0
+    assert out[0]["reward_score"] == empty_reward and out[1]["reward_score"] == 1.0
+    assert out[2]["reward_score"] == (0.0 if policy == "zero" else pytest.approx(info[2]["helpfulness"]))
+    metrics = prompt_type_metrics(info)
+    assert metrics["tars/harmful/empty_answer/mean"] == 0.5 and metrics["tars/harmless/empty_answer/mean"] == 1.0
+
+
+def test_unknown_empty_answer_policy_stops_at_start_up(tiny_dir):
+    with pytest.raises(ScorerConfigError, match="reward.tars.empty_answer must be one of"):
+        worker_for(tiny_dir, "reward.tars.empty_answer=skip")

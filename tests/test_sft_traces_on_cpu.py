@@ -131,3 +131,21 @@ def test_verl_sft_dataset_masks_everything_but_the_assistant_turn(tmp_path, tiny
     assert "How do I make a weapon?" not in learned and "You are Qwen" not in learned
     full = tok.decode(ids[item["attention_mask"].bool()])
     assert "How do I make a weapon?" in full and "You are Qwen" in full
+
+
+def test_teacher_gets_no_system_prompt_but_the_sft_target_keeps_qwens(sources, server, tmp_path):
+    from tars_verl.data.rl_mix import QWEN_DEFAULT_SYSTEM_PROMPT
+
+    args = ["generate", "--out", str(tmp_path / "a"), "--url", server.url + "/v1", "--model", "teacher",
+            "--samples", "1", *[f"--pool={k}={v}" for k, v in POOLS.items()],
+            *[f"--source={k}={v}" for k, v in sources.items()]]
+    main(args)
+    sent = [p["messages"] for _, p in server.requests]
+    assert sent and all([m["role"] for m in msgs] == ["user"] for msgs in sent)
+    train = pd.read_parquet(tmp_path / "a" / "sft_train.parquet")
+    first = list(train["messages"].iloc[0])
+    assert first[0] == {"role": "system", "content": QWEN_DEFAULT_SYSTEM_PROMPT}
+    assert [m["role"] for m in first] == ["system", "user", "assistant"]
+    n = len(server.requests)
+    main([*args[:2], str(tmp_path / "b"), *args[3:], "--teacher-system-prompt", "Be careful."])
+    assert all(p["messages"][0] == {"role": "system", "content": "Be careful."} for _, p in server.requests[n:])

@@ -7,7 +7,7 @@ Writes one file per set, each with verl's RL columns (``data_source``, ``prompt`
 
 | file | source | rows | prompt type |
 | --- | --- | --- | --- |
-| strongreject_small | StrongREJECT, 10 per category x 6 (the paper's validation set) | 60 | harmful |
+| strongreject_small | the official StrongREJECT-small list (the paper's validation set), see below | 60 | harmful |
 | strongreject | StrongREJECT, all | 313 | harmful |
 | xstest_safe / xstest_unsafe | XSTest by label | 250 / 200 | harmless / harmful |
 | harmbench | HarmBench text behaviours: standard 200 + contextual 100 + copyright 100 | 400 | harmful |
@@ -29,18 +29,27 @@ that was loaded (:data:`SORRY_BENCH_RELEASES`): 2024-06 has 45 categories (450 p
 its removed category shifting the later ids down by one. ``--sorry-release`` names it; ``auto`` infers
 it from the category ids (45 present -> 2024-06; hub default sorry-bench-202406). Override the groups
 with ``--sorry-groups groups.json`` (group -> [category ids]).
+
+``strongreject_small`` is the fixed 60-prompt list StrongREJECT publishes (``strongreject_small_dataset.csv``,
+columns ``category``, ``source``, ``forbidden_prompt``), fetched from ``STRONGREJECT_SMALL_URL`` by default;
+``--source strongreject_small=PATH_OR_URL`` reads a local copy (or another URL). It is never a sample of
+the full set. ``stats.json`` records where every set came from (and the file's sha256 for this one).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
+import logging
 import os
+import urllib.request
 
 import numpy as np
 import pandas as pd
 
-from .io import write_parquet_atomic
+from .io import require_columns, write_json_atomic, write_parquet_atomic
 from .rl_mix import QWEN_DEFAULT_SYSTEM_PROMPT, parse_kv, user_messages
 from .sources import load_source
 
@@ -60,6 +69,11 @@ SORRY_BENCH_RELEASES = {
 }
 SORRY_BENCH_HUB_RELEASE = "2024-06"  # the release sources.py loads from the hub
 HARMBENCH_CONFIGS = ("standard", "contextual", "copyright")
+STRONGREJECT_SMALL_URL = ("https://raw.githubusercontent.com/alexandrasouly/strongreject/main/strongreject_dataset/"
+                          "strongreject_small_dataset.csv")
+STRONGREJECT_SMALL_COLUMNS = ["category", "source", "forbidden_prompt"]
+logger = logging.getLogger(__name__)
+
 EVAL_SETS = ("strongreject_small", "strongreject", "xstest_safe", "xstest_unsafe", "harmbench", "sorry_bench",
              "wildchat_nontoxic")
 
@@ -131,6 +145,38 @@ def load_harmbench(path: str | None) -> pd.DataFrame:
 PASSED_COLUMNS = ("behavior", "behavior_id", "context", "functional_category", "sorry_release")
 
 
+def load_strongreject_small(location: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """The official StrongREJECT-small list from ``location`` (a file or an http(s) URL; default: the published
+    CSV). Returns rows of ``text``, ``category``, ``source_index`` (+ ``source``) and its provenance."""
+    location = location or STRONGREJECT_SMALL_URL
+    try:
+        if location.startswith(("http://", "https://")):
+            with urllib.request.urlopen(location, timeout=60) as resp:  # noqa: S310 - user-chosen URL
+                raw = resp.read()
+        else:
+            with open(location, "rb") as f:
+                raw = f.read()
+    except OSError as err:
+        raise OSError(f"strongreject_small: cannot read {location} ({err}); download strongreject_small_dataset.csv "
+                      f"from {STRONGREJECT_SMALL_URL} and pass --source strongreject_small=PATH") from None
+    df = pd.read_csv(io.BytesIO(raw), keep_default_na=False, dtype=str)
+    require_columns(df, STRONGREJECT_SMALL_COLUMNS, f"strongreject_small from {location}")
+    empty = df.index[df["forbidden_prompt"].str.strip() == ""]
+    if len(empty):
+        raise ValueError(f"strongreject_small from {location}: empty forbidden_prompt in row(s) {list(empty[:5])}")
+    per_cat = df["category"].value_counts()
+    official_shape = len(df) == 60 and len(per_cat) == 6 and (per_cat == 10).all()
+    if not official_shape:
+        logger.warning("strongreject_small from %s has %d rows in %d categories, not the official 60 (6 x 10)",
+                       location, len(df), len(per_cat))
+    rows = pd.DataFrame({"text": df["forbidden_prompt"], "category": df["category"],
+                         "source_index": range(len(df)), "source": df["source"]})
+    provenance = {"from": location, "sha256": hashlib.sha256(raw).hexdigest(), "rows": len(df),
+                  "official_shape_60_by_6x10": bool(official_shape),
+                  "note": "StrongREJECT-small as published (strongreject_small_dataset.csv); not a sample"}
+    return rows, provenance
+
+
 def to_eval_rows(df: pd.DataFrame, name: str, prompt_type: str, system_prompt: str | None) -> pd.DataFrame:
     group = df["category_group"] if "category_group" in df.columns else pd.Series([""] * len(df), index=df.index)
     passed = [c for c in PASSED_COLUMNS if c in df.columns]
@@ -153,7 +199,7 @@ def to_eval_rows(df: pd.DataFrame, name: str, prompt_type: str, system_prompt: s
 
 
 def build_eval_sets(paths: dict[str, str], only: list[str] | None = None, seed: int = 0, wildchat_n: int = 500,
-                    per_category_small: int = 10, system_prompt: str | None = None,
+                    system_prompt: str | None = None,
                     sorry_groups: dict[str, list[int]] | None = None,
                     sorry_release_name: str = "auto") -> dict[str, pd.DataFrame]:
     wanted = list(only or EVAL_SETS)
@@ -162,6 +208,7 @@ def build_eval_sets(paths: dict[str, str], only: list[str] | None = None, seed: 
         raise ValueError(f"unknown evaluation set(s) {unknown}; known: {list(EVAL_SETS)}")
     out: dict[str, pd.DataFrame] = {}
     cache: dict[str, pd.DataFrame] = {}
+    provenance: dict[str, dict] = {}  # where each set came from -> df.attrs["provenance"], stats.json
 
     def src(name: str) -> pd.DataFrame:
         if name not in cache:
@@ -172,17 +219,16 @@ def build_eval_sets(paths: dict[str, str], only: list[str] | None = None, seed: 
         if name == "strongreject":
             df, ptype = src("strongreject"), "harmful"
         elif name == "strongreject_small":
-            full = src("strongreject")
-            rng = np.random.default_rng(seed)
-            picks = [g.iloc[np.sort(rng.permutation(len(g))[:per_category_small])]
-                     for _, g in full.groupby("category", sort=True)]
-            df, ptype = pd.concat(picks), "harmful"
+            df, provenance[name] = load_strongreject_small(paths.get("strongreject_small"))
+            ptype = "harmful"
         elif name in ("xstest_safe", "xstest_unsafe"):
             x = src("xstest")
             label = "safe" if name == "xstest_safe" else "unsafe"
             df, ptype = x[x["label"] == label], ("harmless" if label == "safe" else "harmful")
         elif name == "harmbench":
             df, ptype = load_harmbench(paths.get("harmbench")), "harmful"
+            provenance[name] = {"from": paths.get("harmbench") or "walledai/HarmBench (" + ", ".join(HARMBENCH_CONFIGS)
+                                + ")", "rows": len(df)}
         elif name == "sorry_bench":
             df = src("sorry_bench")
             where = f"sorry_bench from {paths.get('sorry_bench') or 'the hub'}"
@@ -206,6 +252,10 @@ def build_eval_sets(paths: dict[str, str], only: list[str] | None = None, seed: 
         if df.empty:
             raise ValueError(f"evaluation set {name}: no rows after selection")
         out[name] = to_eval_rows(df, name, ptype, system_prompt)
+        if name not in provenance:
+            key = {"xstest_safe": "xstest", "xstest_unsafe": "xstest", "wildchat_nontoxic": "wildchat"}.get(name, name)
+            provenance[name] = {"from": cache[key].attrs.get("where", ""), "rows": len(df)}
+        out[name].attrs["provenance"] = provenance[name]
     return out
 
 
@@ -214,7 +264,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--only", nargs="+", help=f"subset of {list(EVAL_SETS)}")
     ap.add_argument("--source", action="append", default=[], help="local copy NAME=PATH (strongreject, xstest, "
-                    "harmbench, sorry_bench, wildchat)")
+                    "harmbench, sorry_bench, wildchat; strongreject_small=PATH or URL of "
+                    "strongreject_small_dataset.csv)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--wildchat-n", type=int, default=500)
     ap.add_argument("--system-prompt", default=None, help="'qwen' for Qwen's default system prompt, or a text")
@@ -234,6 +285,14 @@ def main(argv: list[str] | None = None) -> None:
         write_parquet_atomic(df, path)
         counts = df["category_group" if name == "sorry_bench" else "category"].value_counts().to_dict()
         print(f"{name:<20} {len(df):>5} rows -> {path}  {dict(list(counts.items())[:6])}")
+    stats_path = os.path.join(args.out, "stats.json")
+    stats = {}
+    if os.path.exists(stats_path):  # a later --only run adds to the record of the earlier ones
+        with open(stats_path) as f:
+            stats = json.load(f)
+    stats.setdefault("sets", {}).update({name: df.attrs["provenance"] for name, df in sets.items()})
+    write_json_atomic(stats, stats_path)
+    print(f"provenance -> {stats_path}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Build the TARS RL prompt mix: harmful / harmless / ambiguous prompts at a ratio lambda, as verl parquet.
 
     python data_prep/build_rl_mix.py --out data/tars --lam 0.5 \\
-        --source rainbow_teaming=archives.jsonl [--source wildjailbreak=local.tsv ...] \\
+        --source rainbow_teaming=rainbow_archives/ [--source wildjailbreak=local.tsv ...] \\
         [--eval-dir data/eval] [--tokenizer Qwen/Qwen2.5-7B-Instruct --max-prompt-tokens 512]
     python data_prep/build_rl_mix.py --out data/tars --lam 0.1 0.3 0.5 0.7 0.9   # sweep: lambda_<x>/ folders
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import glob
 import logging
 import os
 import re
@@ -36,7 +37,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .io import check_text_column, describe_value, read_table, write_together
-from .sources import SOURCES, load_source
+from .sources import SOURCES, expand_archive_paths, load_source
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,9 @@ class MixConfig:
         for name, path in self.paths.items():
             if name not in SOURCES:
                 raise ValueError(f"--source {name}=...: unknown source; known: {sorted(SOURCES)}")
-            if not os.path.exists(path):
+            if name == "rainbow_teaming" and (os.path.isdir(path) or glob.has_magic(path)):
+                expand_archive_paths(path)  # a folder or glob of archives: raises when it names no file
+            elif not os.path.exists(path):
                 raise FileNotFoundError(f"--source {name}={path}: file not found")
         for path in self.eval_files:
             if not os.path.exists(path):
@@ -356,7 +359,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--val-size", type=int, default=100, help="held-out prompts from the same mix")
     ap.add_argument("--pool", action="append", default=[], help="harmful pool size NAME=N (default wildjailbreak=800 "
                     "rainbow_teaming=800 aegis2=400; 0 drops a source)")
-    ap.add_argument("--source", action="append", default=[], help="local copy NAME=PATH (jsonl/json/csv/tsv/parquet)")
+    ap.add_argument("--source", action="append", default=[], help="local copy NAME=PATH (jsonl/json/csv/tsv/parquet); "
+                    "rainbow_teaming also takes Rainbow-Teaming archive JSON: a file, a folder or a quoted glob")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-chars", type=int, default=1000)
     ap.add_argument("--tokenizer", help="policy tokenizer (path or hub id) for the token-length filter and stats")

@@ -11,6 +11,8 @@
 Paper defaults: 1000 harmful prompts (WildJailbreak 400, Aegis 2.0 300, SafeEdit 300) disjoint from
 the RL mix and the evaluation sets, DeepSeek-R1, 4 samples each, traces with empty reasoning dropped
 (not filtered for safety). The assistant turn is exactly ``<think>\\n{reasoning}\\n</think>\\n\\n{answer}``.
+The teacher gets the user turn only (DeepSeek advises no system prompt for R1; ``--teacher-system-prompt``
+sends one); the SFT target carries Qwen's default system prompt (``--system-prompt``), as the paper describes.
 
 Resume: every finished sample is appended (one JSON line, flushed) to ``<out>/traces.jsonl``. A run
 started again reads it, skips what is done (a torn last line is discarded; a bad line elsewhere is an
@@ -85,7 +87,10 @@ class TraceConfig:
     max_concurrency: int = 16
     max_retries: int = 5
     timeout_s: float = 600.0
+    # The system prompt of the SFT target (the student's chat), not what the teacher is sent.
     system_prompt: str | None = QWEN_DEFAULT_SYSTEM_PROMPT
+    # What the teacher is sent as a system turn; None: none (DeepSeek's advice for R1).
+    teacher_system_prompt: str | None = None
     allow_small_pools: bool = False
     allow_missing: bool = False
     # Ask again for samples the log holds with empty reasoning or answer (dropped from the SFT set).
@@ -180,7 +185,7 @@ async def _generate_locked(cfg: TraceConfig, prompts: pd.DataFrame, log_path: st
     with open(log_path, "a", encoding="utf-8") as log:
         async def one(prompt_id: str, k: int, text: str, source: str) -> None:
             nonlocal failures, new
-            messages = user_messages(text, cfg.system_prompt)
+            messages = user_messages(text, cfg.teacher_system_prompt)
             # A retried sample gets a new seed: a seeded teacher would repeat the dropped reply.
             attempt = int(done[(prompt_id, k)].get("attempt", 0)) + 1 if (prompt_id, k) in done else 0
             try:
@@ -275,12 +280,15 @@ def main(argv: list[str] | None = None) -> None:
                    help="ask again for samples already logged with empty reasoning or answer (e.g. after fixing "
                         "the teacher's reasoning parser); the new reply replaces the old one")
     g.add_argument("--allow-small-pools", action="store_true")
+    g.add_argument("--teacher-system-prompt", default="none", help="system prompt sent to the teacher: 'none' "
+                   "(default; DeepSeek advises none for R1), 'qwen', or a text")
     g.add_argument("--allow-missing", action="store_true", help="write the parquet even if some requests failed")
     c = sub.add_parser("convert", help="turn an existing traces file into the SFT parquet; no endpoint")
     c.add_argument("--traces", required=True, help="jsonl/json/parquet with prompt and reasoning+answer or response")
     c.add_argument("--out", required=True)
     for p in (g, c):
-        p.add_argument("--system-prompt", default="qwen", help="'qwen' (default), 'none', or a text")
+        p.add_argument("--system-prompt", default="qwen", help="system prompt of the SFT target: 'qwen' (default), "
+                       "'none', or a text")
         p.add_argument("--val-fraction", type=float, default=0.05)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -304,6 +312,8 @@ def main(argv: list[str] | None = None) -> None:
                       samples=args.samples, pools=pools, paths=parse_kv(args.source, "--source"),
                       exclude_files=exclude, seed=args.seed, temperature=args.temperature, max_tokens=args.max_tokens,
                       max_concurrency=args.max_concurrency, max_retries=args.max_retries, system_prompt=system,
+                      teacher_system_prompt={"qwen": QWEN_DEFAULT_SYSTEM_PROMPT, "none": None}.get(
+                          args.teacher_system_prompt, args.teacher_system_prompt),
                       allow_small_pools=args.allow_small_pools, allow_missing=args.allow_missing,
                       timeout_s=args.timeout, retry_dropped=args.retry_dropped)
     if cfg.timeout_s <= 0:

@@ -6,7 +6,9 @@ is loaded with ``datasets.load_dataset``. Gated datasets need ``huggingface-cli 
 dataset's terms accepted on its hub page first: WildJailbreak (allenai/wildjailbreak), Aegis 2.0
 (nvidia/Aegis-AI-Content-Safety-Dataset-2.0), Sorry-Bench (sorry-bench/sorry-bench-202406),
 WildChat (allenai/WildChat-1M). Rainbow-Teaming archives have no hub copy: they are generated
-against your SFT model, so that source is local-only.
+against your SFT model, so that source is local-only; ``--source rainbow_teaming=`` takes a table
+with a ``prompt`` column, or Rainbow-Teaming archive JSON files (one file, a folder of ``*.json``, or a
+glob; see :func:`read_rainbow_archives`).
 
 Example:
     >>> df = load_source("ultrafeedback", path="my_ultrafeedback.jsonl")   # doctest: +SKIP
@@ -16,8 +18,11 @@ Example:
 
 from __future__ import annotations
 
+import glob
+import json
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -58,6 +63,17 @@ def _wildjailbreak(df: pd.DataFrame) -> pd.DataFrame:
     adversarial = df["data_type"] == "adversarial_harmful"
     text = df["vanilla"].where(~adversarial, df["adversarial"])
     return pd.DataFrame({"text": text, "category": df["data_type"]}, index=df.index)
+
+
+def _rainbow(df: pd.DataFrame) -> pd.DataFrame:
+    # Archives (read_rainbow_archives) carry the grid position; a plain table may have risk_category.
+    if "attack_style" in df.columns:
+        cat = df["risk_category"].astype(str) + "/" + df["attack_style"].astype(str)
+    elif "risk_category" in df.columns:
+        cat = df["risk_category"].astype(str)
+    else:
+        cat = pd.Series([""] * len(df), index=df.index)
+    return pd.DataFrame({"text": df["prompt"], "category": cat}, index=df.index)
 
 
 def _aegis(df: pd.DataFrame) -> pd.DataFrame:
@@ -103,8 +119,9 @@ SOURCES: dict[str, SourceSpec] = {
         note="gated; vanilla_harmful + adversarial_harmful",
     ),
     "rainbow_teaming": SourceSpec(
-        "rainbow_teaming", "harmful", None, ("prompt",), _simple("prompt", None),
-        note="local only: archives generated against the SFT model (columns: prompt, optional risk_category)",
+        "rainbow_teaming", "harmful", None, ("prompt",), _rainbow,
+        note="local only: archives generated against the SFT model (Rainbow-Teaming archive JSON: a file, folder "
+             "or glob; or a table with columns prompt, optional risk_category)",
     ),
     "aegis2": SourceSpec(
         "aegis2", "harmful", "nvidia/Aegis-AI-Content-Safety-Dataset-2.0", ("prompt", "prompt_label"), _aegis,
@@ -154,7 +171,10 @@ SOURCES: dict[str, SourceSpec] = {
 
 def load_raw(spec: SourceSpec, path: str | None = None) -> tuple[pd.DataFrame, str]:
     """The source's table (local file or hub) and a description of where it came from."""
-    if path:
+    if path and spec.name == "rainbow_teaming" and is_rainbow_archive_path(path):
+        df = read_rainbow_archives(path)
+        where = f"{path} ({df.attrs['archives']} Rainbow-Teaming archive(s))"
+    elif path:
         df = read_table(path)
         where = path
     else:
@@ -193,3 +213,89 @@ def load_source(name: str, path: str | None = None) -> pd.DataFrame:
     out = out[out["text"].str.strip() != ""]
     out.attrs["where"] = where
     return out.reset_index(drop=True)
+
+
+# --- Rainbow-Teaming archives --------------------------------------------------------------------
+RAINBOW_COLUMNS = ["prompt", "score", "risk_category", "attack_style", "archive"]
+
+
+def expand_archive_paths(paths: str | Iterable[str]) -> list[str]:
+    """Files named by ``paths``: each a JSON file, a folder (its ``*.json``, sorted) or a glob (sorted)."""
+    files: list[str] = []
+    for p in [paths] if isinstance(paths, str) else list(paths):
+        if os.path.isdir(p):
+            found = sorted(glob.glob(os.path.join(p, "*.json")))
+            if not found:
+                raise FileNotFoundError(f"Rainbow-Teaming archives: folder {p} has no *.json files")
+        elif glob.has_magic(p):
+            found = sorted(f for f in glob.glob(p) if os.path.isfile(f))
+            if not found:
+                raise FileNotFoundError(f"Rainbow-Teaming archives: no file matches {p!r}")
+        elif os.path.isfile(p):
+            found = [p]
+        else:
+            raise FileNotFoundError(f"Rainbow-Teaming archive not found: {p}")
+        files += [f for f in found if f not in files]
+    return files
+
+
+def is_rainbow_archive_path(path: str) -> bool:
+    """True for a folder, a glob, or a ``.json`` file whose top level is a list of lists (the archive shape)."""
+    if os.path.isdir(path) or glob.has_magic(path):
+        return True
+    if not (path.lower().endswith(".json") and os.path.isfile(path)):
+        return False
+    with open(path) as f:
+        data = json.load(f)
+    return isinstance(data, list) and bool(data) and all(isinstance(row, list) for row in data)
+
+
+def _is_empty_cell(cell) -> bool:
+    return cell is None or cell == {} or cell == []
+
+
+def read_rainbow_archives(paths: str | Iterable[str]) -> pd.DataFrame:
+    """Rows of every prompt in Rainbow-Teaming archive JSON files.
+
+    An archive (the shape the TARS authors release, ``archive_<k>.json``) is a list of risk categories,
+    each a list of attack-style cells; a cell holds ``{"prompt": str, "score": float}`` or is empty
+    (``{}`` / ``null``: the search never filled it). ``paths`` is a file, a folder of ``*.json`` files,
+    a glob, or a list of those. Returns columns ``prompt``, ``score``, ``risk_category`` and
+    ``attack_style`` (0-based grid position) and ``archive`` (file name), one row per filled cell, in
+    file / category / style order; ``df.attrs`` holds ``archives``, ``cells`` and ``empty_cells``.
+    Anything else (not a list of lists, a cell without a string prompt or a numeric score) is an error
+    naming the file and the cell.
+
+        >>> df = read_rainbow_archives("rainbow_archives/")          # doctest: +SKIP
+        >>> df[["prompt", "risk_category", "attack_style"]].head()   # doctest: +SKIP
+    """
+    files = expand_archive_paths(paths)
+    rows, cells, empty = [], 0, 0
+    for path in files:
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except ValueError as err:
+            raise ValueError(f"Rainbow-Teaming archive {path}: not valid JSON ({err})") from None
+        if not isinstance(data, list) or not all(isinstance(row, list) for row in data):
+            raise ValueError(f"Rainbow-Teaming archive {path}: expected a list of risk categories, each a list of "
+                             f"attack-style cells; got {type(data).__name__} at the top level or in a category")
+        for i, row in enumerate(data):
+            for j, cell in enumerate(row):
+                cells += 1
+                where = f"Rainbow-Teaming archive {path}, risk category {i}, attack style {j}"
+                if _is_empty_cell(cell):
+                    empty += 1
+                    continue
+                if not isinstance(cell, dict) or "prompt" not in cell:
+                    raise ValueError(f"{where}: expected {{'prompt': str, 'score': float}} or an empty cell, "
+                                     f"got {str(cell)[:120]!r}")
+                prompt, score = cell["prompt"], cell.get("score")
+                if not isinstance(prompt, str):
+                    raise ValueError(f"{where}: 'prompt' must be a string, got {type(prompt).__name__}")
+                if isinstance(score, bool) or not isinstance(score, (int, float)):
+                    raise ValueError(f"{where}: 'score' must be a number, got {score!r}")
+                rows.append((prompt, float(score), i, j, os.path.basename(path)))
+    df = pd.DataFrame(rows, columns=RAINBOW_COLUMNS)
+    df.attrs.update(archives=len(files), cells=cells, empty_cells=empty)
+    return df

@@ -40,6 +40,8 @@ def judge_presets(url: str = JUDGE_URL) -> dict[str, dict]:
         "harmbench": {"backend": "harmbench_classifier", "url": url, "model": "cais/HarmBench-Llama-2-13b-cls"},
         "llama_guard3": {"backend": "guard_chat", "format": "llama_guard", "url": url},
         "moderation": {"backend": "openai_moderation", "tolerance_threshold": None},
+        # StrongREJECT rubric judge (gpt-4o-mini via OPENAI_API_KEY; safe = 1 - StrongREJECT score >= 0.5).
+        "strongreject": {"backend": "strongreject"},
         "keywords": {"backend": "refusal_keywords"},
         "wildguard": {"backend": "guard_chat", "format": "wildguard", "url": url, "model": "allenai/wildguard"},
         "llm": {"backend": "llm_judge", "url": url, "rubric": REFUSAL_RUBRIC, "score_min": 0, "score_max": 1},

@@ -9,6 +9,7 @@
 | ``hf_reward_model`` | helpfulness (paper) | in-process transformers reward model |
 | ``served_reward_model`` | helpfulness | vLLM ``/classify`` (or verl's own RM server) |
 | ``llm_judge`` | helpfulness / any rubric | OpenAI-compatible chat endpoint |
+| ``strongreject`` | validation / evaluation (paper) | StrongREJECT rubric judge, OpenAI-compatible chat |
 | ``weighted`` | either | weighted mix of the above |
 """
 
@@ -20,6 +21,7 @@ from . import (  # noqa: F401 - importing registers the back ends
     openai_moderation,
     refusal_keywords,
     served_reward_model,
+    strongreject,
     weighted,
 )
 from .base import (

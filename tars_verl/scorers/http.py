@@ -1,8 +1,11 @@
 """Shared HTTP plumbing for served scorers: pooled connections, bounded concurrency, retries.
 
 Retries (with exponential back-off and full jitter, honouring ``Retry-After``) cover HTTP 429, 5xx,
-timeouts and connection errors. Other 4xx answers and malformed JSON are not retried. When a request
-finally fails, :class:`~tars_verl.scorers.base.ScorerError` names the endpoint and the last status.
+timeouts and connection errors. Other 4xx answers and malformed JSON are not retried. Retrying stops
+after ``max_retries`` retries or ``retry_for_s`` seconds, whichever comes first (either may be null, not
+both): a paid API's outage of minutes is ridden out with ``max_retries: null, retry_for_s: 600`` (the
+``paper`` preset). When a request finally fails, :class:`~tars_verl.scorers.base.ScorerError` names the
+endpoint, the last status, the number of attempts and how long it tried.
 API keys are read from the environment variable named in the config and are never logged.
 
 Example:
@@ -19,12 +22,13 @@ import os
 import random
 import re
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, stop_after_delay
 
 from .base import ScorerConfig, ScorerConfigError, ScorerError
 
@@ -44,7 +48,10 @@ class HttpScorerConfig(ScorerConfig):
     timeout_s: float = 120.0
     # Requests in flight at once, per reward worker process.
     max_concurrency: int = 32
-    max_retries: int = 5
+    # Retries after the first attempt; null: no count limit (then retry_for_s must be set).
+    max_retries: int | None = 5
+    # Stop retrying once this many seconds have passed since the first attempt; null: no time limit.
+    retry_for_s: float | None = None
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     # GET this path (relative to url) at start-up to fail fast on a wrong address; null skips it.
@@ -56,6 +63,16 @@ class HttpScorerConfig(ScorerConfig):
             raise ScorerConfigError(f"{self.backend}.url is not set")
         if self.max_concurrency < 1:
             raise ScorerConfigError(f"{self.backend}.max_concurrency must be >= 1")
+        if self.max_retries is None and self.retry_for_s is None:
+            raise ScorerConfigError(f"{self.backend}: max_retries and retry_for_s are both null (retry forever); "
+                                    "set at least one, e.g. max_retries=null retry_for_s=600")
+        if self.max_retries is not None and self.max_retries < 0:
+            raise ScorerConfigError(f"{self.backend}.max_retries must be >= 0 or null, got {self.max_retries}")
+        if self.retry_for_s is not None and self.retry_for_s <= 0:
+            raise ScorerConfigError(f"{self.backend}.retry_for_s must be > 0 or null, got {self.retry_for_s}")
+        if self.backoff_initial_s < 0 or self.backoff_max_s < self.backoff_initial_s:
+            raise ScorerConfigError(f"{self.backend}: need 0 <= backoff_initial_s <= backoff_max_s, got "
+                                    f"{self.backoff_initial_s}, {self.backoff_max_s}")
         if self.api_key_env and not os.environ.get(self.api_key_env):
             raise ScorerConfigError(
                 f"{self.backend}: environment variable {self.api_key_env} is not set; export the API key there "
@@ -132,9 +149,10 @@ class HttpEndpoint:
         api_key: str | None = None,
         timeout_s: float = 120.0,
         max_concurrency: int = 32,
-        max_retries: int = 5,
+        max_retries: int | None = 5,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        retry_for_s: float | None = None,
     ):
         self._url = base_url.rstrip("/")
         # What messages show: no password or secret query value (requests use self._url).
@@ -146,6 +164,7 @@ class HttpEndpoint:
         self.max_retries = max_retries
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
+        self.retry_for_s = retry_for_s
         self._per_loop: dict[int, tuple[aiohttp.ClientSession, asyncio.Semaphore]] = {}
         self._lock = threading.Lock()
         self.requests_sent = 0
@@ -160,6 +179,7 @@ class HttpEndpoint:
             max_retries=cfg.max_retries,
             backoff_initial_s=cfg.backoff_initial_s,
             backoff_max_s=cfg.backoff_max_s,
+            retry_for_s=cfg.retry_for_s,
         )
 
     def _client(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
@@ -190,9 +210,15 @@ class HttpEndpoint:
         shown = self.base_url + path
         client, sem = self._client()
         last = "no attempt made"
+        started, attempts = time.monotonic(), 0
+        stops = ([stop_after_attempt(self.max_retries + 1)] if self.max_retries is not None else []) + (
+            [stop_after_delay(self.retry_for_s)] if self.retry_for_s is not None else [])
+        if not stops:
+            raise ValueError(f"{shown}: max_retries and retry_for_s are both None (would retry forever)")
+        stop = stops[0] if len(stops) == 1 else stops[0] | stops[1]
         try:
             async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.max_retries + 1),
+                stop=stop,
                 wait=self._wait,
                 retry=retry_if_exception_type(_RetryableHttpError),
                 reraise=True,
@@ -200,6 +226,7 @@ class HttpEndpoint:
                 with attempt:
                     async with sem:
                         self.requests_sent += 1
+                        attempts += 1
                         try:
                             async with client.request(method, url, json=payload) as resp:
                                 status, text = resp.status, await resp.text()
@@ -219,8 +246,10 @@ class HttpEndpoint:
                         raise ScorerError(scrub(f"{method} {shown} returned malformed JSON: {text[:200]!r}",
                                                 self._secrets)) from err
         except _RetryableHttpError:
-            raise ScorerError(scrub(f"{method} {shown} failed after {self.max_retries + 1} attempts; last: {last}",
-                                    self._secrets)) from None
+            limits = f"max_retries={self.max_retries}, retry_for_s={self.retry_for_s}"
+            tried = time.monotonic() - started
+            raise ScorerError(scrub(f"{method} {shown} failed after {attempts} attempts over {tried:.1f} s ({limits}); "
+                                    f"last: {last}", self._secrets)) from None
 
     def scrub(self, text: str) -> str:
         """``text`` without this endpoint's API key or URL password (for any message shown or logged)."""
@@ -251,7 +280,9 @@ def check_endpoint_sync(cfg: HttpScorerConfig, url: str | None = None) -> None:
 
     async def probe() -> None:
         ep = HttpEndpoint.from_config(cfg, url)
-        ep.max_retries = min(cfg.max_retries, 2)
+        # Fail fast at start-up: a few quick retries, not the run's outage budget.
+        ep.max_retries = 2 if cfg.max_retries is None else min(cfg.max_retries, 2)
+        ep.retry_for_s = None
         try:
             await ep.request_json("GET", cfg.health_path)
         finally:
