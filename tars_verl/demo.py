@@ -15,6 +15,7 @@ import argparse
 import os
 
 from .reward_config import PROMPT_TYPES
+from .reward_log import DEMO_KEYS
 from .testing.verl_batch import Sample, make_reward_batch
 from .type_metrics import values_by_prompt_type
 
@@ -57,8 +58,7 @@ def score_samples(worker, samples: list[Sample]) -> list[dict]:
 
 def summarise(outputs: list[dict]) -> dict[str, dict[str, float]]:
     """Mean of each logged field per prompt type (None = not applicable, skipped)."""
-    keys = ("total", "format", "safety", "helpfulness", "reasoning_safety", "refused")
-    values, _, _ = values_by_prompt_type([out["reward_extra_info"] for out in outputs], keys)
+    values, _, _ = values_by_prompt_type([out["reward_extra_info"] for out in outputs], DEMO_KEYS)
     return {t: {k: sum(v) / len(v) for k, v in values[t].items()} for t in PROMPT_TYPES if t in values}
 
 
@@ -67,7 +67,7 @@ def _fmt(v) -> str:
 
 
 def print_tables(samples: list[Sample], outputs: list[dict]) -> None:
-    cols = ("total", "format", "safety", "helpfulness", "reasoning_safety", "refused")
+    cols = DEMO_KEYS
     print(f"{'type':<10} {'prompt':<44} " + " ".join(f"{c[:11]:>11}" for c in cols))
     for s, out in zip(samples, outputs):
         info = out["reward_extra_info"]

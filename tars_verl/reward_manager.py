@@ -34,6 +34,7 @@ from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from tars_verl.batching import MicroBatcher
 from tars_verl.reward_config import PROMPT_TYPES, TarsConfig, tars_config_from
 from tars_verl.parsing import THINK_OPEN, split_reasoning
+from tars_verl.reward_log import per_type_reward_key, reward_log_keys
 from tars_verl.scorers import ScoreItem, ScoreResult, Scorer, ScorerConfigError, build_scorer
 from tars_verl.scorers.refusal_keywords import is_refusal
 from tars_verl.scorers.weighted import WeightedScorer
@@ -133,14 +134,9 @@ class TarsRewardManager(RewardManagerBase):
         self.calls = 0  # run_single calls, for tests and metrics
 
     def _extra_keys(self) -> list[str]:
-        keys = ["total", "format", "safety", "helpfulness", "reasoning_safety", "prompt_type",
-                "refused", "reasoning_chars", "answer_chars", "answer_tokens", "reasoning_tokens",
-                "scorer_fallbacks", "empty_answer", "val_judged", "strongreject"]
-        keys += [f"reward_{t}" for t in PROMPT_TYPES]
-        for role, scorer in self.scorers.items():
-            if isinstance(scorer, WeightedScorer):
-                keys += [f"{role}/{name}" for name, _, _ in scorer.components]
-        return keys
+        """The logged keys (tars_verl/reward_log.py), plus each ``weighted`` scorer's components."""
+        return reward_log_keys(f"{role}/{name}" for role, scorer in self.scorers.items()
+                               if isinstance(scorer, WeightedScorer) for name, _, _ in scorer.components)
 
     # -- one sample ---------------------------------------------------------------------------
     def _decode(self, item) -> tuple[str, str, list[dict[str, Any]], int]:
@@ -220,12 +216,15 @@ class TarsRewardManager(RewardManagerBase):
             "strongreject": results["val_judge"].details.get("strongreject") if val_judged else None,
         }
         for t in PROMPT_TYPES:
-            extra[f"reward_{t}"] = total if t == prompt_type else None
+            extra[per_type_reward_key(t)] = total if t == prompt_type else None
         for role, scorer in self.scorers.items():
             if isinstance(scorer, WeightedScorer):
                 comps = results[role].details.get("components", {}) if role in results else {}
                 for name, _, _ in scorer.components:
                     extra[f"{role}/{name}"] = comps.get(name)
+        if list(extra) != self.extra_keys:  # verl takes the keys of sample 0 for every sample
+            raise RuntimeError(f"TARS reward log {list(extra)} differs from its schema {self.extra_keys}: "
+                               "add the key to tars_verl/reward_log.py")
         return {"reward_score": total, "reward_extra_info": extra}
 
 

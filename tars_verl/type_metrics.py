@@ -12,9 +12,7 @@ from collections import defaultdict
 from typing import Any, Iterable
 
 from tars_verl.reward_config import PROMPT_TYPES
-
-METRIC_KEYS = ("total", "format", "safety", "helpfulness", "refused", "answer_tokens", "reasoning_tokens",
-               "empty_answer")
+from tars_verl.reward_log import PER_TYPE_KEYS
 
 
 def _number(value: Any) -> float | None:
@@ -53,7 +51,7 @@ def prompt_type_metrics(reward_infos: Iterable[dict], prefix: str = "tars") -> d
     Responses without a ``prompt_type`` (not scored by the TARS manager) are counted in
     ``tars/unscored/count`` so a mis-routed reward shows up in the log instead of vanishing.
     """
-    values, counts, unscored = values_by_prompt_type(reward_infos, METRIC_KEYS)
+    values, counts, unscored = values_by_prompt_type(reward_infos, PER_TYPE_KEYS)
     metrics: dict[str, float] = {}
     for ptype, count in counts.items():
         metrics[f"{prefix}/{ptype}/count"] = float(count)

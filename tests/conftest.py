@@ -5,6 +5,9 @@ import sys
 
 import pytest
 
+# Ray in this process (tests that call ray.init) stays on 127.0.0.1, as in cpu_env() for subprocesses.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 from tars_verl.testing.fake_servers import ScorerServer
 from tars_verl.testing.tiny_models import ensure_tiny_models
 

@@ -60,3 +60,18 @@ def test_unknown_preset_and_keys():
         tars_config_from({"mode": "weighted", "safety": {"backend": "refusal_keywords"},
                           "helpfulness": {"backend": "refusal_keywords"},
                           "type_weights": {"harmful": {"safety": 1}}})
+
+
+def test_reward_log_schema_is_documented_and_used_by_the_metrics():
+    """One schema (tars_verl/reward_log.py): the config docs name every key, the metrics read its per-type subset."""
+    import os
+
+    from tars_verl import reward_log
+    from tars_verl.type_metrics import prompt_type_metrics
+
+    doc = open(os.path.join(os.path.dirname(reward_log.__file__), "config", "README.md")).read()
+    section = doc.split("### Logged per sample", 1)[1].split("\n## ", 1)[0]
+    assert [k for k in reward_log.KEYS if f"`{k}`" not in section] == []
+    info = {"prompt_type": "harmful", **{k: 1.0 for k in reward_log.KEYS if k != "prompt_type"}}
+    metrics = prompt_type_metrics([info])
+    assert {k.split("/")[2] for k in metrics if k.endswith("/mean")} == {"reward", *reward_log.PER_TYPE_KEYS} - {"total"}

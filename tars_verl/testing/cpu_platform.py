@@ -149,6 +149,9 @@ def cpu_env() -> dict[str, Any]:
         # verl registers its FSDP engine for cuda/npu devices only; the engine code itself runs on CPU.
         "VERL_ENGINE_DEVICE": "cuda",
         "TOKENIZERS_PARALLELISM": "false",
+        # Ray's own "single machine" switch: every Ray address (and verl's reward-model router, which binds
+        # ray.util.get_node_ip_address()) is 127.0.0.1, not the machine's network address.
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     }
 
 
