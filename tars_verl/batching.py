@@ -36,7 +36,6 @@ class MicroBatcher(Generic[In, Out]):
         self._pending: list[tuple[In, asyncio.Future]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
-        self.batch_sizes: list[int] = []  # for metrics and tests
 
     async def submit(self, item: In) -> Out:
         loop = asyncio.get_running_loop()
@@ -59,7 +58,6 @@ class MicroBatcher(Generic[In, Out]):
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self, batch: list[tuple[In, asyncio.Future]]) -> None:
-        self.batch_sizes.append(len(batch))
         try:
             outputs = await self.fn([item for item, _ in batch])
             if len(outputs) != len(batch):

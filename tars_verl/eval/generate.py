@@ -70,7 +70,6 @@ class GenConfig:
     chunk_size: int = 1024  # vllm / openai: requests per generate call / cache flush
     seed: int = 0
     tensor_parallel_size: int = 1
-    trust_remote_code: bool = False
     # openai back end: base URL (…/v1), API key variable, requests in flight, retries.
     openai_url: str = ""
     api_key_env: str | None = None
@@ -177,13 +176,13 @@ class HFGenerator:
 
         self.cfg = cfg
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=dtype, trust_remote_code=cfg.trust_remote_code).to(self.device).eval()
+            model_path, dtype=dtype, trust_remote_code=False).to(self.device).eval()
         # transformers falls back to the model's generation_config for every setting a caller leaves at
         # its global default (top_k=50 -> the model's top_k=20, repetition_penalty=1.0 -> 1.05). Replace it
         # by a blank one that keeps only the stop tokens, so that only our settings apply (as in vLLM).
@@ -222,7 +221,7 @@ class VLLMGenerator:
 
         self.cfg = cfg
         self.llm = LLM(model=model_path, tensor_parallel_size=cfg.tensor_parallel_size, seed=cfg.seed,
-                       trust_remote_code=cfg.trust_remote_code)
+                       trust_remote_code=False)
         self.tokenizer = self.llm.get_tokenizer()
 
     def params(self, seed: int):
@@ -380,7 +379,7 @@ def generate_for_model(model_name: str, model_path: str, prompts: list[EvalPromp
         # The prompt text needs the model's chat template: the tokenizer alone is cheap to load.
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
         texts = {p.prompt_id: render(tok, p, cfg.prefill_think) for p in prompts}
     shas = {pid: _sha(t) for pid, t in texts.items()}
     todo = [(p, k) for p in prompts for k in range(cfg.samples)

@@ -21,7 +21,6 @@ import json
 import os
 from dataclasses import dataclass, field
 
-import pandas as pd
 
 from ..data.io import check_text_column, describe_value, read_table, require_columns
 from ..data.rl_mix import user_messages
@@ -73,8 +72,7 @@ def load_eval_set(path: str, name: str | None = None, limit: int | None = None) 
     return out
 
 
-def load_attack_file(path: str, attack: str, behaviors: dict[str, dict],
-                     system_prompt: str | None = None) -> list[EvalPrompt]:
+def load_attack_file(path: str, attack: str, behaviors: dict[str, dict]) -> list[EvalPrompt]:
     """Attack prompts from a HarmBench-style test-case JSON, each tied to its behaviour by ``BehaviorID``."""
     with open(path) as f:
         cases = json.load(f)
@@ -92,7 +90,7 @@ def load_attack_file(path: str, attack: str, behaviors: dict[str, dict],
         for k, test in enumerate(tests if isinstance(tests, list) else [tests]):
             if not isinstance(test, str):  # never str() a dict or list into an attack prompt
                 raise ValueError(f"{path}: behavior {bid!r} test case {k} is {describe_value(test)}, not text")
-            out.append(EvalPrompt("harmbench", f"{attack}-{bid}-{k}", user_messages(str(test), system_prompt), "safety",
+            out.append(EvalPrompt("harmbench", f"{attack}-{bid}-{k}", user_messages(test), "safety",
                                   behavior=b["behavior"], attack=attack, context=b.get("context", ""),
                                   extra={"behavior_id": str(bid),
                                          "functional_category": b.get("functional_category", "")}))
@@ -135,7 +133,3 @@ def collect(eval_dir: str | None, eval_files: list[str], attacks: dict[str, str]
     for attack, path in attacks.items():
         prompts += load_attack_file(path, attack, behaviors)[: limit * 4 if limit else None]
     return prompts
-
-
-def to_frame(prompts: list[EvalPrompt]) -> pd.DataFrame:
-    return pd.DataFrame([p.__dict__ for p in prompts])

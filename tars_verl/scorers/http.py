@@ -167,7 +167,6 @@ class HttpEndpoint:
         self.retry_for_s = retry_for_s
         self._per_loop: dict[int, tuple[aiohttp.ClientSession, asyncio.Semaphore]] = {}
         self._lock = threading.Lock()
-        self.requests_sent = 0
 
     @classmethod
     def from_config(cls, cfg: HttpScorerConfig, url: str | None = None) -> HttpEndpoint:
@@ -225,7 +224,6 @@ class HttpEndpoint:
             ):
                 with attempt:
                     async with sem:
-                        self.requests_sent += 1
                         attempts += 1
                         try:
                             async with client.request(method, url, json=payload) as resp:
