@@ -72,9 +72,6 @@ class _AfterImport(MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
         if fullname not in self.pending:
             return None
-        self.pending.discard(fullname)
-        if not self.pending and self in sys.meta_path:
-            sys.meta_path.remove(self)
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
                 continue
@@ -82,7 +79,10 @@ class _AfterImport(MetaPathFinder):
             if spec is not None:
                 break
         else:
-            return None
+            return None  # not found: leave the import machinery's list as it is
+        self.pending.discard(fullname)
+        if not self.pending and self in sys.meta_path:
+            sys.meta_path.remove(self)  # safe: returning a spec ends the machinery's loop over sys.meta_path
         if spec.loader is not None and hasattr(spec.loader, "exec_module"):
             spec.loader = _LoaderThenRegister(spec.loader, fullname)
         return spec
