@@ -8,4 +8,5 @@ export MODEL_PATH=${MODEL_PATH:-Qwen/Qwen2.5-1.5B-Instruct}
 export NPROC_PER_NODE=${NPROC_PER_NODE:-4}
 export SFT_MICRO_BATCH=${SFT_MICRO_BATCH:-4}
 export SFT_OUT=${SFT_OUT:-checkpoints/tars_sft_qwen1.5b}
+export SFT_SCRIPT=run_sft_warmstart_qwen1.5b.sh
 exec bash "$(dirname "$0")/lib/sft_warmstart.sh" "$@"

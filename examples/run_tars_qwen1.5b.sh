@@ -11,6 +11,10 @@ export NPROC_PER_NODE=${NPROC_PER_NODE:-4}
 export SFT_MICRO_BATCH=${SFT_MICRO_BATCH:-4}
 export GPUS_PER_NODE=${GPUS_PER_NODE:-4}
 export ROLLOUT_TP=${ROLLOUT_TP:-1}
-export RM_TP=${RM_TP:-1}
+# GRM-llama3-8B's bf16 weights are 14 GiB: TP 2 puts 7 GiB per GPU, in a 0.25 x 48 GiB = 12 GiB share.
+export RM_TP=${RM_TP:-2}
+export RM_GPU_MEM_UTIL=${RM_GPU_MEM_UTIL:-0.25}
 export EXPERIMENT=${EXPERIMENT:-tars_qwen1.5b}
+export SFT_SCRIPT=run_sft_warmstart_qwen1.5b.sh RUN_SCRIPT=run_tars_qwen1.5b.sh
+export GPU_MEM_GIB=${GPU_MEM_GIB:-48}   # memory of one GPU, for the --dry-run memory plan
 exec bash "$(dirname "$0")/lib/tars_recipe.sh" "$@"

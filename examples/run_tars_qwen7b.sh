@@ -20,4 +20,6 @@ export GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 export ROLLOUT_TP=${ROLLOUT_TP:-2}
 export RM_TP=${RM_TP:-2}
 export EXPERIMENT=${EXPERIMENT:-tars_qwen7b}
+export SFT_SCRIPT=run_sft_warmstart_qwen7b.sh RUN_SCRIPT=run_tars_qwen7b.sh
+export GPU_MEM_GIB=${GPU_MEM_GIB:-80}   # memory of one GPU, for the --dry-run memory plan
 exec bash "$(dirname "$0")/lib/tars_recipe.sh" "$@"

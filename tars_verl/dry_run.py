@@ -219,7 +219,19 @@ def check_grpo(overrides: list[str]) -> tuple[DictConfig | None, list[str]]:
     except Exception as err:  # noqa: BLE001
         problems.append(f"reward manager: {type(err).__name__}: {err}")
     problems += check_reward(cfg)
+    problems += check_gpu_and_cluster(cfg)
     return cfg, problems
+
+
+def check_gpu_and_cluster(cfg: DictConfig) -> list[str]:
+    """flash-attn, the per-GPU memory plan, sglang with a served RM, and multi-node reachability."""
+    from tars_verl.gpu_plan import check_gpu_grpo
+    from tars_verl.multinode import check_multinode
+
+    try:
+        return check_gpu_grpo(cfg) + check_multinode(cfg)
+    except Exception as err:  # noqa: BLE001 - every problem is reported together
+        return [f"GPU plan: {type(err).__name__}: {err}"]
 
 
 def check_plugins(cfg: DictConfig) -> list[str]:
@@ -297,6 +309,9 @@ def check_sft(overrides: list[str]) -> tuple[DictConfig | None, list[str]]:
         check_config(cfg)
     except Exception as err:  # noqa: BLE001
         problems.append(str(err))
+    from tars_verl.gpu_plan import check_gpu_sft
+
+    problems += check_gpu_sft(cfg)
     return cfg, problems
 
 

@@ -12,6 +12,10 @@ from tars_verl.data.rl_mix import MixConfig, write_mixes
 from tars_verl.testing.cpu_platform import cpu_env, sft_cpu_overrides
 from tars_verl.testing.source_files import write_rl_sources
 
+# No flash-attn on CPU machines: the dry run reports it unless the run goes without it (tests/test_gpu_plan_on_cpu.py).
+NO_FLASH_ATTN = {"grpo": ["+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
+                          "actor_rollout_ref.model.use_remove_padding=False"],
+                 "sft": ["+model.override_config.attn_implementation=sdpa", "model.use_remove_padding=False"]}
 SCRIPTS = ["run_sft_warmstart_qwen1.5b.sh", "run_sft_warmstart_qwen7b.sh", "run_tars_qwen1.5b.sh", "run_tars_qwen7b.sh"]
 
 
@@ -42,9 +46,9 @@ def tiny_env(data, tiny_dir, tmp_path, **kw):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_every_example_script_dry_runs(script, data, tiny_dir, tmp_path):
     env = tiny_env(data, tiny_dir, tmp_path, SFT_MODEL_PATH=f"{tiny_dir}/policy")
-    out = run_example(script, env, "--dry-run")
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     stage = "sft" if "sft" in script else "grpo"
+    out = run_example(script, env, "--dry-run", *NO_FLASH_ATTN[stage])
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert f"[dry-run] {stage} OK" in out.stdout
     if stage == "grpo":
         assert "All configuration checks passed" in out.stdout + out.stderr  # verl's own validate_config ran
@@ -73,8 +77,8 @@ def test_validation_samples_8_at_temperature_0_6_by_default(data, tiny_dir, tmp_
 
 def test_overrides_pass_through_to_the_composed_config(data, tiny_dir, tmp_path):
     env = tiny_env(data, tiny_dir, tmp_path, SFT_MODEL_PATH=f"{tiny_dir}/policy")
-    out = run_example("run_tars_qwen1.5b.sh", env, "--dry-run", "actor_rollout_ref.rollout.n=3",
-                     "tars_scorer@reward.tars.safety=refusal_keywords")
+    out = run_example("run_tars_qwen1.5b.sh", env, "--dry-run", *NO_FLASH_ATTN["grpo"],
+                      "actor_rollout_ref.rollout.n=3", "tars_scorer@reward.tars.safety=refusal_keywords")
     assert out.returncode == 0, out.stdout[-2000:]
     assert "n=3" in out.stdout and "safety=refusal_keywords" in out.stdout
     bad = run_example("run_tars_qwen1.5b.sh", env, "--dry-run", "reward.tars.safety.backend=nope")
@@ -90,7 +94,8 @@ def test_7b_without_warm_start_says_which_variable_to_set(tiny_dir, tmp_path):
 
 
 def test_7b_runs_the_sft_stage_first_when_no_checkpoint_is_given(data, tiny_dir, tmp_path):
-    out = run_example("run_tars_qwen7b.sh", tiny_env(data, tiny_dir, tmp_path), "--dry-run")
+    env = tiny_env(data, tiny_dir, tmp_path, SFT_EXTRA_ARGS=" ".join(NO_FLASH_ATTN["sft"]))
+    out = run_example("run_tars_qwen7b.sh", env, "--dry-run", *NO_FLASH_ATTN["grpo"])
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "running the SFT warm start" in out.stdout
     assert "[dry-run] sft OK" in out.stdout and "[dry-run] grpo OK" in out.stdout
@@ -153,6 +158,6 @@ def test_dry_run_rejects_unregistered_rollout_and_trainer_mode(data, tiny_dir, t
     assert "rollout.name='tars_hf' is not a registered rollout" in out.stdout
     assert "trainer.v1.trainer_mode: Unknown trainer 'nope'" in out.stdout
     # With the testing rollout loaded (as the CPU GRPO test does) and the default trainer mode, it passes.
-    ok = run_example("run_tars_qwen1.5b.sh", {**env, **cpu_env()}, "--dry-run")
+    ok = run_example("run_tars_qwen1.5b.sh", {**env, **cpu_env()}, "--dry-run", *NO_FLASH_ATTN["grpo"])
     assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
     assert "rollout=tars_hf" in ok.stdout

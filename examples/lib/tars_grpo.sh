@@ -38,6 +38,9 @@ SERVE_RM=${TARS_SERVE_RM:-$SERVE_RM_DEFAULT}
 RM_PATH=${RM_PATH:-Ray2333/GRM-llama3-8B-distill}
 RM_TP=${RM_TP:-1}
 RM_GPU_MEM_UTIL=${RM_GPU_MEM_UTIL:-0.2}
+# verl queries an SGLang-served RM over /v1/embeddings, not /classify: keep the RM on vLLM with ROLLOUT_NAME=sglang.
+RM_ROLLOUT_NAME=${RM_ROLLOUT_NAME:-$ROLLOUT_NAME}
+# GPU_MEM_GIB (memory of one GPU) feeds the --dry-run memory plan; the run scripts set their layout's.
 
 DATA=(
   data.train_files="$TRAIN_FILE"
@@ -90,7 +93,7 @@ if [ "$SERVE_RM" = "1" ]; then
   REWARD+=(
     reward.reward_model.enable=True
     reward.reward_model.model_path="$RM_PATH"
-    reward.reward_model.rollout.name="$ROLLOUT_NAME"
+    reward.reward_model.rollout.name="$RM_ROLLOUT_NAME"
     reward.reward_model.rollout.tensor_model_parallel_size="$RM_TP"
     reward.reward_model.rollout.gpu_memory_utilization="$RM_GPU_MEM_UTIL"
     reward.custom_reward_function.path=pkg://tars_verl.verl_plugin
@@ -116,4 +119,5 @@ OVERRIDES=("${DATA[@]}" "${MODEL[@]}" "${ACTOR[@]}" "${ROLLOUT[@]}" "${REF[@]}" 
 if [ "$DRY_RUN" = "1" ]; then
   exec python -m tars_verl.dry_run grpo "${OVERRIDES[@]}"
 fi
-exec python -m verl.trainer.main_ppo --config-path=pkg://tars_verl.config --config-name=tars_grpo "${OVERRIDES[@]}"
+# tars_verl.main_ppo is verl's main_ppo plus the scorers' env vars and secrets (by name) for Ray workers on every node.
+exec python -m tars_verl.main_ppo --config-path=pkg://tars_verl.config --config-name=tars_grpo "${OVERRIDES[@]}"

@@ -16,6 +16,17 @@ if [ -z "${SFT_MODEL_PATH:-}" ]; then
   if [ -f "$SFT_EXPORT/config.json" ]; then
     echo "[tars] using the warm start exported earlier: $SFT_EXPORT"
     export SFT_MODEL_PATH=$SFT_EXPORT
+  elif [ "${NNODES:-1}" -gt 1 ] && [ -f "$SFT_TRAIN" ] && [ -f "$SFT_VAL" ]; then
+    # torchrun needs all nodes, this script runs on the head only: run the SFT stage per node first.
+    cat >&2 <<MSG
+[tars] NNODES=$NNODES and no warm-start checkpoint: the SFT stage runs on every node, so run it first.
+  1. On each node i = 0 .. $((NNODES - 1)), with SFT_OUT=$SFT_OUT on a filesystem all nodes share:
+       NNODES=$NNODES NODE_RANK=<i> MASTER_ADDR=<node 0's address> MASTER_PORT=29500 SFT_OUT=$SFT_OUT \\
+         bash examples/${SFT_SCRIPT:-run_sft_warmstart_qwen7b.sh}
+  2. Then GRPO, once, on the Ray head (ray start --head here, ray start --address=<head>:6379 elsewhere):
+       NNODES=$NNODES SFT_MODEL_PATH=$SFT_EXPORT bash examples/${RUN_SCRIPT:-run_tars_qwen7b.sh}
+MSG
+    exit 2
   elif [ -f "$SFT_TRAIN" ] && [ -f "$SFT_VAL" ]; then
     echo "[tars] SFT_MODEL_PATH is not set: running the SFT warm start on $SFT_TRAIN first"
     # SFT_EXTRA_ARGS: Hydra overrides for the SFT stage only (the script's own arguments go to GRPO).

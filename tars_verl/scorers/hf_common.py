@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -16,7 +17,8 @@ class HFModelConfig(ScorerConfig):
     model_path: str = ""
     # Defaults to model_path; a scorer's tokenizer is independent of the policy's.
     tokenizer_path: str | None = None
-    # "auto": cuda when available, else cpu.
+    # "auto": cpu inside a Ray worker that was given no GPU (verl's reward workers), else cuda when
+    # available, else cpu. Set "cuda" / "cuda:N" explicitly to put the scorer on a GPU you set aside.
     device: str = "auto"
     # "auto" (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.
     dtype: str = "auto"
@@ -37,14 +39,44 @@ class HFModelConfig(ScorerConfig):
             raise ScorerConfigError(f"{self.backend}.dtype must be auto, float32, bfloat16 or float16")
 
 
+def ray_worker_gpu_ids() -> list | None:
+    """The GPUs Ray gave this worker process, or None outside a Ray worker (driver, plain Python)."""
+    if "ray" not in sys.modules:  # a Ray worker has imported ray before running any of our code
+        return None
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    from ray._private.worker import WORKER_MODE, global_worker
+
+    if global_worker.mode != WORKER_MODE:
+        return None
+    return list(ray.get_gpu_ids())
+
+
+def resolve_device(device: str) -> torch.device:
+    """``device`` as set, or for ``auto``: never a GPU this process was not given.
+
+    Ray no longer hides GPUs from actors that ask for none, so ``torch.cuda.is_available()`` is True in
+    verl's CPU reward workers on a GPU node; a scorer picking ``cuda`` there would put one model copy per
+    worker on GPU 0, next to the actor and vLLM. Inside a Ray worker ``auto`` therefore means cuda only
+    when Ray assigned this worker a GPU.
+    """
+    if device != "auto":
+        return torch.device(device)
+    gpus = ray_worker_gpu_ids()
+    if gpus is not None and not gpus:
+        return torch.device("cpu")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 class HFSequenceClassifier:
     """A tokenizer + AutoModelForSequenceClassification pair; ``logits(texts)`` runs off the event loop."""
 
     def __init__(self, cfg: HFModelConfig):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                                   ("cpu" if cfg.device == "auto" else cfg.device))
+        self.device = resolve_device(cfg.device)
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.dtype)
         if dtype is None:
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32

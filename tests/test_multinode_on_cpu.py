@@ -1,0 +1,44 @@
+"""Scorer settings and secrets reach Ray workers on every node through the job's runtime env, by name."""
+
+import os
+
+import pytest
+
+from tars_verl.multinode import forwarded_env, ray_init_with_env, scorer_env_names
+from tars_verl.verl_compose import compose_tars_config
+
+
+def test_the_env_the_reward_config_reads_is_found_by_name(monkeypatch):
+    paper = compose_tars_config(["tars@reward.tars=paper"])
+    assert scorer_env_names(paper) == (["OPENAI_API_KEY"], [])
+    open_ = compose_tars_config(["tars@reward.tars=open"])
+    assert scorer_env_names(open_) == ([], ["TARS_GUARD_MODEL", "TARS_GUARD_URL"])
+    monkeypatch.setenv("TARS_GUARD_URL", "http://10.0.0.7:8001/v1")
+    monkeypatch.delenv("TARS_GUARD_MODEL", raising=False)
+    assert forwarded_env(open_) == {"TARS_GUARD_URL": "http://10.0.0.7:8001/v1"}  # unset names are not invented
+
+
+@pytest.mark.slow
+def test_ray_workers_get_the_forwarded_values_and_the_log_only_names(capsys):
+    """The value is NOT in this process's environment, so a worker can only see it through the runtime env."""
+    ray = pytest.importorskip("ray")
+    secret = "sk-forwarded-" + "x" * 8
+    assert "TARS_TEST_SECRET" not in os.environ
+
+    @ray.remote(num_cpus=1)
+    def read_env():
+        import os as worker_os
+
+        return worker_os.environ.get("TARS_TEST_SECRET"), worker_os.environ.get("TOKENIZERS_PARALLELISM")
+
+    original = ray.init
+    with ray_init_with_env({"TARS_TEST_SECRET": secret}):
+        # as verl's main_ppo calls it: its own env_vars must survive next to ours
+        ray.init(num_cpus=1, include_dashboard=False, runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "true"}})
+    try:
+        assert ray.init is original
+        assert ray.get(read_env.remote()) == (secret, "true")
+    finally:
+        ray.shutdown()
+    out = capsys.readouterr()
+    assert "TARS_TEST_SECRET" in out.out and secret not in out.out + out.err
