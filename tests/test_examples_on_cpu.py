@@ -68,10 +68,10 @@ def test_dry_run_reports_every_problem(data, tiny_dir, tmp_path, monkeypatch):
 
 def test_validation_samples_8_at_temperature_0_6_by_default(data, tiny_dir, tmp_path):
     env = tiny_env(data, tiny_dir, tmp_path, SFT_MODEL_PATH=f"{tiny_dir}/policy")
-    out = run_example("run_tars_qwen1.5b.sh", env, "--dry-run")
+    out = run_example("run_tars_qwen1.5b.sh", env, "--dry-run", *NO_FLASH_ATTN["grpo"])
     assert out.returncode == 0, out.stdout[-2000:]
     assert "val_n=8 val_temperature=0.6" in out.stdout
-    out = run_example("run_tars_qwen1.5b.sh", {**env, "VAL_N": "2"}, "--dry-run")
+    out = run_example("run_tars_qwen1.5b.sh", {**env, "VAL_N": "2"}, "--dry-run", *NO_FLASH_ATTN["grpo"])
     assert "val_n=2 val_temperature=0.6" in out.stdout
 
 
