@@ -130,7 +130,9 @@ class HttpEndpoint:
             delay = max(delay, min(exc.retry_after, self.backoff_max_s))
         return delay
 
-    async def request_json(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+    async def request_json(self, method: str, path: str, payload: dict[str, Any] | None = None,
+                           parse_json: bool = True) -> Any:
+        """The JSON body of a 2xx answer (or its text with ``parse_json=False``: vLLM's ``/health`` is empty)."""
         url = self.base_url + path
         client, sem = self._client()
         last = "no attempt made"
@@ -156,6 +158,8 @@ class HttpEndpoint:
                         raise _RetryableHttpError(last, retry_after)
                     if status >= 400:
                         raise ScorerError(f"{method} {url} answered HTTP {status}: {text[:300]}")
+                    if not parse_json:
+                        return text
                     try:
                         return json.loads(text)
                     except ValueError as err:
@@ -190,7 +194,7 @@ def check_endpoint_sync(cfg: HttpScorerConfig, url: str | None = None) -> None:
         ep = HttpEndpoint.from_config(cfg, url)
         ep.max_retries = min(cfg.max_retries, 2)
         try:
-            await ep.request_json("GET", cfg.health_path)
+            await ep.request_json("GET", cfg.health_path, parse_json=False)  # any 2xx will do, whatever the body
         finally:
             await ep.aclose()
 
