@@ -149,6 +149,17 @@ def test_served_reward_model_classify(server, tiny_dir):
         assert r.score == pytest.approx(1 / (1 + math.exp(-classify_logit(text))))
 
 
+def test_served_reward_model_start_up_check_accepts_an_empty_health_body(server, tiny_dir):
+    # vLLM's GET /health answers 200 with an empty body (parsing it as JSON failed every start-up).
+    scorer = build_scorer({"backend": "served_reward_model", "url": server.url, "model": "grm",
+                           "tokenizer_path": f"{tiny_dir}/reward_model", "activation": "none"})
+    scorer.check_ready()
+    res = run(scorer.score(items("Short answer.")))
+    text = server.requests[0][1]["input"][0]
+    assert server.requests[0][1]["use_activation"] is True  # server-side sigmoid, as vLLM applies by default
+    assert res[0].score == pytest.approx(1 / (1 + math.exp(-classify_logit(text))))
+
+
 def test_served_reward_model_verl_router_requires_verl_rm():
     with pytest.raises(ScorerConfigError, match="reward.reward_model.enable=True"):
         build_scorer({"backend": "served_reward_model", "url": "verl"})

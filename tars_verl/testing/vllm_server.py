@@ -70,9 +70,10 @@ class VLLMServer:
         return f"http://127.0.0.1:{self.port}"
 
     def log_tail(self, chars: int = 6000) -> str:
-        if self._log is None:
+        if self._log is None or not os.path.exists(self._log.name):
             return ""
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         with open(self._log.name, errors="replace") as f:
             return f.read()[-chars:]
 
