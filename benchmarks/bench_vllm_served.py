@@ -68,7 +68,7 @@ def bench_guard(lm_url: str, responder: str, n: int, concurrency: int, repeats: 
     worker = make_worker(responder, ["tars_scorer@reward.tars.safety=guard_chat",
                                      f"reward.tars.safety.url={lm_url}/v1", "reward.tars.safety.model=tiny-guard",
                                      f"reward.tars.safety.max_concurrency={concurrency}",
-                                     "reward.tars.safety.max_batch_size=64", "reward.tars.check_on_start=false"])
+                                     "reward.tars.safety.max_batch_size=64"])
     data = reward_samples(n)
     batch = make_reward_batch(worker.input_tokenizer, data)
     through = lambda: worker.loop.run_until_complete(worker.compute_score_batch(batch))  # noqa: E731

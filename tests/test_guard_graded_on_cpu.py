@@ -71,7 +71,8 @@ def test_real_qwen_tokenisation_of_every_verdict_class():
             toks = stream(*[(tok.decode([i]), {tok.decode([i]): 1.0}) for i in lead_ids],
                           (pieces[0], first), *[(p, {p: 1.0}) for p in pieces[1:]], ("\n", {"\n": 1.0}))
             # A first token that starts two verdict words (" n": " no" and " n/a") decides nothing and is skipped.
-            decisive = {w: t for w, t in others.items() if sum(s.lower().startswith(t.lower()) for s in words.values()) == 1}
+            decisive = {w: t for w, t in others.items()
+                        if sum(s.lower().startswith(t.lower()) for s in words.values()) == 1}
             assert len(decisive) >= len(others) - 1
             mass = {emitted: 1 - p_other * len(others), **{w: p_other for w in decisive}}
             want = sum(p * scores[w] for w, p in mass.items()) / sum(mass.values())

@@ -224,7 +224,8 @@ def _train(out_dir, tokenizer, eos, seed, max_steps, patience, margin, log) -> i
         hidden = model.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
         logits = hidden[torch.tensor(pos_b), torch.tensor(pos_t)] @ head.T
         target = torch.tensor(targets)
-        loss = torch.nn.functional.cross_entropy(torch.cat([logits, torch.full((len(targets), 1), rest)], dim=1), target)
+        full = torch.cat([logits, torch.full((len(targets), 1), rest)], dim=1)
+        loss = torch.nn.functional.cross_entropy(full, target)
         opt.zero_grad()
         loss.backward()
         opt.step()
