@@ -5,10 +5,10 @@
 (b) guard_chat scoring through verl's RewardLoopWorker + TarsRewardManager (Llama Guard format, with
     log-probabilities), divided by a plain aiohttp client sending the same chat-completion requests at
     the same concurrency and reading nothing but the reply. Target: at most 1.2 (overhead <= 20%).
-(a) evaluation generation through our vLLM path (``tars_verl.eval.generate.generate_for_model``,
-    ``backend=vllm``, cache writes included) divided... inverted: one ``LLM.generate`` over all prompts on
-    the same model and settings divided by ours, so higher is better. Target: at least 0.9. Offline
-    vLLM runs in the vLLM environment (a child process); skipped with ``--skip-eval``.
+(a) evaluation generation: the time of one ``LLM.generate`` over all prompts divided by the time of our
+    vLLM path (``tars_verl.eval.generate.generate_for_model``, ``backend=vllm``, cache writes included)
+    on the same engine, model and settings; higher is better. Target: at least 0.9. Offline vLLM runs
+    in the vLLM environment (a child process); skipped with ``--skip-eval``.
 
 The model is the tiny responder of ``tars_verl/testing/served_models.py`` (trained to answer each
 request kind with one fixed reply, so every request decodes the same number of tokens). Best of
