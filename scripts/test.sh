@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_venv.sh
+bash scripts/setup_vllm_venv.sh  # .venv-vllm: the real vLLM server the served-scorer tests start
 exec .venv/bin/python -m pytest -q -p no:cacheprovider --doctest-modules "$@" tests tars_verl

@@ -38,3 +38,47 @@ def run_example(script, env_extra, *args, timeout=300):
     env = {k: v for k, v in env.items() if v is not None}
     return subprocess.run(["bash", os.path.join(ROOT, "examples", script), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+# -- real vLLM servers (scripts/setup_vllm_venv.sh builds .venv-vllm; started once per test session) -----------
+def require_vllm():
+    """The vLLM environment's python; in CI (CI=true) its absence fails loudly, elsewhere the test is skipped."""
+    from tars_verl.testing.vllm_server import vllm_python
+
+    python = vllm_python()
+    if python is None:
+        msg = "no vLLM environment (.venv-vllm): run `bash scripts/setup_vllm_venv.sh` (scripts/test.sh does)"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return python
+
+
+@pytest.fixture(scope="session")
+def served_models(tmp_path_factory):
+    """Tiny models with certain replies for vLLM (tars_verl/testing/served_models.py), trained once per session."""
+    from tars_verl.testing.served_models import ensure_served_models
+
+    require_vllm()
+    return ensure_served_models(os.environ.get("TARS_SERVED_MODELS_DIR")
+                                or str(tmp_path_factory.mktemp("served") / "models"), log=lambda m: None)
+
+
+@pytest.fixture(scope="session")
+def vllm_servers(served_models):
+    """Real vLLM servers, started together once per session: ``lm`` (the trained responder, served as
+    tiny-guard / tiny-judge / tiny-teacher / tiny-policy) and ``rm`` (a 1-logit classifier, tiny-rm)."""
+    from tars_verl.testing.vllm_server import VLLMServer
+
+    servers = {"lm": VLLMServer(os.path.join(served_models, "responder"),
+                                ["tiny-guard", "tiny-judge", "tiny-teacher", "tiny-policy"]),
+               "rm": VLLMServer(os.path.join(served_models, "reward_model"), ["tiny-rm"])}
+    try:
+        for srv in servers.values():
+            srv.launch()
+        for srv in servers.values():
+            srv.wait_ready()
+        yield servers
+    finally:
+        for srv in servers.values():
+            srv.__exit__(None, None, None)

@@ -131,7 +131,8 @@ def test_qwen3guard_format(server):
 def test_wildguard_uses_completions_and_reads_refusal(server):
     scorer = build_scorer({"backend": "guard_chat", "url": server.url + "/v1", "format": "wildguard"})
     res = run(scorer.score(items("UNSAFE recipe", "I can't help with that.")))
-    assert [r.score for r in res] == [0.0, 1.0]
+    assert [round(r.score, 6) for r in res] == [0.2, 0.8]  # graded from the text completion's logprobs
+    assert [r.details["binary_score"] for r in res] == [0.0, 1.0] and all(r.details["graded"] for r in res)
     assert res[1].details["refusal"] is True
     assert server.requests[0][0] == "/v1/completions" and "Human user:\nHow do I do it?" in server.requests[0][1]["prompt"]
 
@@ -152,6 +153,17 @@ def test_served_reward_model_classify(server, tiny_dir):
     for r, text in zip(res, payload["input"]):
         assert "<|im_start|>assistant\n" in text  # the RM's own chat template was applied
         assert r.score == pytest.approx(1 / (1 + math.exp(-classify_logit(text))))
+
+
+def test_served_reward_model_start_up_check_accepts_an_empty_health_body(server, tiny_dir):
+    # vLLM's GET /health answers 200 with an empty body (parsing it as JSON failed every start-up).
+    scorer = build_scorer({"backend": "served_reward_model", "url": server.url, "model": "grm",
+                           "tokenizer_path": f"{tiny_dir}/reward_model", "activation": "none"})
+    scorer.check_ready()
+    res = run(scorer.score(items("Short answer.")))
+    text = server.requests[0][1]["input"][0]
+    assert server.requests[0][1]["use_activation"] is True  # server-side sigmoid, as vLLM applies by default
+    assert res[0].score == pytest.approx(1 / (1 + math.exp(-classify_logit(text))))
 
 
 def test_served_reward_model_verl_router_requires_verl_rm():

@@ -204,7 +204,9 @@ class HttpEndpoint:
             delay = max(delay, min(exc.retry_after, self.backoff_max_s))
         return delay
 
-    async def request_json(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+    async def request_json(self, method: str, path: str, payload: dict[str, Any] | None = None,
+                           parse_json: bool = True) -> Any:
+        """The JSON body of a 2xx answer (or its text with ``parse_json=False``: vLLM's ``/health`` is empty)."""
         url = self._url + path
         shown = self.base_url + path
         client, sem = self._client()
@@ -238,6 +240,8 @@ class HttpEndpoint:
                     if status >= 400:
                         raise ScorerError(scrub(f"{method} {shown} answered HTTP {status}: {text[:300]}",
                                                 self._secrets))
+                    if not parse_json:
+                        return text
                     try:
                         return json.loads(text)
                     except ValueError as err:
@@ -282,7 +286,7 @@ def check_endpoint_sync(cfg: HttpScorerConfig, url: str | None = None) -> None:
         ep.max_retries = 2 if cfg.max_retries is None else min(cfg.max_retries, 2)
         ep.retry_for_s = None
         try:
-            await ep.request_json("GET", cfg.health_path)
+            await ep.request_json("GET", cfg.health_path, parse_json=False)  # any 2xx will do, whatever the body
         finally:
             await ep.aclose()
 

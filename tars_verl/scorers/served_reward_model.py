@@ -11,7 +11,7 @@ to start in that case and says what to set (see ``tars_verl/reward_manager.py``)
 Example config::
 
     backend: served_reward_model
-    url: http://127.0.0.1:8002          # `vllm serve Ray2333/GRM-llama3-8B-distill --task classify`
+    url: http://127.0.0.1:8002          # `vllm serve Ray2333/GRM-llama3-8B-distill` (a classifier: /classify)
     model: Ray2333/GRM-llama3-8B-distill
 """
 

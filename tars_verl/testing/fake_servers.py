@@ -1,8 +1,9 @@
 """A real HTTP server on 127.0.0.1 that speaks the scorer protocols (TESTING / benchmarks only).
 
-Endpoints: ``GET /v1/models``, ``GET /health``, ``POST /v1/moderations`` (OpenAI moderation),
-``POST /v1/chat/completions`` (with ``logprobs`` / ``top_logprobs``), ``POST /v1/completions``,
-``POST /classify`` (vLLM pooling), ``POST /v1/embeddings`` (SGLang reward model). Replies are computed from the request text by small rules so
+Endpoints: ``GET /v1/models``, ``GET /health`` (200, empty body, as vLLM), ``POST /v1/moderations``
+(OpenAI moderation), ``POST /v1/chat/completions`` (with ``logprobs`` / ``top_logprobs``),
+``POST /v1/completions`` (with ``logprobs``), ``POST /classify`` (vLLM pooling, ``use_activation``),
+``POST /v1/embeddings`` (SGLang reward model). Replies are computed from the request text by small rules so
 that tests know the expected score, and faults are scripted:
 
     with ScorerServer() as srv:
@@ -17,11 +18,17 @@ returns the one to send (e.g. one category score set to NaN, ``message: null``).
 ``srv.files[path] = text`` serves ``text`` on ``GET path`` (e.g. a judge template file).
 
 Rules: moderation flags text containing ``UNSAFE`` (category score 0.97) and ``MEH`` (0.35);
-otherwise scores 0.02. Guards answer ``unsafe`` for ``UNSAFE`` text. The judge answers
+otherwise scores 0.02. Guards answer ``unsafe`` for ``UNSAFE`` text, in the shapes the real models
+reply (Llama Guard's leading blank line, Qwen3Guard's ``Refusal:`` line). The judge answers
 ``Score: N`` where N = len(response words) clipped to [1, 10]. ``/classify`` returns
-logit = (len(text) % 7) - 3. A StrongREJECT-style rubric request (the response sits between
-``AI model response:`` and ``[END RESPONSE]``, as in :func:`write_strongreject_fixture`) gets
-``strongreject_fields(response)`` as ``1.b`` / ``2.b`` / ``3.b`` lines.
+logit = (len(text) % 7) - 3, or its sigmoid unless ``use_activation`` is false (vLLM's default is true).
+A StrongREJECT-style rubric request (the response sits between ``AI model response:`` and
+``[END RESPONSE]``, as in :func:`write_strongreject_fixture`) gets ``strongreject_fields(response)`` as
+``1.b`` / ``2.b`` / ``3.b`` lines.
+
+The protocol shapes were checked against a real vLLM server (tests/test_vllm_served_on_cpu.py runs
+the scorers against one); this server is for what a real one will not do on demand: 429, 5xx,
+malformed JSON, NaN and out-of-range values, slow replies.
 """
 
 from __future__ import annotations
@@ -109,7 +116,9 @@ class ScorerServer:
         if request.method == "GET":
             if request.path in self.files:
                 return web.Response(text=self.files[request.path], content_type="application/json")
-            if request.path in ("/v1/models", "/health", "/models"):
+            if request.path == "/health":
+                return web.Response(status=200)  # vLLM: 200 with an empty body
+            if request.path in ("/v1/models", "/models"):
                 return web.json_response({"data": [{"id": "fake"}]})
             return web.json_response({"error": "not found"}, status=404)
         payload = await request.json()
@@ -182,6 +191,21 @@ class ScorerServer:
             message = {"role": "assistant", "content": answer, "reasoning_content": reasoning}
         return {"model": payload["model"], "choices": [{"message": message, "finish_reason": "stop"}]}
 
+    def _completion_choice(self, payload: dict[str, Any], tokens: list[str], unsafe: bool, alt: tuple[str, str],
+                           verdict_at: int = 0) -> dict[str, Any]:
+        """A text-completion choice; with ``logprobs: k`` vLLM's legacy shape (tokens, token_logprobs, top_logprobs),
+        the verdict token at ``verdict_at`` having both verdicts as alternatives."""
+        choice: dict[str, Any] = {"text": "".join(tokens), "finish_reason": "stop"}
+        if payload.get("logprobs") and self.logprobs:
+            p = self.p_unsafe
+            verdict = {alt[0]: math.log(p if unsafe else 1 - p), alt[1]: math.log(1 - p if unsafe else p)}
+            where = verdict_at % len(tokens)
+            tops = [verdict if i == where else {tok: 0.0} for i, tok in enumerate(tokens)]
+            offsets = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+            choice["logprobs"] = {"tokens": tokens, "token_logprobs": [tops[i][tok] for i, tok in enumerate(tokens)],
+                                  "top_logprobs": tops, "text_offset": offsets}
+        return choice
+
     def reply(self, path: str, payload: dict[str, Any], action: str) -> dict[str, Any]:
         if path == "/v1/moderations":
             inputs = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
@@ -214,13 +238,15 @@ class ScorerServer:
             unsafe = "UNSAFE" in content
             if action == "noverdict":
                 return {"choices": [{"message": {"role": "assistant", "content": "I am not sure."}}]}
-            if payload.get("model", "").startswith("qwen3guard"):
-                text = "Safety: Unsafe\nCategories: Violent" if unsafe else "Safety: Safe\nCategories: None"
+            if payload.get("model", "").startswith("qwen3guard"):  # response moderation: + a Refusal line
+                refusal = "Yes" if "can't" in content else "No"
+                text = (f"Safety: {'Unsafe' if unsafe else 'Safe'}\nCategories: {'Violent' if unsafe else 'None'}\n"
+                        f"Refusal: {refusal}")
                 tokens = ["Safety", ":", " Unsafe" if unsafe else " Safe", "\n", "Categories"]
                 alt = (" Unsafe", " Safe")
-            else:
-                text = "unsafe\nS1" if unsafe else "safe"
-                tokens = ["unsafe", "\n", "S1"] if unsafe else ["safe"]
+            else:  # Llama Guard 3 starts its reply with a blank line
+                text = "\n\nunsafe\nS1" if unsafe else "\n\nsafe"
+                tokens = ["\n\n", "unsafe", "\n", "S", "1"] if unsafe else ["\n\n", "safe"]
                 alt = ("unsafe", "safe")
             choice: dict[str, Any] = {"message": {"role": "assistant", "content": text}}
             if payload.get("logprobs") and self.logprobs:
@@ -235,18 +261,22 @@ class ScorerServer:
             return {"choices": [choice]}
         if path == "/v1/completions" and "\nBehavior:\n" in payload["prompt"]:  # HarmBench classifier
             generation = payload["prompt"].split("\nGeneration:\n")[-1].split("\n\n---\nRules:")[0]
-            return {"choices": [{"text": " Yes" if "UNSAFE" in generation else " No"}]}
+            harmful = "UNSAFE" in generation
+            tokens = [" Yes" if harmful else " No"]
+            return {"choices": [self._completion_choice(payload, tokens, harmful, (" Yes", " No"))]}
         if path == "/v1/completions":  # wildguard
             prompt = payload["prompt"]
             response = prompt.split("AI assistant:\n")[-1]
             harmful = "UNSAFE" in response
             refusal = "can't" in response
-            text = (f" Harmful request: yes\nResponse refusal: {'yes' if refusal else 'no'}\n"
-                    f"Harmful response: {'yes' if harmful else 'no'}")
-            return {"choices": [{"text": text}]}
+            tokens = [" Harm", "ful", " request", ":", " yes", "\n", "Response", " refusal", ":",
+                      " yes" if refusal else " no", "\n", "Harm", "ful", " response", ":", " yes" if harmful else " no"]
+            return {"choices": [self._completion_choice(payload, tokens, harmful, (" yes", " no"), verdict_at=-1)]}
         if path == "/classify":
             inputs = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
-            return {"data": [{"index": i, "label": "LABEL_0", "probs": [classify_logit(t)], "num_classes": 1}
+            activation = payload.get("use_activation", True)  # vLLM: sigmoid of the logit unless told not to
+            return {"data": [{"index": i, "label": "LABEL_0", "num_classes": 1,
+                              "probs": [1 / (1 + math.exp(-classify_logit(t))) if activation else classify_logit(t)]}
                              for i, t in enumerate(inputs)]}
         if path == "/v1/embeddings":  # SGLang serving a reward model: the score is the embedding's last value
             inputs = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
