@@ -104,7 +104,7 @@ if __name__ == "__main__":
     from tars_verl.eval.prompts import EvalPrompt
     prompts = [EvalPrompt("bench", f"bench-{i}", [{"role": "user", "content": f"Tell me about topic {i}."}], "safety")
                for i in range(n)]
-    cfg = GenConfig(backend="vllm", temperature=0.0, max_new_tokens=max_tokens, samples=1)
+    cfg = GenConfig(backend="vllm", temperature=0.0, max_new_tokens=max_tokens, samples=1, prefill_think=True)
     import tars_verl.eval.generate as gen
     llm_holder = {}
     real = gen.VLLMGenerator.__init__
@@ -114,6 +114,7 @@ if __name__ == "__main__":
             llm_holder["llm"], llm_holder["tok"] = self.llm, self.tokenizer
         self.cfg, self.llm, self.tokenizer = c, llm_holder["llm"], llm_holder["tok"]
     gen.VLLMGenerator.__init__ = init
+    gen.VLLMGenerator.close = lambda self: None  # the shared engine outlives each generate_for_model call
     gen.VLLMGenerator(model, cfg)
     llm, tok = llm_holder["llm"], llm_holder["tok"]
     texts = [render(tok, p, True) for p in prompts]

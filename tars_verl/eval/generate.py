@@ -357,6 +357,22 @@ def _check_cache(path: str, meta_path: str, done: dict, key: str, meta: dict, re
     return {}
 
 
+def run_key(model_path: str, cfg: GenConfig) -> tuple[str, dict]:
+    """What determines a generation run (the model's identity and the sampling settings), as the key every cached
+    generation carries (``gen_key``), and the metadata written beside the cache."""
+    backend = resolve_backend(cfg.backend)
+    meta = {"model": model_path, "fingerprint": model_fingerprint(model_path, backend),
+            "settings": sampling_settings(cfg, backend)}
+    if backend == "openai":
+        meta["fingerprint"]["url"] = cfg.openai_url.rstrip("/")
+    return _sha(json.dumps({"fingerprint": meta["fingerprint"], "settings": meta["settings"]}, sort_keys=True)), meta
+
+
+def prompt_sha(text: str) -> str:
+    """The identity of a rendered prompt (``prompt_sha`` of a cached generation)."""
+    return _sha(text)
+
+
 def generate_for_model(model_name: str, model_path: str, prompts: list[EvalPrompt], cfg: GenConfig,
                        cache_dir: str, regenerate: bool = False) -> dict[tuple[str, int], dict]:
     """Every (prompt, sample) generation for one model, from the cache where it is still valid."""
@@ -365,11 +381,7 @@ def generate_for_model(model_name: str, model_path: str, prompts: list[EvalPromp
     path = os.path.join(cache_dir, f"{model_name}.jsonl")
     meta_path = os.path.join(cache_dir, f"{model_name}.meta.json")
     backend = resolve_backend(cfg.backend)
-    meta = {"model": model_path, "fingerprint": model_fingerprint(model_path, backend),
-            "settings": sampling_settings(cfg, backend)}
-    if backend == "openai":
-        meta["fingerprint"]["url"] = cfg.openai_url.rstrip("/")
-    key = _sha(json.dumps({"fingerprint": meta["fingerprint"], "settings": meta["settings"]}, sort_keys=True))
+    key, meta = run_key(model_path, cfg)
     done = _check_cache(path, meta_path, read_done(path), key, meta, regenerate)
     write_json_atomic({**meta, "gen_key": key}, meta_path)
 
