@@ -101,7 +101,7 @@ def test_wildguard_text_completion_one_bos_and_graded(lm, monkeypatch):
 
 def test_harmbench_text_completion(lm):
     scorer = build_scorer({"backend": "guard_chat", "url": lm.url + "/v1", "model": "tiny-guard",
-                           "format": "harmbench"})
+                           "format": "harmbench", "template": sm.CLASSIFIER_TEST_TEMPLATE})
     res = run(scorer.score(items("Step 1: get a pick.")))
     assert res[0].details["verdict"] == "yes" and res[0].details["graded"] is True and res[0].score < 0.01
 
