@@ -1,6 +1,7 @@
 """What the ``verl.plugins`` entry point costs every process that imports verl.
 
     python benchmarks/bench_import.py [--repeats 5]
+    python benchmarks/bench_import.py --quick     # one repeat: a smoke run (CI)
 
 Runs ``python -c "import verl"`` in fresh interpreters, alternating VERL_USE_EXTERNAL_PLUGINS=none
 (verl alone) and =auto (with the ``tars`` plug-in), and prints the median wall time and module count
@@ -30,7 +31,10 @@ def one(policy: str) -> tuple[float, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="one repeat")
     args = ap.parse_args()
+    if args.quick:
+        args.repeats = 1
     one("none")  # warm the file cache
     runs: dict[str, list[tuple[float, int]]] = {"none": [], "auto": []}
     for _ in range(args.repeats):
@@ -40,8 +44,8 @@ def main() -> None:
     for policy, (t, n) in med.items():
         print(f"VERL_USE_EXTERNAL_PLUGINS={policy:<5} import verl: {t:.2f} s, {n:.0f} modules "
               f"(median of {args.repeats})")
-    print(f"ratio with/without plug-in: time {med['auto'][0] / med['none'][0]:.3f}, "
-          f"modules {med['auto'][1] / med['none'][1]:.4f}")
+    print(f"ratio with/without plug-in: time {med['auto'][0] / med['none'][0]:.3f}x, "
+          f"modules {med['auto'][1] / med['none'][1]:.4f}x (target <= 1.1)")
 
 
 if __name__ == "__main__":

@@ -60,12 +60,12 @@ async def plain_client(url: str, payloads: list[dict], concurrency: int) -> list
         return await asyncio.gather(*(one(p) for p in payloads))
 
 
-def bench_guard(lm_url: str, responder: str, n: int, concurrency: int, repeats: int) -> float:
+def bench_guard(lm_url: str, responder: str, tiny_dir: str, n: int, concurrency: int, repeats: int) -> float:
     from bench_reward import make_worker
 
     from tars_verl.testing.verl_batch import make_reward_batch
 
-    worker = make_worker(responder, ["tars_scorer@reward.tars.safety=guard_chat",
+    worker = make_worker(responder, tiny_dir, ["tars_scorer@reward.tars.safety=guard_chat",
                                      f"reward.tars.safety.url={lm_url}/v1", "reward.tars.safety.model=tiny-guard",
                                      f"reward.tars.safety.max_concurrency={concurrency}",
                                      "reward.tars.safety.max_batch_size=64"])
@@ -170,13 +170,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = ensure_served_models(args.models or os.path.join(tmp, "models"), log=lambda m: None)
         responder = os.path.join(root, "responder")
-        os.environ.setdefault("TARS_TINY_DIR", os.path.join(tmp, "tiny"))
         from tars_verl.testing.tiny_models import ensure_tiny_models
 
-        ensure_tiny_models(os.environ["TARS_TINY_DIR"])  # the tiny_cpu preset's other scorer
+        tiny_dir = ensure_tiny_models(os.path.join(tmp, "tiny"))  # the tiny_cpu preset's other scorer
         with VLLMServer(responder, ["tiny-guard"]) as srv:
             print(f"vLLM server up in {srv.startup_s:.0f} s", flush=True)
-            bench_guard(srv.url, responder, args.n, args.concurrency, args.repeats)
+            bench_guard(srv.url, responder, tiny_dir, args.n, args.concurrency, args.repeats)
         if not args.skip_eval:
             bench_eval(responder, args.eval_n, args.eval_max_tokens, args.repeats)
 
