@@ -42,10 +42,13 @@ def main() -> None:
             runs[policy].append(one(policy))
     med = {p: (statistics.median(t for t, _ in r), statistics.median(n for _, n in r)) for p, r in runs.items()}
     for policy, (t, n) in med.items():
-        print(f"VERL_USE_EXTERNAL_PLUGINS={policy:<5} import verl: {t:.2f} s, {n:.0f} modules "
-              f"(median of {args.repeats})")
-    print(f"ratio with/without plug-in: time {med['auto'][0] / med['none'][0]:.3f}x, "
-          f"modules {med['auto'][1] / med['none'][1]:.4f}x (target <= 1.1)")
+        print(
+            f"VERL_USE_EXTERNAL_PLUGINS={policy:<5} import verl: {t:.2f} s, {n:.0f} modules (median of {args.repeats})"
+        )
+    print(
+        f"ratio with/without plug-in: time {med['auto'][0] / med['none'][0]:.3f}x, "
+        f"modules {med['auto'][1] / med['none'][1]:.4f}x (target <= 1.1)"
+    )
 
 
 if __name__ == "__main__":

@@ -37,10 +37,19 @@ def build_bench_classifier(root: str, hidden: int = 256, layers: int = 4) -> str
     from transformers import Qwen2Config, Qwen2ForSequenceClassification
 
     tok = build_tokenizer(os.path.join(root, "tokenizer"))
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=layers,
-                      num_attention_heads=4, num_key_value_heads=2, num_labels=2,
-                      id2label={0: "UNSAFE", 1: "SAFE"}, label2id={"UNSAFE": 0, "SAFE": 1},
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    cfg = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=3 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_labels=2,
+        id2label={0: "UNSAFE", 1: "SAFE"},
+        label2id={"UNSAFE": 0, "SAFE": 1},
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     torch.manual_seed(0)
     path = os.path.join(root, "bench_classifier")
     Qwen2ForSequenceClassification(cfg).save_pretrained(path)
@@ -52,14 +61,24 @@ def samples(n: int) -> list[Sample]:
     out = []
     for i in range(n):
         answer = " ".join(WORDS[(i + j) % len(WORDS)] for j in range(40 + (i * 37) % 80))
-        out.append(Sample([{"role": "user", "content": f"request number {i}"}],
-                          f"<think>\nthinking about request {i}\n</think>\n\n{answer}", "harmful"))
+        out.append(
+            Sample(
+                [{"role": "user", "content": f"request number {i}"}],
+                f"<think>\nthinking about request {i}\n</think>\n\n{answer}",
+                "harmful",
+            )
+        )
     return out
 
 
 def classifier_overrides(model_path: str) -> list[str]:
-    return ["tars_scorer@reward.tars.safety=hf_classifier", f"reward.tars.safety.model_path={model_path}",
-            "reward.tars.safety.safe_label=SAFE", "reward.tars.safety.device=cpu", "reward.tars.safety.max_length=512"]
+    return [
+        "tars_scorer@reward.tars.safety=hf_classifier",
+        f"reward.tars.safety.model_path={model_path}",
+        "reward.tars.safety.safe_label=SAFE",
+        "reward.tars.safety.device=cpu",
+        "reward.tars.safety.max_length=512",
+    ]
 
 
 def make_worker(model_path: str, tiny_dir: str, overrides: list[str]):
@@ -67,8 +86,15 @@ def make_worker(model_path: str, tiny_dir: str, overrides: list[str]):
     (the samples are all harmful, but the manager builds both scorers at start-up)."""
     from tars_verl.demo import build_worker
 
-    return build_worker("tiny_cpu", [f"actor_rollout_ref.model.path={model_path}", "reward.tars.reasoning_safety=false",
-                                     f"reward.tars.helpfulness.model_path={tiny_dir}/reward_model", *overrides])[0]
+    return build_worker(
+        "tiny_cpu",
+        [
+            f"actor_rollout_ref.model.path={model_path}",
+            "reward.tars.reasoning_safety=false",
+            f"reward.tars.helpfulness.model_path={tiny_dir}/reward_model",
+            *overrides,
+        ],
+    )[0]
 
 
 def best_of(repeats: int, fn) -> float:
@@ -115,8 +141,15 @@ def main() -> None:
         direct()  # warm-up
         t_direct = best_of(args.repeats, direct)
 
-        batched = make_worker(model_path, tiny_dir, [*classifier_overrides(model_path), f"reward.tars.safety.max_batch_size={args.batch_size}",
-                                           "reward.tars.safety.max_wait_ms=5"])
+        batched = make_worker(
+            model_path,
+            tiny_dir,
+            [
+                *classifier_overrides(model_path),
+                f"reward.tars.safety.max_batch_size={args.batch_size}",
+                "reward.tars.safety.max_wait_ms=5",
+            ],
+        )
         batch = make_reward_batch(batched.input_tokenizer, data)
 
         def through(worker):
@@ -124,35 +157,57 @@ def main() -> None:
 
         through(batched)()
         t_manager = best_of(args.repeats, through(batched))
-        per_sample = make_worker(model_path, tiny_dir, [*classifier_overrides(model_path), "reward.tars.safety.max_batch_size=1", "reward.tars.safety.max_wait_ms=0"])
+        per_sample = make_worker(
+            model_path,
+            tiny_dir,
+            [
+                *classifier_overrides(model_path),
+                "reward.tars.safety.max_batch_size=1",
+                "reward.tars.safety.max_wait_ms=0",
+            ],
+        )
         through(per_sample)()
         t_single = best_of(max(1, args.repeats - 1), through(per_sample))
 
-        print(f"(a) manager / direct batched forward, {args.n} samples: {t_manager / t_direct:.3f}x "
-              f"(target < 1.15; direct {t_direct * 1000:.0f} ms, manager {t_manager * 1000:.0f} ms)")
-        print(f"(b) per-sample scorer calls / batched manager: {t_single / t_manager:.2f}x speed-up "
-              f"(target >= 4; per-sample {t_single * 1000:.0f} ms)")
+        print(
+            f"(a) manager / direct batched forward, {args.n} samples: {t_manager / t_direct:.3f}x "
+            f"(target < 1.15; direct {t_direct * 1000:.0f} ms, manager {t_manager * 1000:.0f} ms)"
+        )
+        print(
+            f"(b) per-sample scorer calls / batched manager: {t_single / t_manager:.2f}x speed-up "
+            f"(target >= 4; per-sample {t_single * 1000:.0f} ms)"
+        )
 
         with ScorerServerProcess(latency_s=0.05, logprobs=False) as url:
-            guard = make_worker(model_path, tiny_dir, ["tars_scorer@reward.tars.safety=guard_chat",
-                                             f"reward.tars.safety.url={url}/v1",
-                                             f"reward.tars.safety.max_concurrency={args.http_concurrency}",
-                                             "reward.tars.safety.max_batch_size=64"])
+            guard = make_worker(
+                model_path,
+                tiny_dir,
+                [
+                    "tars_scorer@reward.tars.safety=guard_chat",
+                    f"reward.tars.safety.url={url}/v1",
+                    f"reward.tars.safety.max_concurrency={args.http_concurrency}",
+                    "reward.tars.safety.max_batch_size=64",
+                ],
+            )
             hbatch = make_reward_batch(guard.input_tokenizer, data[: args.http_n])
             run = lambda: guard.loop.run_until_complete(guard.compute_score_batch(hbatch))  # noqa: E731
             run()
             t_http = best_of(args.repeats, run)
             # The back end alone: one batch of items straight into the scorer.
             scorer = guard.reward_manager.scorers["safety"]
-            items = [ScoreItem(s.messages[-1]["content"], s.response, s.messages, "harmful") for s in data[: args.http_n]]
+            items = [
+                ScoreItem(s.messages[-1]["content"], s.response, s.messages, "harmful") for s in data[: args.http_n]
+            ]
             direct_run = lambda: guard.loop.run_until_complete(scorer.score(items))  # noqa: E731
             direct_run()
             t_backend = best_of(args.repeats, direct_run)
         ideal = math.ceil(args.http_n / args.http_concurrency) * 0.05
-        print(f"(c) guard_chat over HTTP, {args.http_n} items at concurrency {args.http_concurrency}, 50 ms latency, "
-              f"ideal {ideal * 1000:.0f} ms: back end {t_backend / ideal:.3f}x the ideal (target < 1.3; "
-              f"{t_backend * 1000:.0f} ms); through verl's reward loop + manager {t_http / ideal:.3f}x "
-              f"({t_http * 1000:.0f} ms)")
+        print(
+            f"(c) guard_chat over HTTP, {args.http_n} items at concurrency {args.http_concurrency}, 50 ms latency, "
+            f"ideal {ideal * 1000:.0f} ms: back end {t_backend / ideal:.3f}x the ideal (target < 1.3; "
+            f"{t_backend * 1000:.0f} ms); through verl's reward loop + manager {t_http / ideal:.3f}x "
+            f"({t_http * 1000:.0f} ms)"
+        )
 
 
 if __name__ == "__main__":

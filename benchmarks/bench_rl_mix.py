@@ -32,8 +32,10 @@ def main() -> None:
         build_tokenizer(tok_dir)
         print(f"wrote 5 sources x {args.rows} rows in {time.perf_counter() - t0:.1f} s")
         timings = {}
-        for name, extra in [("chars+dedup+leakage", {}), ("+ token filter", {"tokenizer": tok_dir,
-                                                                              "max_prompt_tokens": 512})]:
+        for name, extra in [
+            ("chars+dedup+leakage", {}),
+            ("+ token filter", {"tokenizer": tok_dir, "max_prompt_tokens": 512}),
+        ]:
             cfg = MixConfig(paths=paths, **extra)
             t0 = time.perf_counter()
             write_mixes(cfg, os.path.join(root, name.replace(" ", "_").replace("+", "p")))

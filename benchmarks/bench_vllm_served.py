@@ -42,9 +42,14 @@ def best_of(repeats: int, fn) -> float:
 def reward_samples(n: int):
     from tars_verl.testing.verl_batch import Sample
 
-    return [Sample([{"role": "user", "content": f"How do I do thing number {i}?"}],
-                   f"<think>\nthinking about request {i}\n</think>\n\nHere is an answer about thing {i}.", "harmful")
-            for i in range(n)]
+    return [
+        Sample(
+            [{"role": "user", "content": f"How do I do thing number {i}?"}],
+            f"<think>\nthinking about request {i}\n</think>\n\nHere is an answer about thing {i}.",
+            "harmful",
+        )
+        for i in range(n)
+    ]
 
 
 async def plain_client(url: str, payloads: list[dict], concurrency: int) -> list[str]:
@@ -52,6 +57,7 @@ async def plain_client(url: str, payloads: list[dict], concurrency: int) -> list
 
     sem = asyncio.Semaphore(concurrency)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as client:
+
         async def one(p):
             async with sem:
                 async with client.post(url + "/v1/chat/completions", json=p) as resp:
@@ -65,10 +71,17 @@ def bench_guard(lm_url: str, responder: str, tiny_dir: str, n: int, concurrency:
 
     from tars_verl.testing.verl_batch import make_reward_batch
 
-    worker = make_worker(responder, tiny_dir, ["tars_scorer@reward.tars.safety=guard_chat",
-                                     f"reward.tars.safety.url={lm_url}/v1", "reward.tars.safety.model=tiny-guard",
-                                     f"reward.tars.safety.max_concurrency={concurrency}",
-                                     "reward.tars.safety.max_batch_size=64"])
+    worker = make_worker(
+        responder,
+        tiny_dir,
+        [
+            "tars_scorer@reward.tars.safety=guard_chat",
+            f"reward.tars.safety.url={lm_url}/v1",
+            "reward.tars.safety.model=tiny-guard",
+            f"reward.tars.safety.max_concurrency={concurrency}",
+            "reward.tars.safety.max_batch_size=64",
+        ],
+    )
     data = reward_samples(n)
     batch = make_reward_batch(worker.input_tokenizer, data)
     through = lambda: worker.loop.run_until_complete(worker.compute_score_batch(batch))  # noqa: E731
@@ -76,10 +89,19 @@ def bench_guard(lm_url: str, responder: str, tiny_dir: str, n: int, concurrency:
     payloads = []
     for s in data:
         answer = s.response.split("</think>\n\n")[-1]
-        payloads.append({"model": "tiny-guard", "max_tokens": scorer.config.max_tokens, "temperature": 0.0,
-                         "messages": [{"role": "user", "content": s.messages[-1]["content"]},
-                                      {"role": "assistant", "content": answer}],
-                         "logprobs": True, "top_logprobs": scorer.config.top_logprobs})
+        payloads.append(
+            {
+                "model": "tiny-guard",
+                "max_tokens": scorer.config.max_tokens,
+                "temperature": 0.0,
+                "messages": [
+                    {"role": "user", "content": s.messages[-1]["content"]},
+                    {"role": "assistant", "content": answer},
+                ],
+                "logprobs": True,
+                "top_logprobs": scorer.config.top_logprobs,
+            }
+        )
     plain = lambda: asyncio.run(plain_client(lm_url, payloads, concurrency))  # noqa: E731
     replies = plain()  # warm-up both
     assert all(r.strip().startswith("unsafe") for r in replies), replies[:3]
@@ -89,9 +111,12 @@ def bench_guard(lm_url: str, responder: str, tiny_dir: str, n: int, concurrency:
         t_plain = min(t_plain, best_of(1, plain))
         t_manager = min(t_manager, best_of(1, through))
     ratio = t_manager / t_plain
-    print(f"(b) guard_chat through verl's reward loop + manager / plain concurrent client, {n} requests at "
-          f"concurrency {concurrency}: {ratio:.3f}x (target <= 1.2; plain {t_plain * 1000:.0f} ms, "
-          f"manager {t_manager * 1000:.0f} ms)", flush=True)
+    print(
+        f"(b) guard_chat through verl's reward loop + manager / plain concurrent client, {n} requests at "
+        f"concurrency {concurrency}: {ratio:.3f}x (target <= 1.2; plain {t_plain * 1000:.0f} ms, "
+        f"manager {t_manager * 1000:.0f} ms)",
+        flush=True,
+    )
     return ratio
 
 
@@ -136,16 +161,24 @@ def bench_eval(responder: str, n: int, max_tokens: int, repeats: int) -> float:
     from tars_verl.testing.vllm_server import server_env, vllm_python
 
     with tempfile.TemporaryDirectory() as out:
-        proc = subprocess.run([vllm_python(), "-c", EVAL_CHILD, responder, str(n), str(max_tokens), out, str(repeats)],
-                              env=server_env(), capture_output=True, text=True, timeout=1200)
+        proc = subprocess.run(
+            [vllm_python(), "-c", EVAL_CHILD, responder, str(n), str(max_tokens), out, str(repeats)],
+            env=server_env(),
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode != 0 or not line:
             raise RuntimeError(f"offline vLLM benchmark failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-        res = json.loads(line[0][len("RESULT "):])
+        res = json.loads(line[0][len("RESULT ") :])
     t_ours, t_one = min(res["ours"]), min(res["one_generate"])
     ratio = t_one / t_ours
-    print(f"(a) evaluation generation: one LLM.generate over all {n} prompts / our vLLM path: {ratio:.3f} "
-          f"(target >= 0.9; one generate {t_one * 1000:.0f} ms, ours {t_ours * 1000:.0f} ms)", flush=True)
+    print(
+        f"(a) evaluation generation: one LLM.generate over all {n} prompts / our vLLM path: {ratio:.3f} "
+        f"(target >= 0.9; one generate {t_one * 1000:.0f} ms, ours {t_ours * 1000:.0f} ms)",
+        flush=True,
+    )
     return ratio
 
 

@@ -92,12 +92,15 @@ def _check_rl_file(key, path, prompt_key, type_key, problems, resolve_prompt_typ
 
     where = f"{key}: {path}"
     if os.path.isdir(path):
-        problems.append(f"{where} is a folder; verl needs the file(s) themselves, e.g. train.parquet from "
-                        "data_prep/build_rl_mix.py")
+        problems.append(
+            f"{where} is a folder; verl needs the file(s) themselves, e.g. train.parquet from data_prep/build_rl_mix.py"
+        )
         return None
     if not path.endswith((".parquet", ".json", ".jsonl")):
-        problems.append(f"{where}: verl's RL dataset reads .parquet, .json or .jsonl only; build the RL data with "
-                        "data_prep/build_rl_mix.py")
+        problems.append(
+            f"{where}: verl's RL dataset reads .parquet, .json or .jsonl only; build the RL data with "
+            "data_prep/build_rl_mix.py"
+        )
         return None
     try:
         df = read_table(path)
@@ -105,8 +108,11 @@ def _check_rl_file(key, path, prompt_key, type_key, problems, resolve_prompt_typ
         problems.append(f"{key}: {err}")
         return None
     if prompt_key not in df.columns:
-        hint = (" It looks like an SFT file (a 'messages' column): GRPO needs the RL mix from "
-                "data_prep/build_rl_mix.py." if "messages" in df.columns else "")
+        hint = (
+            " It looks like an SFT file (a 'messages' column): GRPO needs the RL mix from data_prep/build_rl_mix.py."
+            if "messages" in df.columns
+            else ""
+        )
         problems.append(f"{where}: no '{prompt_key}' column (data.prompt_key); it has {list(df.columns)}.{hint}")
         return None
     if df.empty:
@@ -123,8 +129,10 @@ def _check_rl_file(key, path, prompt_key, type_key, problems, resolve_prompt_typ
         except PromptTypeError as err:
             bad_type.append(str(err))
     if bad_shape:
-        problems.append(f"{where}: column '{prompt_key}' must hold chat messages (a list of {{role, content}} with a "
-                        f"user turn); {len(bad_shape)} row(s) do not, e.g. rows {bad_shape[:5]}")
+        problems.append(
+            f"{where}: column '{prompt_key}' must hold chat messages (a list of {{role, content}} with a "
+            f"user turn); {len(bad_shape)} row(s) do not, e.g. rows {bad_shape[:5]}"
+        )
     if bad_type:
         problems.append(f"{where}: {len(bad_type)} row(s) without a usable prompt type, e.g. {bad_type[0]}")
     return types
@@ -134,8 +142,9 @@ def _is_chat(prompt) -> bool:
     if isinstance(prompt, str) or not hasattr(prompt, "__iter__"):
         return False
     turns = list(prompt)
-    ok = all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-             for m in turns)
+    ok = all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in turns
+    )
     return ok and any(m["role"] == "user" for m in turns)
 
 
@@ -160,14 +169,20 @@ def check_sft_data(cfg: DictConfig, keys: list[str], problems: list[str]) -> Non
                 continue
             if messages_key not in df.columns:
                 hint = " It looks like an RL mix (a 'prompt' column)." if "prompt" in df.columns else ""
-                problems.append(f"{where}: no '{messages_key}' column (data.messages_key); it has "
-                                f"{list(df.columns)}.{hint}")
+                problems.append(
+                    f"{where}: no '{messages_key}' column (data.messages_key); it has {list(df.columns)}.{hint}"
+                )
                 continue
-            bad = [i for i, m in enumerate(df[messages_key])
-                   if not (_is_chat(m) and any(t["role"] == "assistant" for t in m))]
+            bad = [
+                i
+                for i, m in enumerate(df[messages_key])
+                if not (_is_chat(m) and any(t["role"] == "assistant" for t in m))
+            ]
             if bad:
-                problems.append(f"{where}: column '{messages_key}' must hold conversations with a user and an "
-                                f"assistant turn; {len(bad)} row(s) do not, e.g. rows {bad[:5]}")
+                problems.append(
+                    f"{where}: column '{messages_key}' must hold conversations with a user and an "
+                    f"assistant turn; {len(bad)} row(s) do not, e.g. rows {bad[:5]}"
+                )
 
 
 def _files(value) -> list[str]:
@@ -246,8 +261,10 @@ def check_plugins(cfg: DictConfig) -> list[str]:
 
         known = sorted(RolloutReplicaRegistry._registry)
         if name not in known or (name, "async") not in _ROLLOUT_REGISTRY:
-            problems.append(f"actor_rollout_ref.rollout.name={name!r} is not a registered rollout (known: {known}; "
-                            "tars_hf needs VERL_USE_EXTERNAL_MODULES=tars_verl.testing.hf_rollout)")
+            problems.append(
+                f"actor_rollout_ref.rollout.name={name!r} is not a registered rollout (known: {known}; "
+                "tars_hf needs VERL_USE_EXTERNAL_MODULES=tars_verl.testing.hf_rollout)"
+            )
     mode = OmegaConf.select(cfg, "trainer.v1.trainer_mode")
     if OmegaConf.select(cfg, "trainer.use_v1") and mode:
         from verl.trainer.ppo.v1 import get_trainer_cls
@@ -331,16 +348,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if stage == "grpo":
         t = cfg.reward.tars
-        print(f"[dry-run] grpo OK: model={cfg.actor_rollout_ref.model.path} train={cfg.data.train_files} "
-              f"val={cfg.data.val_files} rollout={cfg.actor_rollout_ref.rollout.name} n={cfg.actor_rollout_ref.rollout.n} "
-              f"val_n={cfg.actor_rollout_ref.rollout.val_kwargs.n} "
-              f"val_temperature={cfg.actor_rollout_ref.rollout.val_kwargs.temperature} "
-              f"safety={t.safety.backend} helpfulness={t.helpfulness.backend} mode={t.mode} "
-              f"gpus={cfg.trainer.nnodes}x{cfg.trainer.n_gpus_per_node}")
+        print(
+            f"[dry-run] grpo OK: model={cfg.actor_rollout_ref.model.path} train={cfg.data.train_files} "
+            f"val={cfg.data.val_files} rollout={cfg.actor_rollout_ref.rollout.name} "
+            f"n={cfg.actor_rollout_ref.rollout.n} "
+            f"val_n={cfg.actor_rollout_ref.rollout.val_kwargs.n} "
+            f"val_temperature={cfg.actor_rollout_ref.rollout.val_kwargs.temperature} "
+            f"safety={t.safety.backend} helpfulness={t.helpfulness.backend} mode={t.mode} "
+            f"gpus={cfg.trainer.nnodes}x{cfg.trainer.n_gpus_per_node}"
+        )
     else:
-        print(f"[dry-run] sft OK: model={cfg.model.path} train={cfg.data.train_files} val={cfg.data.val_files} "
-              f"lr={cfg.optim.lr} epochs={cfg.trainer.total_epochs} batch={cfg.data.train_batch_size} "
-              f"out={cfg.trainer.default_local_dir}")
+        print(
+            f"[dry-run] sft OK: model={cfg.model.path} train={cfg.data.train_files} val={cfg.data.val_files} "
+            f"lr={cfg.optim.lr} epochs={cfg.trainer.total_epochs} batch={cfg.data.train_batch_size} "
+            f"out={cfg.trainer.default_local_dir}"
+        )
     return 0
 
 

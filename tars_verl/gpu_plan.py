@@ -114,8 +114,7 @@ def check_flash_attn(cfg: DictConfig, model_key: str) -> list[str]:
     if not _on_gpu(cfg) or flash_attn_installed():
         return []
     model = OmegaConf.select(cfg, model_key)
-    attn = (OmegaConf.select(model, "override_config.attn_implementation", default=None)
-            or "flash_attention_2")
+    attn = OmegaConf.select(model, "override_config.attn_implementation", default=None) or "flash_attention_2"
     remove_padding = bool(OmegaConf.select(model, "use_remove_padding", default=False))
     wants = []
     if attn == "flash_attention_2":
@@ -124,21 +123,36 @@ def check_flash_attn(cfg: DictConfig, model_key: str) -> list[str]:
         wants.append(f"{model_key}.use_remove_padding=True (packed sequences need flash-attn's varlen kernels)")
     if not wants:
         return []
-    return [f"flash-attn is not installed but {' and '.join(wants)}: install flash-attn built for this torch "
-            "(README, 'GPU install'), or run without it: "
-            f"+{model_key}.override_config.attn_implementation=sdpa {model_key}.use_remove_padding=False (slower)"]
+    return [
+        f"flash-attn is not installed but {' and '.join(wants)}: install flash-attn built for this torch "
+        "(README, 'GPU install'), or run without it: "
+        f"+{model_key}.override_config.attn_implementation=sdpa {model_key}.use_remove_padding=False (slower)"
+    ]
 
 
-def _share_problem(what: str, util_key: str, knob: str, util: float, gpu: float, weights: float, kv: float,
-                   tp: int, tp_key: str, tp_knob: str, seq: int) -> str | None:
+def _share_problem(
+    what: str,
+    util_key: str,
+    knob: str,
+    util: float,
+    gpu: float,
+    weights: float,
+    kv: float,
+    tp: int,
+    tp_key: str,
+    tp_knob: str,
+    seq: int,
+) -> str | None:
     need = weights + kv + VLLM_OVERHEAD_GIB
     have = util * gpu
     if have >= need:
         return None
-    return (f"{what}: {util_key}={util} ({knob}) gives {have:.1f} GiB of a {gpu:.0f} GiB GPU, but its bf16 weights "
-            f"need {weights:.1f} GiB at {tp_key}={tp} ({tp_knob}), plus {kv:.2f} GiB KV cache for one "
-            f"{seq}-token sequence and ~{VLLM_OVERHEAD_GIB:.0f} GiB for vLLM: set {knob} >= {need / gpu + 0.005:.2f}"
-            f" or raise {tp_knob}")
+    return (
+        f"{what}: {util_key}={util} ({knob}) gives {have:.1f} GiB of a {gpu:.0f} GiB GPU, but its bf16 weights "
+        f"need {weights:.1f} GiB at {tp_key}={tp} ({tp_knob}), plus {kv:.2f} GiB KV cache for one "
+        f"{seq}-token sequence and ~{VLLM_OVERHEAD_GIB:.0f} GiB for vLLM: set {knob} >= {need / gpu + 0.005:.2f}"
+        f" or raise {tp_knob}"
+    )
 
 
 def check_memory_plan(cfg: DictConfig) -> list[str]:
@@ -152,8 +166,10 @@ def check_memory_plan(cfg: DictConfig) -> list[str]:
     arr = cfg.actor_rollout_ref
     policy_cfg = read_model_config(arr.model.path)
     if policy_cfg is None:
-        print(f"[dry-run] note: memory plan skipped: no local config.json for {arr.model.path} "
-              f"(huggingface-cli download {arr.model.path} config.json)")
+        print(
+            f"[dry-run] note: memory plan skipped: no local config.json for {arr.model.path} "
+            f"(huggingface-cli download {arr.model.path} config.json)"
+        )
         return []
     policy = shape_from_config(policy_cfg)
     world = int(cfg.trainer.nnodes) * int(cfg.trainer.n_gpus_per_node)
@@ -169,10 +185,19 @@ def check_memory_plan(cfg: DictConfig) -> list[str]:
 
     tp = int(arr.rollout.tensor_model_parallel_size)
     util = float(arr.rollout.gpu_memory_utilization)
-    p = _share_problem(f"rollout ({arr.model.path}, {policy.params / 1e9:.2f}B params)",
-                       "actor_rollout_ref.rollout.gpu_memory_utilization", "GPU_MEM_UTIL", util, gpu,
-                       2 * policy.params / tp / GIB, seq * policy.kv_bytes_per_token(tp) / GIB, tp,
-                       "actor_rollout_ref.rollout.tensor_model_parallel_size", "ROLLOUT_TP", seq)
+    p = _share_problem(
+        f"rollout ({arr.model.path}, {policy.params / 1e9:.2f}B params)",
+        "actor_rollout_ref.rollout.gpu_memory_utilization",
+        "GPU_MEM_UTIL",
+        util,
+        gpu,
+        2 * policy.params / tp / GIB,
+        seq * policy.kv_bytes_per_token(tp) / GIB,
+        tp,
+        "actor_rollout_ref.rollout.tensor_model_parallel_size",
+        "ROLLOUT_TP",
+        seq,
+    )
     problems += [p] if p else []
 
     rm = cfg.reward.reward_model
@@ -180,16 +205,27 @@ def check_memory_plan(cfg: DictConfig) -> list[str]:
     if rm.enable and rm.model_path:
         rm_cfg = read_model_config(rm.model_path)
         if rm_cfg is None:
-            print(f"[dry-run] note: reward model share not checked: no local config.json for {rm.model_path} "
-                  f"(huggingface-cli download {rm.model_path} config.json)")
+            print(
+                f"[dry-run] note: reward model share not checked: no local config.json for {rm.model_path} "
+                f"(huggingface-cli download {rm.model_path} config.json)"
+            )
         else:
             rm_shape = shape_from_config(rm_cfg, classifier=True)
             rm_tp = int(rm.rollout.tensor_model_parallel_size)
             rm_util = float(rm.rollout.gpu_memory_utilization)
-            p = _share_problem(f"served reward model ({rm.model_path}, {rm_shape.params / 1e9:.2f}B params)",
-                               "reward.reward_model.rollout.gpu_memory_utilization", "RM_GPU_MEM_UTIL", rm_util, gpu,
-                               2 * rm_shape.params / rm_tp / GIB, seq * rm_shape.kv_bytes_per_token(rm_tp) / GIB,
-                               rm_tp, "reward.reward_model.rollout.tensor_model_parallel_size", "RM_TP", seq)
+            p = _share_problem(
+                f"served reward model ({rm.model_path}, {rm_shape.params / 1e9:.2f}B params)",
+                "reward.reward_model.rollout.gpu_memory_utilization",
+                "RM_GPU_MEM_UTIL",
+                rm_util,
+                gpu,
+                2 * rm_shape.params / rm_tp / GIB,
+                seq * rm_shape.kv_bytes_per_token(rm_tp) / GIB,
+                rm_tp,
+                "reward.reward_model.rollout.tensor_model_parallel_size",
+                "RM_TP",
+                seq,
+            )
             problems += [p] if p else []
 
     total = actor_gib + ref_gib + (util + rm_util) * gpu + CUDA_CONTEXT_GIB
@@ -200,7 +236,8 @@ def check_memory_plan(cfg: DictConfig) -> list[str]:
             f"GPUs) + reference {ref_gib:.1f} + rollout {util * gpu:.1f} (GPU_MEM_UTIL={util}) + reward model "
             f"{rm_util * gpu:.1f} (RM_GPU_MEM_UTIL={rm_util}) + CUDA context {CUDA_CONTEXT_GIB:.0f} = {total:.1f} GiB "
             f"> {gpu:.0f} GiB: keep GPU_MEM_UTIL + RM_GPU_MEM_UTIL <= {max(spare, 0) / gpu:.2f}, or set "
-            "actor_rollout_ref.actor.fsdp_config.optimizer_offload=True, or use more GPUs")
+            "actor_rollout_ref.actor.fsdp_config.optimizer_offload=True, or use more GPUs"
+        )
     return problems
 
 
@@ -210,14 +247,19 @@ def check_sglang_served_rm(cfg: DictConfig) -> list[str]:
     if not rm.enable or OmegaConf.select(rm, "rollout.name") != "sglang":
         return []
     tars = OmegaConf.select(cfg, "reward.tars")
-    uses_verl_url = [role for role in ("safety", "helpfulness")
-                     if tars is not None and OmegaConf.select(tars, f"{role}.url", default=None) == "verl"]
+    uses_verl_url = [
+        role
+        for role in ("safety", "helpfulness")
+        if tars is not None and OmegaConf.select(tars, f"{role}.url", default=None) == "verl"
+    ]
     if not uses_verl_url:
         return []
-    return [f"reward.reward_model.rollout.name=sglang: verl serves the reward model over /v1/embeddings, but "
-            f"reward.tars.{uses_verl_url[0]} (url: verl) posts vLLM's /classify: serve the reward model with vLLM "
-            "(reward.reward_model.rollout.name=vllm; the launch scripts' RM_ROLLOUT_NAME=vllm) while the policy "
-            "rolls out with sglang"]
+    return [
+        f"reward.reward_model.rollout.name=sglang: verl serves the reward model over /v1/embeddings, but "
+        f"reward.tars.{uses_verl_url[0]} (url: verl) posts vLLM's /classify: serve the reward model with vLLM "
+        "(reward.reward_model.rollout.name=vllm; the launch scripts' RM_ROLLOUT_NAME=vllm) while the policy "
+        "rolls out with sglang"
+    ]
 
 
 def check_gpu_grpo(cfg: DictConfig) -> list[str]:

@@ -89,13 +89,17 @@ def check_multinode(cfg: DictConfig) -> list[str]:
         if host in LOOPBACK or host.startswith("127."):
             via = [s for s in settings if "URL" in s]
             hint = f" (export {via[0]}=http://<this-node's-address>:<port>/...)" if via else ""
-            problems.append(f"{key}={url} with trainer.nnodes={cfg.trainer.nnodes} (NNODES): reward workers on "
-                            f"the other nodes would call their own {host}; use an address every node can reach"
-                            f"{hint}")
+            problems.append(
+                f"{key}={url} with trainer.nnodes={cfg.trainer.nnodes} (NNODES): reward workers on "
+                f"the other nodes would call their own {host}; use an address every node can reach"
+                f"{hint}"
+            )
     for name in secrets:
         if not os.environ.get(name):
-            problems.append(f"{name} is not set on this node: with trainer.nnodes={cfg.trainer.nnodes} the launch "
-                            f"script forwards it to the reward workers on every node, so export it here")
+            problems.append(
+                f"{name} is not set on this node: with trainer.nnodes={cfg.trainer.nnodes} the launch "
+                f"script forwards it to the reward workers on every node, so export it here"
+            )
     return problems
 
 

@@ -69,17 +69,21 @@ class TarsConfig:
         if self.mode not in MODES:
             raise ScorerConfigError(f"reward.tars.mode={self.mode!r} is unknown; choose one of {MODES}")
         if self.empty_answer not in EMPTY_ANSWER_POLICIES:
-            raise ScorerConfigError(f"reward.tars.empty_answer must be one of {EMPTY_ANSWER_POLICIES}, "
-                                    f"got {self.empty_answer!r}")
+            raise ScorerConfigError(
+                f"reward.tars.empty_answer must be one of {EMPTY_ANSWER_POLICIES}, got {self.empty_answer!r}"
+            )
         if self.think_prefilled not in (True, False, "auto"):
-            raise ScorerConfigError(f"reward.tars.think_prefilled must be true, false or auto, got {self.think_prefilled!r}")
+            raise ScorerConfigError(
+                f"reward.tars.think_prefilled must be true, false or auto, got {self.think_prefilled!r}"
+            )
         if self.mode == "weighted":
             tw = self.type_weights or {}
             for t in PROMPT_TYPES:
                 w = tw.get(t)
                 if not w or set(w) - {"safety", "helpfulness"}:
                     raise ScorerConfigError(
-                        f"reward.tars.type_weights.{t} must map safety/helpfulness to weights (mode=weighted), got {w!r}"
+                        f"reward.tars.type_weights.{t} must map safety/helpfulness to weights (mode=weighted), "
+                        f"got {w!r}"
                     )
                 if any(float(v) < 0 for v in w.values()) or sum(float(v) for v in w.values()) <= 0:
                     raise ScorerConfigError(f"reward.tars.type_weights.{t}: weights must be >= 0 and not all 0")

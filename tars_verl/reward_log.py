@@ -8,8 +8,8 @@ demo's table read the subsets marked here. Adding a metric is one entry in :data
     (['total', 'format', 'safety'], ['reward_harmful', 'reward_harmless', 'reward_ambiguous'])
     >>> "empty_answer" in PER_TYPE_KEYS, "prompt_type" in PER_TYPE_KEYS
     (True, False)
-    >>> print(describe()[:2])
-    ['`total`: the reward, format x (safety or helpfulness by prompt type)', '`format`: 1.0 iff exactly one <think> then one </think> (only </think> when pre-filled)']
+    >>> describe()[0]
+    '`total`: the reward, format x (safety or helpfulness by prompt type)'
 """
 
 from __future__ import annotations
@@ -30,13 +30,22 @@ class LogField:
 
 FIELDS: tuple[LogField, ...] = (
     LogField("total", "the reward, format x (safety or helpfulness by prompt type)", per_type=True, demo=True),
-    LogField("format", "1.0 iff exactly one <think> then one </think> (only </think> when pre-filled)",
-             per_type=True, demo=True),
-    LogField("safety", "the safety scorer on the answer (None where the prompt type does not use it)",
-             per_type=True, demo=True),
+    LogField(
+        "format",
+        "1.0 iff exactly one <think> then one </think> (only </think> when pre-filled)",
+        per_type=True,
+        demo=True,
+    ),
+    LogField(
+        "safety",
+        "the safety scorer on the answer (None where the prompt type does not use it)",
+        per_type=True,
+        demo=True,
+    ),
     LogField("helpfulness", "the helpfulness scorer on the answer (None where not used)", per_type=True, demo=True),
-    LogField("reasoning_safety", "the safety scorer on the reasoning of harmful prompts: logged, never rewarded",
-             demo=True),
+    LogField(
+        "reasoning_safety", "the safety scorer on the reasoning of harmful prompts: logged, never rewarded", demo=True
+    ),
     LogField("prompt_type", "harmful, harmless or ambiguous, from the data row"),
     LogField("refused", "1.0 when the answer reads as a refusal (keyword rule)", per_type=True, demo=True),
     LogField("reasoning_chars", "characters of reasoning"),
@@ -44,8 +53,9 @@ FIELDS: tuple[LogField, ...] = (
     LogField("answer_tokens", "policy tokens of the answer", per_type=True),
     LogField("reasoning_tokens", "policy tokens before the answer (0 without </think>)", per_type=True),
     LogField("scorer_fallbacks", "scores of this response that came from an explicit on_failure=fallback"),
-    LogField("empty_answer", "1.0 when the answer is empty (reward.tars.empty_answer decides its reward)",
-             per_type=True),
+    LogField(
+        "empty_answer", "1.0 when the answer is empty (reward.tars.empty_answer decides its reward)", per_type=True
+    ),
     LogField("val_judged", "1.0 when reward.tars.val_judge scored the row (its data source is in val_judge_sources)"),
     LogField("strongreject", "the StrongREJECT rubric score of a judged row (None otherwise)"),
 )

@@ -32,10 +32,10 @@ from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
 # Absolute imports: verl may load this file by path (source=importlib), outside its package.
 from tars_verl.batching import MicroBatcher
-from tars_verl.reward_config import PROMPT_TYPES, TarsConfig, tars_config_from
 from tars_verl.parsing import THINK_OPEN, split_reasoning
+from tars_verl.reward_config import PROMPT_TYPES, TarsConfig, tars_config_from
 from tars_verl.reward_log import per_type_reward_key, reward_log_keys
-from tars_verl.scorers import ScoreItem, ScoreResult, Scorer, ScorerConfigError, build_scorer
+from tars_verl.scorers import ScoreItem, Scorer, ScorerConfigError, ScoreResult, build_scorer
 from tars_verl.scorers.refusal_keywords import is_refusal
 from tars_verl.scorers.weighted import WeightedScorer
 
@@ -108,14 +108,18 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
 class TarsRewardManager(RewardManagerBase):
     """verl calls ``run_single`` once per sample, concurrently; scorer calls are coalesced into batches."""
 
-    def __init__(self, config, tokenizer, compute_score=None, reward_router_address=None,
-                 reward_model_tokenizer=None, **kwargs):
+    def __init__(
+        self, config, tokenizer, compute_score=None, reward_router_address=None, reward_model_tokenizer=None, **kwargs
+    ):
         super().__init__(config, tokenizer, compute_score)
         reward_cfg = config.get("reward", config)
         self.tars: TarsConfig = tars_config_from(reward_cfg.get("tars"))
         _check_verl_reward_routing(reward_cfg)
-        context = {"reward_router_address": reward_router_address, "reward_model_tokenizer": reward_model_tokenizer,
-                   "reward_model_backend": _verl_rm_backend(reward_cfg)}
+        context = {
+            "reward_router_address": reward_router_address,
+            "reward_model_tokenizer": reward_model_tokenizer,
+            "reward_model_backend": _verl_rm_backend(reward_cfg),
+        }
         self.scorers: dict[str, Scorer] = {}
         self.batchers: dict[str, MicroBatcher] = {}
         roles = [r for r in ("safety", "helpfulness") if self.tars.needs(r)]
@@ -135,15 +139,19 @@ class TarsRewardManager(RewardManagerBase):
 
     def _extra_keys(self) -> list[str]:
         """The logged keys (tars_verl/reward_log.py), plus each ``weighted`` scorer's components."""
-        return reward_log_keys(f"{role}/{name}" for role, scorer in self.scorers.items()
-                               if isinstance(scorer, WeightedScorer) for name, _, _ in scorer.components)
+        return reward_log_keys(
+            f"{role}/{name}"
+            for role, scorer in self.scorers.items()
+            if isinstance(scorer, WeightedScorer)
+            for name, _, _ in scorer.components
+        )
 
     # -- one sample ---------------------------------------------------------------------------
     def _decode(self, item) -> tuple[str, str, list[dict[str, Any]], int]:
         prompt_ids = item.batch["prompts"]
         response_ids = item.batch["responses"]
         attention = item.batch["attention_mask"]
-        n_resp = int(attention[-response_ids.shape[-1]:].sum())
+        n_resp = int(attention[-response_ids.shape[-1] :].sum())
         response = self.tokenizer.decode(response_ids[:n_resp], skip_special_tokens=True)
         # The mask says which prompt tokens are real: the agent loop left-pads prompts, verl's colocated
         # reward batch (trainer_base._compute_reward_colocate) right-pads them.
@@ -223,8 +231,10 @@ class TarsRewardManager(RewardManagerBase):
                 for name, _, _ in scorer.components:
                     extra[f"{role}/{name}"] = comps.get(name)
         if list(extra) != self.extra_keys:  # verl takes the keys of sample 0 for every sample
-            raise RuntimeError(f"TARS reward log {list(extra)} differs from its schema {self.extra_keys}: "
-                               "add the key to tars_verl/reward_log.py")
+            raise RuntimeError(
+                f"TARS reward log {list(extra)} differs from its schema {self.extra_keys}: "
+                "add the key to tars_verl/reward_log.py"
+            )
         return {"reward_score": total, "reward_extra_info": extra}
 
 
@@ -232,9 +242,11 @@ def _missing_row_hint(non_tensor: dict[str, Any]) -> str:
     """verl's colocated reward batch (served RM on the actor's GPUs) carries no data-row fields at all."""
     if any(k in non_tensor for k in ("extra_info", "reward_model", "data_source")):
         return ""
-    return (" This batch has no data-row fields: verl's colocated reward model path leaves them out. Use "
-            "trainer.v1.trainer_mode=tars (tars_verl/trainer.py adds them) or "
-            "reward.reward_model.enable_resource_pool=True.")
+    return (
+        " This batch has no data-row fields: verl's colocated reward model path leaves them out. Use "
+        "trainer.v1.trainer_mode=tars (tars_verl/trainer.py adds them) or "
+        "reward.reward_model.enable_resource_pool=True."
+    )
 
 
 def _verl_rm_backend(reward_cfg) -> str | None:

@@ -72,16 +72,24 @@ class EarlyStopping:
         self.history.append({"step": step, "val_loss": loss, "best": improved})
         self.write()
         if self.bad_validations >= self.patience:
-            raise EarlyStop(f"validation loss did not improve for {self.patience} validation(s); best step "
-                            f"{self.best_step} (val loss {self.best_loss:.4f})")
+            raise EarlyStop(
+                f"validation loss did not improve for {self.patience} validation(s); best step "
+                f"{self.best_step} (val loss {self.best_loss:.4f})"
+            )
 
     def write(self) -> None:
         if dist.is_initialized() and dist.get_rank() != 0:
             return
         best_dir = os.path.join(self.out_dir, f"global_step_{self.best_step}") if self.best_step else None
-        record = {"best_step": self.best_step, "best_val_loss": self.best_loss, "best_dir": best_dir,
-                  "best_hf_model": os.path.join(best_dir, "huggingface") if best_dir else None,
-                  "patience": self.patience, "min_delta": self.min_delta, "history": self.history}
+        record = {
+            "best_step": self.best_step,
+            "best_val_loss": self.best_loss,
+            "best_dir": best_dir,
+            "best_hf_model": os.path.join(best_dir, "huggingface") if best_dir else None,
+            "patience": self.patience,
+            "min_delta": self.min_delta,
+            "history": self.history,
+        }
         os.makedirs(self.out_dir, exist_ok=True)
         tmp = os.path.join(self.out_dir, ".tars_early_stopping.json.tmp")
         with open(tmp, "w") as f:
@@ -120,8 +128,9 @@ def init_process_group() -> None:
     from verl.utils.device import get_device_name, get_nccl_backend, get_torch_device
 
     parts = list(dict.fromkeys(["cpu:gloo", f"{get_device_name()}:{get_nccl_backend()}"]))
-    dist.init_process_group(backend=",".join(parts), timeout=timedelta(seconds=36000),
-                            init_method=os.environ.get("DIST_INIT_METHOD"))
+    dist.init_process_group(
+        backend=",".join(parts), timeout=timedelta(seconds=36000), init_method=os.environ.get("DIST_INIT_METHOD")
+    )
     get_torch_device().set_device(int(os.environ.get("LOCAL_RANK", 0)))
 
 
@@ -129,7 +138,7 @@ def check_config(config) -> None:
     """Fail before any model is loaded."""
     for key in ("train_files",):
         path = config.data.get(key)
-        for p in ([path] if isinstance(path, str) else list(path or [])):
+        for p in [path] if isinstance(path, str) else list(path or []):
             if not os.path.exists(os.path.expanduser(p)):
                 raise FileNotFoundError(f"data.{key}: {p} does not exist (build it with data_prep/build_sft_traces.py)")
     es = config.get("tars_sft", {})
@@ -139,8 +148,10 @@ def check_config(config) -> None:
         if config.trainer.get("max_ckpt_to_keep") is not None:
             raise ValueError("tars_sft.early_stopping keeps every checkpoint: set trainer.max_ckpt_to_keep=null")
         if config.trainer.test_freq != config.trainer.save_freq:
-            raise ValueError("tars_sft.early_stopping needs trainer.test_freq == trainer.save_freq "
-                             f"(got {config.trainer.test_freq} and {config.trainer.save_freq})")
+            raise ValueError(
+                "tars_sft.early_stopping needs trainer.test_freq == trainer.save_freq "
+                f"(got {config.trainer.test_freq} and {config.trainer.save_freq})"
+            )
 
 
 def run_sft(config) -> dict | None:
@@ -153,16 +164,19 @@ def run_sft(config) -> dict | None:
         es = config.get("tars_sft", {})
         stopper = None
         if es.get("early_stopping", False):
-            stopper = EarlyStopping(trainer, int(es.get("patience", 1)), float(es.get("min_delta", 0.0)),
-                                    config.trainer.default_local_dir)
+            stopper = EarlyStopping(
+                trainer, int(es.get("patience", 1)), float(es.get("min_delta", 0.0)), config.trainer.default_local_dir
+            )
         try:
             trainer.fit()
         except EarlyStop as stop:
             if dist.get_rank() == 0:
                 print(f"[tars_sft] early stop: {stop}")
         if stopper is not None and dist.get_rank() == 0:
-            print(f"[tars_sft] best checkpoint: step {stopper.best_step}, val loss {stopper.best_loss:.4f} -> "
-                  f"{os.path.join(config.trainer.default_local_dir, 'best')}")
+            print(
+                f"[tars_sft] best checkpoint: step {stopper.best_step}, val loss {stopper.best_loss:.4f} -> "
+                f"{os.path.join(config.trainer.default_local_dir, 'best')}"
+            )
         return None if stopper is None else {"best_step": stopper.best_step, "history": stopper.history}
     finally:
         dist.destroy_process_group()

@@ -95,8 +95,10 @@ class _RewardManagerWithRowFields:
         self.calls += 1
         for name, column in self._rows.items():
             if len(column) != len(data):
-                raise RuntimeError(f"TARS: colocated reward batch has {len(data)} rows, {name!r} has {len(column)} "
-                                   f"(verl changed? this relies on {VERL_COLOCATE_DEPENDENCY})")
+                raise RuntimeError(
+                    f"TARS: colocated reward batch has {len(data)} rows, {name!r} has {len(column)} "
+                    f"(verl changed? this relies on {VERL_COLOCATE_DEPENDENCY})"
+                )
             data.non_tensor_batch.setdefault(name, column)
         self.output = self._manager.compute_rm_score(data)
         return self.output
@@ -127,8 +129,10 @@ class TarsPPOTrainer(PPOTrainerSync):
         finally:
             self.reward_loop_manager = manager
         if proxy.calls != 1:
-            raise RuntimeError(f"TARS: verl called the reward manager {proxy.calls} times in one colocated reward "
-                               f"step; tars_verl/trainer.py relies on {VERL_COLOCATE_DEPENDENCY}. Pin verl==0.9.1.")
+            raise RuntimeError(
+                f"TARS: verl called the reward manager {proxy.calls} times in one colocated reward "
+                f"step; tars_verl/trainer.py relies on {VERL_COLOCATE_DEPENDENCY}. Pin verl==0.9.1."
+            )
         if batch.partition_id == "train":  # training-step metrics; validation logs its own per-key means
             self._colocated_reward_infos = dict(zip(batch.keys, reward_infos_from_output(proxy.output)))
         return out

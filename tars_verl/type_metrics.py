@@ -1,15 +1,16 @@
 """Per-prompt-type aggregates of the TARS manager's ``reward_extra_info`` (training metrics, the demo).
 
-    >>> prompt_type_metrics([{"prompt_type": "harmful", "total": 1.0, "format": 1.0},
-    ...                      {"prompt_type": "harmful", "total": 0.0, "format": 0.0}])["tars/harmful/reward/mean"]
-    0.5
+>>> prompt_type_metrics([{"prompt_type": "harmful", "total": 1.0, "format": 1.0},
+...                      {"prompt_type": "harmful", "total": 0.0, "format": 0.0}])["tars/harmful/reward/mean"]
+0.5
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from tars_verl.reward_config import PROMPT_TYPES
 from tars_verl.reward_log import PER_TYPE_KEYS

@@ -1,8 +1,8 @@
 """Compose verl's trainer config with the TARS defaults (``tars_verl/config/tars_grpo.yaml``).
 
-    >>> cfg = compose_tars_config(["tars@reward.tars=tiny_cpu", "actor_rollout_ref.model.path=/tmp/tars_tiny/policy"])
-    >>> cfg.reward.reward_manager.name
-    'tars'
+>>> cfg = compose_tars_config(["tars@reward.tars=tiny_cpu", "actor_rollout_ref.model.path=/tmp/tars_tiny/policy"])
+>>> cfg.reward.reward_manager.name
+'tars'
 """
 
 from __future__ import annotations

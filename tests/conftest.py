@@ -36,8 +36,14 @@ def run_example(script, env_extra, *args, timeout=300):
     """Run ``examples/<script>`` as a user would; ``env_extra`` values of None unset that variable."""
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], **env_extra}
     env = {k: v for k, v in env.items() if v is not None}
-    return subprocess.run(["bash", os.path.join(ROOT, "examples", script), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["bash", os.path.join(ROOT, "examples", script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # -- real vLLM servers (scripts/setup_vllm_venv.sh builds .venv-vllm; started once per test session) -----------
@@ -60,8 +66,10 @@ def served_models(tmp_path_factory):
     from tars_verl.testing.served_models import ensure_served_models
 
     require_vllm()
-    return ensure_served_models(os.environ.get("TARS_SERVED_MODELS_DIR")
-                                or str(tmp_path_factory.mktemp("served") / "models"), log=lambda m: None)
+    return ensure_served_models(
+        os.environ.get("TARS_SERVED_MODELS_DIR") or str(tmp_path_factory.mktemp("served") / "models"),
+        log=lambda m: None,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -70,9 +78,12 @@ def vllm_servers(served_models):
     tiny-guard / tiny-judge / tiny-teacher / tiny-policy) and ``rm`` (a 1-logit classifier, tiny-rm)."""
     from tars_verl.testing.vllm_server import VLLMServer
 
-    servers = {"lm": VLLMServer(os.path.join(served_models, "responder"),
-                                ["tiny-guard", "tiny-judge", "tiny-teacher", "tiny-policy"]),
-               "rm": VLLMServer(os.path.join(served_models, "reward_model"), ["tiny-rm"])}
+    servers = {
+        "lm": VLLMServer(
+            os.path.join(served_models, "responder"), ["tiny-guard", "tiny-judge", "tiny-teacher", "tiny-policy"]
+        ),
+        "rm": VLLMServer(os.path.join(served_models, "reward_model"), ["tiny-rm"]),
+    }
     try:
         for srv in servers.values():
             srv.launch()

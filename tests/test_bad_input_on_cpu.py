@@ -19,10 +19,15 @@ def jsonl(path, rows):
     return str(path)
 
 
-@pytest.mark.parametrize("bad, shown", [
-    ([{"role": "user", "content": "hi"}], "list [{'role': 'user'"), ({"text": "hi"}, "dict {'text': 'hi'}"),
-    (42, "int 42"), (None, "null"),
-])
+@pytest.mark.parametrize(
+    "bad, shown",
+    [
+        ([{"role": "user", "content": "hi"}], "list [{'role': 'user'"),
+        ({"text": "hi"}, "dict {'text': 'hi'}"),
+        (42, "int 42"),
+        (None, "null"),
+    ],
+)
 def test_non_string_prompt_is_an_error_naming_file_column_row(tmp_path, bad, shown):
     # Before: astype(str) made "[{'role': 'user', ...}]" or "None" a training prompt.
     path = jsonl(tmp_path / "uf.jsonl", [{"prompt": "fine"}, {"prompt": "also fine"}, {"prompt": bad}])
@@ -34,22 +39,30 @@ def test_non_string_prompt_is_an_error_naming_file_column_row(tmp_path, bad, sho
 
 def test_non_string_prompt_in_parquet_names_the_source_column(tmp_path):
     path = str(tmp_path / "wjb.parquet")
-    pd.DataFrame({"vanilla": [["a"], ["b"]], "adversarial": ["", ""], "data_type": ["vanilla_harmful"] * 2,
-                  }).to_parquet(path)  # a chat-messages-like list column, read back as numpy arrays
+    pd.DataFrame(
+        {
+            "vanilla": [["a"], ["b"]],
+            "adversarial": ["", ""],
+            "data_type": ["vanilla_harmful"] * 2,
+        }
+    ).to_parquet(path)  # a chat-messages-like list column, read back as numpy arrays
     with pytest.raises(ValueError, match=r"wjb.parquet: column 'vanilla/adversarial' .* row 0: ndarray"):
         load_source("wildjailbreak", path)
 
 
-@pytest.mark.parametrize("name, content, match", [
-    ("empty.csv", b"", r"empty.csv: the file is empty \(0 bytes\)"),
-    ("empty.jsonl", b"", r"empty.jsonl: the file is empty"),
-    ("latin1.csv", "prompt\nna\xefve caf\xe9\n".encode("latin-1"), r"latin1.csv: not UTF-8 text \(line 2, byte 2"),
-    ("latin1.jsonl", '{"prompt": "caf\xe9"}\n'.encode("latin-1"), r"latin1.jsonl: not UTF-8 text \(line 1"),
-    ("broken.jsonl", b'{"prompt": "a"}\n{"prompt": \n', r"broken.jsonl: line 2 is not valid JSON"),
-    ("list.jsonl", b'{"prompt": "a"}\n["prompt"]\n', r"list.jsonl: line 2 is a JSON list, not an object"),
-    ("broken.json", b'{"data": [', r"broken.json: cannot be read as json"),
-    ("broken.parquet", b"PAR1 not really", r"broken.parquet: cannot be read as parquet"),
-])
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("empty.csv", b"", r"empty.csv: the file is empty \(0 bytes\)"),
+        ("empty.jsonl", b"", r"empty.jsonl: the file is empty"),
+        ("latin1.csv", "prompt\nna\xefve caf\xe9\n".encode("latin-1"), r"latin1.csv: not UTF-8 text \(line 2, byte 2"),
+        ("latin1.jsonl", '{"prompt": "caf\xe9"}\n'.encode("latin-1"), r"latin1.jsonl: not UTF-8 text \(line 1"),
+        ("broken.jsonl", b'{"prompt": "a"}\n{"prompt": \n', r"broken.jsonl: line 2 is not valid JSON"),
+        ("list.jsonl", b'{"prompt": "a"}\n["prompt"]\n', r"list.jsonl: line 2 is a JSON list, not an object"),
+        ("broken.json", b'{"data": [', r"broken.json: cannot be read as json"),
+        ("broken.parquet", b"PAR1 not really", r"broken.parquet: cannot be read as parquet"),
+    ],
+)
 def test_unreadable_files_name_the_file(tmp_path, name, content, match):
     path = tmp_path / name
     path.write_bytes(content)
@@ -64,8 +77,9 @@ def test_a_folder_is_not_a_data_file(tmp_path):
 
 def test_eval_exclusion_file_with_non_text_prompts_is_an_error(tmp_path):
     path = str(tmp_path / "ev.parquet")
-    pd.DataFrame({"prompt": [[{"role": "user", "content": "ok"}], [{"role": "system", "content": "no user"}]]}
-                 ).to_parquet(path)
+    pd.DataFrame(
+        {"prompt": [[{"role": "user", "content": "ok"}], [{"role": "system", "content": "no user"}]]}
+    ).to_parquet(path)
     with pytest.raises(ValueError, match=r"ev.parquet: column 'prompt' row 1: expected text or chat messages"):
         eval_prompt_set([path])
     path = jsonl(tmp_path / "ev.jsonl", [{"text": "ok"}, {"text": 7}])
@@ -116,17 +130,30 @@ def test_eval_dir_without_parquet_is_an_error(tmp_path):
     sources = write_rl_sources(str(tmp_path / "src"), n=60)
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "harmbench.jsonl").write_text('{"prompt": "x"}\n')  # not parquet: never read
-    args = ["--out", str(tmp_path / "mix"), "--total", "40", "--val-size", "0", "--eval-dir", str(tmp_path / "eval"),
-            *[f"--source={k}={v}" for k, v in sources.items()],
-            "--pool=wildjailbreak=10", "--pool=rainbow_teaming=10", "--pool=aegis2=5"]
+    args = [
+        "--out",
+        str(tmp_path / "mix"),
+        "--total",
+        "40",
+        "--val-size",
+        "0",
+        "--eval-dir",
+        str(tmp_path / "eval"),
+        *[f"--source={k}={v}" for k, v in sources.items()],
+        "--pool=wildjailbreak=10",
+        "--pool=rainbow_teaming=10",
+        "--pool=aegis2=5",
+    ]
     with pytest.raises(ValueError, match=r"--eval-dir .*eval holds no .parquet file.*leakage filter not checked"):
         rl_mix_main(args)
     assert not os.path.exists(tmp_path / "mix")
 
 
 def test_sft_convert_rejects_non_text_traces(tmp_path):
-    src = jsonl(tmp_path / "old.jsonl", [{"prompt": "q", "reasoning": "r", "answer": "a"},
-                                        {"prompt": "q2", "reasoning": ["r"], "answer": "a"}])
+    src = jsonl(
+        tmp_path / "old.jsonl",
+        [{"prompt": "q", "reasoning": "r", "answer": "a"}, {"prompt": "q2", "reasoning": ["r"], "answer": "a"}],
+    )
     with pytest.raises(ValueError, match=r"old.jsonl: column 'reasoning' .* row 1: list \['r'\]"):
         sft_main(["convert", "--traces", src, "--out", str(tmp_path / "out")])
     src = jsonl(tmp_path / "old2.jsonl", [{"prompt": None, "reasoning": "r", "answer": "a"}])
@@ -141,8 +168,9 @@ def test_outputs_of_one_run_are_replaced_together_or_not_at_all(tmp_path):
     write_together({str(train): pd.DataFrame({"a": [1]}), str(stats): {"run": 1}})
     unwritable = pd.DataFrame({"a": [[1], "x"]})  # pyarrow cannot store this column
     with pytest.raises(Exception, match="Conversion failed|cannot mix"):
-        write_together({str(train): pd.DataFrame({"a": [2]}), str(tmp_path / "val.parquet"): unwritable,
-                        str(stats): {"run": 2}})
+        write_together(
+            {str(train): pd.DataFrame({"a": [2]}), str(tmp_path / "val.parquet"): unwritable, str(stats): {"run": 2}}
+        )
     assert pd.read_parquet(train)["a"].tolist() == [1] and json.loads(stats.read_text()) == {"run": 1}
     assert sorted(os.listdir(tmp_path)) == ["stats.json", "train.parquet"]  # no temp file left behind
 

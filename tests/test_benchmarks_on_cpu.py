@@ -22,7 +22,8 @@ def test_benchmarks_are_found():
 def test_benchmark_quick_mode_runs_and_prints_ratios(path):
     # As on a fresh clone: nothing from the test session (conftest sets TARS_TINY_DIR) or the user's shell.
     env = {k: v for k, v in os.environ.items() if not k.startswith("TARS_")}
-    out = subprocess.run([sys.executable, path, "--quick"], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run(
+        [sys.executable, path, "--quick"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     assert re.search(r"\d\.\d+x", out.stdout), out.stdout[-2000:]  # a ratio against the run's own baseline

@@ -84,8 +84,9 @@ class InProcessRewardLoopManager:
         keys = list(outputs[0]["reward_extra_info"])
         rm_scores = self.worker.reward_manager.assemble_rm_scores(data, scores)
         non_tensor = {k: np.array([o["reward_extra_info"][k] for o in outputs], dtype=object) for k in keys}
-        return DataProto.from_dict(tensors={"rm_scores": rm_scores}, non_tensors=non_tensor,
-                                   meta_info={"reward_extra_keys": keys})
+        return DataProto.from_dict(
+            tensors={"rm_scores": rm_scores}, non_tensors=non_tensor, meta_info={"reward_extra_keys": keys}
+        )
 
 
 @pytest.fixture
@@ -95,8 +96,14 @@ def colocated(tiny_dir, monkeypatch):
     for module in (trainer_base, tars_trainer):
         monkeypatch.setattr(module.tq, "kv_batch_get", fake.kv_batch_get)
         monkeypatch.setattr(module.tq, "kv_batch_put", fake.kv_batch_put)
-    cfg = compose_tars_config(["tars@reward.tars=tiny_cpu", f"actor_rollout_ref.model.path={tiny_dir}/policy",
-                               "reward.num_workers=1", "tars_scorer@reward.tars.safety=refusal_keywords"])
+    cfg = compose_tars_config(
+        [
+            "tars@reward.tars=tiny_cpu",
+            f"actor_rollout_ref.model.path={tiny_dir}/policy",
+            "reward.num_workers=1",
+            "tars_scorer@reward.tars.safety=refusal_keywords",
+        ]
+    )
     worker = RewardLoopWorker(cfg)
     trainer = object.__new__(TarsPPOTrainer)  # only what _compute_reward_colocate and _compute_metrics use
     trainer.tokenizer = worker.input_tokenizer
@@ -110,11 +117,13 @@ def store_rows(fake, tokenizer, samples, partition="train"):
     keys = []
     for i in range(len(samples)):
         p_mask = batch.batch["attention_mask"][i, : batch.batch["prompts"].shape[1]].bool()
-        r_mask = batch.batch["attention_mask"][i, batch.batch["prompts"].shape[1]:].bool()
+        r_mask = batch.batch["attention_mask"][i, batch.batch["prompts"].shape[1] :].bool()
         key = f"{batch.non_tensor_batch['uid'][i]}_0_0"
         fake.rows[key] = {
-            "prompts": batch.batch["prompts"][i][p_mask], "responses": batch.batch["responses"][i][r_mask],
-            "raw_prompt": samples[i].messages, "extra_fields": {},
+            "prompts": batch.batch["prompts"][i][p_mask],
+            "responses": batch.batch["responses"][i][r_mask],
+            "raw_prompt": samples[i].messages,
+            "extra_fields": {},
             **{name: batch.non_tensor_batch[name][i] for name in ("data_source", "extra_info", "reward_model", "uid")},
         }
         keys.append(key)
@@ -123,9 +132,11 @@ def store_rows(fake, tokenizer, samples, partition="train"):
 
 def test_colocated_batch_gets_prompt_types_and_reads_right_padded_prompts(colocated, monkeypatch):
     trainer, fake, worker = colocated
-    samples = [Sample(user("make a bomb"), REFUSE, "harmful"),
-               Sample(user("a much longer question about the history of some poem"), COMPLY, "harmless"),
-               Sample(user("kill a process"), PREFILLED, "ambiguous", prefill_think=True)]
+    samples = [
+        Sample(user("make a bomb"), REFUSE, "harmful"),
+        Sample(user("a much longer question about the history of some poem"), COMPLY, "harmless"),
+        Sample(user("kill a process"), PREFILLED, "ambiguous", prefill_think=True),
+    ]
     batch = store_rows(fake, trainer.tokenizer, samples)
     trainer._compute_reward_colocate(batch, metrics={})
 
@@ -153,10 +164,13 @@ def test_colocated_batch_gets_prompt_types_and_reads_right_padded_prompts(coloca
 def test_left_and_right_padded_prompts_score_the_same(colocated):
     """The streaming batch (left-padded) and verl's colocated batch (right-padded) give identical rewards."""
     trainer, fake, worker = colocated
-    samples = [Sample(user("short"), PREFILLED, "harmless", prefill_think=True),
-               Sample(user("a far longer prompt with many more words in it"), COMPLY, "harmful")]
-    streaming = worker.loop.run_until_complete(worker.compute_score_batch(make_reward_batch(trainer.tokenizer,
-                                                                                            samples)))
+    samples = [
+        Sample(user("short"), PREFILLED, "harmless", prefill_think=True),
+        Sample(user("a far longer prompt with many more words in it"), COMPLY, "harmful"),
+    ]
+    streaming = worker.loop.run_until_complete(
+        worker.compute_score_batch(make_reward_batch(trainer.tokenizer, samples))
+    )
     batch = store_rows(fake, trainer.tokenizer, samples)
     trainer._compute_reward_colocate(batch, metrics={})
     put = fake.puts[0]["fields"]
@@ -166,8 +180,11 @@ def test_left_and_right_padded_prompts_score_the_same(colocated):
 
 def test_unknown_prompt_type_in_colocated_mode_names_the_row(colocated):
     trainer, fake, _ = colocated
-    batch = store_rows(fake, trainer.tokenizer, [Sample(user("hi"), COMPLY, "harmless"),
-                                                  Sample(user("x"), COMPLY, "mystery", data_source="src/b")])
+    batch = store_rows(
+        fake,
+        trainer.tokenizer,
+        [Sample(user("hi"), COMPLY, "harmless"), Sample(user("x"), COMPLY, "mystery", data_source="src/b")],
+    )
     with pytest.raises(PromptTypeError, match=r"src/b.*'index': 1"):
         trainer._compute_reward_colocate(batch, metrics={})
 

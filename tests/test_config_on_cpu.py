@@ -41,8 +41,13 @@ def test_paper_preset_is_the_papers_reward(monkeypatch):
 
 
 def test_swapping_a_scorer_from_the_command_line_drops_the_old_backends_keys():
-    cfg = compose_tars_config(["tars@reward.tars=tiny_cpu", "tars_scorer@reward.tars.safety=guard_chat",
-                               "reward.tars.safety.format=qwen3guard"])
+    cfg = compose_tars_config(
+        [
+            "tars@reward.tars=tiny_cpu",
+            "tars_scorer@reward.tars.safety=guard_chat",
+            "reward.tars.safety.format=qwen3guard",
+        ]
+    )
     tars = tars_config_from(cfg.reward.tars)
     assert tars.safety["backend"] == "guard_chat" and tars.safety["format"] == "qwen3guard"
     assert "model_path" not in tars.safety
@@ -57,9 +62,14 @@ def test_unknown_preset_and_keys():
     with pytest.raises(ScorerConfigError, match="reward.tars is missing"):
         tars_config_from(None)
     with pytest.raises(ScorerConfigError, match="type_weights.harmless"):
-        tars_config_from({"mode": "weighted", "safety": {"backend": "refusal_keywords"},
-                          "helpfulness": {"backend": "refusal_keywords"},
-                          "type_weights": {"harmful": {"safety": 1}}})
+        tars_config_from(
+            {
+                "mode": "weighted",
+                "safety": {"backend": "refusal_keywords"},
+                "helpfulness": {"backend": "refusal_keywords"},
+                "type_weights": {"harmful": {"safety": 1}},
+            }
+        )
 
 
 def test_reward_log_schema_is_documented_and_used_by_the_metrics():
@@ -74,4 +84,6 @@ def test_reward_log_schema_is_documented_and_used_by_the_metrics():
     assert [k for k in reward_log.KEYS if f"`{k}`" not in section] == []
     info = {"prompt_type": "harmful", **{k: 1.0 for k in reward_log.KEYS if k != "prompt_type"}}
     metrics = prompt_type_metrics([info])
-    assert {k.split("/")[2] for k in metrics if k.endswith("/mean")} == {"reward", *reward_log.PER_TYPE_KEYS} - {"total"}
+    assert {k.split("/")[2] for k in metrics if k.endswith("/mean")} == {"reward", *reward_log.PER_TYPE_KEYS} - {
+        "total"
+    }

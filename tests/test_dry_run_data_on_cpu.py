@@ -10,8 +10,14 @@ from tars_verl.dry_run import check_grpo, check_sft
 def test_grpo_dry_run_checks_the_rl_schema_of_the_files(data, tiny_dir, tmp_path):  # noqa: F811
     csv = tmp_path / "train.csv"
     csv.write_text("prompt\nhello\n")
-    env = tiny_env(data, tiny_dir, tmp_path, SFT_MODEL_PATH=f"{tiny_dir}/policy",
-                   TRAIN_FILE=str(data / "sft" / "sft_train.parquet"), VAL_FILE=str(csv))
+    env = tiny_env(
+        data,
+        tiny_dir,
+        tmp_path,
+        SFT_MODEL_PATH=f"{tiny_dir}/policy",
+        TRAIN_FILE=str(data / "sft" / "sft_train.parquet"),
+        VAL_FILE=str(csv),
+    )
     out = run_example("run_tars_qwen1.5b.sh", env, "--dry-run")
     assert out.returncode == 1, out.stdout[-3000:]  # before: "[dry-run] grpo OK"
     assert "no 'prompt' column (data.prompt_key)" in out.stdout and "looks like an SFT file" in out.stdout
@@ -29,8 +35,11 @@ def test_rows_without_chat_prompts_or_prompt_types_are_problems(data, tiny_dir, 
     df.at[5, "extra_info"] = extra
     bad = tmp_path / "train.parquet"
     df.to_parquet(bad)
-    base = [f"actor_rollout_ref.model.path={tiny_dir}/policy", "tars@reward.tars=tiny_cpu",
-            f"data.val_files={data / 'tars' / 'val.parquet'}"]
+    base = [
+        f"actor_rollout_ref.model.path={tiny_dir}/policy",
+        "tars@reward.tars=tiny_cpu",
+        f"data.val_files={data / 'tars' / 'val.parquet'}",
+    ]
     _, problems = check_grpo([*base, f"data.train_files={bad}"])
     text = "\n".join(problems)
     assert "1 row(s) do not, e.g. rows [3]" in text
@@ -40,8 +49,14 @@ def test_rows_without_chat_prompts_or_prompt_types_are_problems(data, tiny_dir, 
 
 
 def test_typo_key_and_unknown_preset_are_listed_with_the_other_problems(data, tiny_dir, tmp_path):  # noqa: F811
-    env = tiny_env(data, tiny_dir, tmp_path, SFT_MODEL_PATH=f"{tiny_dir}/policy", TARS_PRESET="papr",
-                   TRAIN_FILE="/no/train.parquet")
+    env = tiny_env(
+        data,
+        tiny_dir,
+        tmp_path,
+        SFT_MODEL_PATH=f"{tiny_dir}/policy",
+        TARS_PRESET="papr",
+        TRAIN_FILE="/no/train.parquet",
+    )
     out = run_example("run_tars_qwen1.5b.sh", env, "--dry-run", "trainer.totl_epochs=3")
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Traceback" not in out.stdout + out.stderr  # before: a 90-line Hydra traceback and nothing else
@@ -52,16 +67,27 @@ def test_typo_key_and_unknown_preset_are_listed_with_the_other_problems(data, ti
 
 
 def test_sft_dry_run_rejects_an_rl_mix(data, tiny_dir, tmp_path):  # noqa: F811
-    _, problems = check_sft([f"model.path={tiny_dir}/policy", f"data.train_files={data / 'tars' / 'train.parquet'}",
-                             f"data.val_files={data / 'sft' / 'sft_val.parquet'}"])
+    _, problems = check_sft(
+        [
+            f"model.path={tiny_dir}/policy",
+            f"data.train_files={data / 'tars' / 'train.parquet'}",
+            f"data.val_files={data / 'sft' / 'sft_val.parquet'}",
+        ]
+    )
     assert any("no 'messages' column" in p and "looks like an RL mix" in p for p in problems), problems
 
 
 def test_problem_list_never_shows_a_url_password(tiny_dir, capsys):
     from tars_verl.dry_run import main
 
-    code = main(["grpo", f"actor_rollout_ref.model.path={tiny_dir}/policy", "tars@reward.tars=tiny_cpu",
-                 "reward.tars.helpfulness.urll=https://bob:pw-secret-9@judge.example/v1?api_key=k-secret-7"])
+    code = main(
+        [
+            "grpo",
+            f"actor_rollout_ref.model.path={tiny_dir}/policy",
+            "tars@reward.tars=tiny_cpu",
+            "reward.tars.helpfulness.urll=https://bob:pw-secret-9@judge.example/v1?api_key=k-secret-7",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 1 and "override 'reward.tars.helpfulness.urll=https://***@judge.example/v1?api_key=***'" in out
     assert "pw-secret-9" not in out and "k-secret-7" not in out

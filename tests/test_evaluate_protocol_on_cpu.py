@@ -10,6 +10,7 @@ import types
 
 import pandas as pd
 import pytest
+from test_evaluate_on_cpu import write_classifier_prompts
 
 import tars_verl.eval.generate as generate_mod
 from tars_verl.data.eval_sets import build_eval_sets
@@ -22,12 +23,18 @@ from tars_verl.evaluate import build_parser, main
 from tars_verl.scorers import ScoreItem, parse_scorer_config
 from tars_verl.scorers.base import ScorerConfigError
 
-from test_evaluate_on_cpu import write_classifier_prompts
-
 
 def prompts(n=3):
-    return [EvalPrompt("xstest_safe", f"xstest_safe-{i}", [{"role": "user", "content": f"question {i}"}],
-                       "overrefusal", behavior=f"question {i}") for i in range(n)]
+    return [
+        EvalPrompt(
+            "xstest_safe",
+            f"xstest_safe-{i}",
+            [{"role": "user", "content": f"question {i}"}],
+            "overrefusal",
+            behavior=f"question {i}",
+        )
+        for i in range(n)
+    ]
 
 
 # --- 2. intervals and plots at 0% and 100% ---------------------------------------------------------------
@@ -41,12 +48,26 @@ def test_wilson_is_exact_at_the_edges_and_the_report_plots_a_perfect_model(tmp_p
         assert 0.0 <= lo <= p <= hi <= 1.0
     c, clo, chi = wilson(250, 250)  # XSTest: every safe prompt answered
     d, dlo, dhi = wilson(0, 40)  # and no attack defended
-    trade = pd.DataFrame([{"model": "perfect", "compliance": c, "compliance_lo": clo, "compliance_hi": chi,
-                           "dsr": d, "dsr_lo": dlo, "dsr_hi": dhi}])
+    trade = pd.DataFrame(
+        [
+            {
+                "model": "perfect",
+                "compliance": c,
+                "compliance_lo": clo,
+                "compliance_hi": chi,
+                "dsr": d,
+                "dsr_lo": dlo,
+                "dsr_hi": dhi,
+            }
+        ]
+    )
     empty = pd.DataFrame()
-    files = write_report(str(tmp_path), {"safety": empty, "safety_avg": empty, "compliance": empty,
-                                         "lengths": empty, "tradeoff": trade}, {},
-                         {"models": ["perfect"], "safety_judge": "k", "refusal_judge": "k", "generation": {}})
+    files = write_report(
+        str(tmp_path),
+        {"safety": empty, "safety_avg": empty, "compliance": empty, "lengths": empty, "tradeoff": trade},
+        {},
+        {"models": ["perfect"], "safety_judge": "k", "refusal_judge": "k", "generation": {}},
+    )
     assert os.path.getsize(files["tradeoff_plot"]) > 5000
     assert json.loads(open(files["results"]).read())["tradeoff"][0]["compliance_hi"] == 1.0
 
@@ -81,11 +102,13 @@ def test_cache_refuses_other_settings_or_weights_and_regenerates_changed_prompts
     assert generate_for_model("m", str(model), prompts(), cfg, cache) == first and calls == []  # same: reused
 
     with pytest.raises(StaleCacheError, match="temperature"):
-        generate_for_model("m", str(model), prompts(), GenConfig(backend="hf", max_new_tokens=3, temperature=0.7),
-                           cache)
+        generate_for_model(
+            "m", str(model), prompts(), GenConfig(backend="hf", max_new_tokens=3, temperature=0.7), cache
+        )
     with pytest.raises(StaleCacheError, match="max_new_tokens"):
-        generate_for_model("m", str(model), prompts(), GenConfig(backend="hf", max_new_tokens=4, temperature=1.0),
-                           cache)
+        generate_for_model(
+            "m", str(model), prompts(), GenConfig(backend="hf", max_new_tokens=4, temperature=1.0), cache
+        )
     # A new checkpoint saved to the same folder (same name, other weights file) is refused too.
     weights = next(model.glob("*.safetensors"))
     os.utime(weights, ns=(os.stat(weights).st_atime_ns, os.stat(weights).st_mtime_ns + 10**9))
@@ -119,10 +142,16 @@ def test_hf_backend_ignores_the_models_generation_config(tiny_dir, tmp_path):
     gen_cfg = json.loads(gc_path.read_text())
     gen_cfg.update(top_k=1, repetition_penalty=1.3, do_sample=True)  # would make sampling greedy
     gc_path.write_text(json.dumps(gen_cfg))
-    greedy = generate_for_model("g", str(model), prompts(1), GenConfig(backend="hf", temperature=0.0,
-                                                                           max_new_tokens=6), str(tmp_path / "a"))
-    sampled = generate_for_model("s", str(model), prompts(1), GenConfig(backend="hf", temperature=1.0, samples=6,
-                                                                            max_new_tokens=6), str(tmp_path / "b"))
+    greedy = generate_for_model(
+        "g", str(model), prompts(1), GenConfig(backend="hf", temperature=0.0, max_new_tokens=6), str(tmp_path / "a")
+    )
+    sampled = generate_for_model(
+        "s",
+        str(model),
+        prompts(1),
+        GenConfig(backend="hf", temperature=1.0, samples=6, max_new_tokens=6),
+        str(tmp_path / "b"),
+    )
     texts = [r["response"] for r in sampled.values()]
     # top_k=1 from the model's file would make all six samples the greedy answer
     assert len(set(texts)) >= 3 and texts.count(greedy[("xstest_safe-0", 0)]["response"]) < 6
@@ -141,16 +170,17 @@ class FakeLLM:
     instances: list = []
 
     def __init__(self, model, **kw):
-        from transformers import AutoTokenizer
         from tokenizers.processors import TemplateProcessing
+        from transformers import AutoTokenizer
 
         self.kw, self.calls, self.shut = kw, [], False
         tok = AutoTokenizer.from_pretrained(model)
         # Llama-like: the tokenizer adds a BOS (here <|im_start|>) and the chat template starts with it too.
         bos = tok.convert_tokens_to_ids("<|im_start|>")
         tok.bos_token = "<|im_start|>"
-        tok._tokenizer.post_processor = TemplateProcessing(single="<|im_start|> $A", special_tokens=[("<|im_start|>",
-                                                                                                        bos)])
+        tok._tokenizer.post_processor = TemplateProcessing(
+            single="<|im_start|> $A", special_tokens=[("<|im_start|>", bos)]
+        )
         self.tok, self.bos = tok, bos
         self.llm_engine = types.SimpleNamespace(engine_core=types.SimpleNamespace(shutdown=self.shutdown))
         FakeLLM.instances.append(self)
@@ -172,11 +202,23 @@ def test_vllm_adapter_one_generate_token_ids_distinct_seeds_and_shutdown(tiny_di
     fake.SamplingParams = lambda **kw: types.SimpleNamespace(**kw)
     monkeypatch.setitem(sys.modules, "vllm", fake)
     FakeLLM.instances.clear()
-    ps = [EvalPrompt("xstest_safe", f"x-{i}", [{"role": "system", "content": "s"},
-                                              {"role": "user", "content": f"q{i}"}], "overrefusal") for i in range(40)]
-    out = generate_for_model("v", f"{tiny_dir}/policy", ps, GenConfig(backend="vllm", samples=2, top_k=5,
-                                                                      repetition_penalty=1.1), str(tmp_path))
-    llm, = FakeLLM.instances
+    ps = [
+        EvalPrompt(
+            "xstest_safe",
+            f"x-{i}",
+            [{"role": "system", "content": "s"}, {"role": "user", "content": f"q{i}"}],
+            "overrefusal",
+        )
+        for i in range(40)
+    ]
+    out = generate_for_model(
+        "v",
+        f"{tiny_dir}/policy",
+        ps,
+        GenConfig(backend="vllm", samples=2, top_k=5, repetition_penalty=1.1),
+        str(tmp_path),
+    )
+    (llm,) = FakeLLM.instances
     assert len(llm.calls) == 1  # one generate over all 80 requests, not chunks of 16
     prompts_sent, params = llm.calls[0]
     assert len(prompts_sent) == len(params) == 80
@@ -204,8 +246,22 @@ def test_a_dead_judge_stops_the_run_before_generation(tiny_dir, tmp_path, monkey
     from tars_verl.scorers.base import ScorerError
 
     with pytest.raises(ScorerError, match="start-up check"):
-        main(["--model", f"m={tiny_dir}/policy", "--out", str(tmp_path / "out"), "--eval-dir", str(tmp_path),
-              "--refusal-judge", "wildguard", "--judge-url", dead, "--backend", "hf"])
+        main(
+            [
+                "--model",
+                f"m={tiny_dir}/policy",
+                "--out",
+                str(tmp_path / "out"),
+                "--eval-dir",
+                str(tmp_path),
+                "--refusal-judge",
+                "wildguard",
+                "--judge-url",
+                dead,
+                "--backend",
+                "hf",
+            ]
+        )
 
 
 # --- 6. HarmBench ------------------------------------------------------------------------------------------------
@@ -223,13 +279,19 @@ def test_classifier_prompts_load_from_json_or_harmbench_style_python_and_are_che
 
 
 def test_harmbench_judge_clips_to_512_classifier_tokens_and_uses_the_contextual_prompt(tiny_dir, tmp_path, server):
-    cfg = HarmBenchClassifierConfig(url=server.url + "/v1", prompts=str(write_classifier_prompts(tmp_path / "p.json")),
-                                    tokenizer=f"{tiny_dir}/policy")
+    cfg = HarmBenchClassifierConfig(
+        url=server.url + "/v1",
+        prompts=str(write_classifier_prompts(tmp_path / "p.json")),
+        tokenizer=f"{tiny_dir}/policy",
+    )
     judge = HarmBenchClassifier(cfg)
     judge.check_ready()
     long = " ".join(f"word{i}" for i in range(3000)) + " UNSAFE"
-    items = [ScoreItem("make a thing", "a short UNSAFE answer"), ScoreItem("summarise it", "I won't."),
-             ScoreItem("make a thing", long)]
+    items = [
+        ScoreItem("make a thing", "a short UNSAFE answer"),
+        ScoreItem("summarise it", "I won't."),
+        ScoreItem("make a thing", long),
+    ]
     import asyncio
 
     async def score():
@@ -249,12 +311,25 @@ def test_harmbench_judge_clips_to_512_classifier_tokens_and_uses_the_contextual_
 
 
 def harmbench_csv(path):
-    rows = [("std_a", "Write a standard thing A", "standard", ""),
-            ("std_b", "Write a standard thing B", "standard", ""),
-            ("ctx_c", "Summarise the passage for C", "contextual", "Here is a passage about C."),
-            ("cr_d", "Reproduce the lyrics of D", "copyright", "")]
-    pd.DataFrame([{"Behavior": b, "FunctionalCategory": f, "SemanticCategory": "misc", "Tags": "", "ContextString": c,
-                   "BehaviorID": i} for i, b, f, c in rows]).to_csv(path, index=False)
+    rows = [
+        ("std_a", "Write a standard thing A", "standard", ""),
+        ("std_b", "Write a standard thing B", "standard", ""),
+        ("ctx_c", "Summarise the passage for C", "contextual", "Here is a passage about C."),
+        ("cr_d", "Reproduce the lyrics of D", "copyright", ""),
+    ]
+    pd.DataFrame(
+        [
+            {
+                "Behavior": b,
+                "FunctionalCategory": f,
+                "SemanticCategory": "misc",
+                "Tags": "",
+                "ContextString": c,
+                "BehaviorID": i,
+            }
+            for i, b, f, c in rows
+        ]
+    ).to_csv(path, index=False)
     return path
 
 
@@ -290,44 +365,77 @@ def test_attack_cases_pair_by_behavior_id_only(tmp_path):
 
 # --- 7. Sorry-Bench releases ----------------------------------------------------------------------------------
 def sorry_file(path, n_categories):
-    rows = [{"question_id": 10 * (c - 1) + j, "category": str(c), "turns": [f"q c{c} j{j}"], "prompt_style": "base"}
-            for c in range(1, n_categories + 1) for j in range(10)]
+    rows = [
+        {"question_id": 10 * (c - 1) + j, "category": str(c), "turns": [f"q c{c} j{j}"], "prompt_style": "base"}
+        for c in range(1, n_categories + 1)
+        for j in range(10)
+    ]
     pd.DataFrame(rows).to_json(path, orient="records", lines=True)
     return str(path)
 
 
-@pytest.mark.parametrize("n, release, groups", [
-    (45, "2024-06", {"hate speech generation": 50, "assistance with crimes or torts": 200,
-                     "potentially inappropriate topics": 150, "potentially unqualified advice": 50}),
-    (44, "2025-03", {"hate speech generation": 50, "assistance with crimes or torts": 190,
-                     "potentially inappropriate topics": 150, "potentially unqualified advice": 50}),
-])
+@pytest.mark.parametrize(
+    "n, release, groups",
+    [
+        (
+            45,
+            "2024-06",
+            {
+                "hate speech generation": 50,
+                "assistance with crimes or torts": 200,
+                "potentially inappropriate topics": 150,
+                "potentially unqualified advice": 50,
+            },
+        ),
+        (
+            44,
+            "2025-03",
+            {
+                "hate speech generation": 50,
+                "assistance with crimes or torts": 190,
+                "potentially inappropriate topics": 150,
+                "potentially unqualified advice": 50,
+            },
+        ),
+    ],
+)
 def test_sorry_bench_groups_follow_the_loaded_release(tmp_path, n, release, groups):
     sb = build_eval_sets({"sorry_bench": sorry_file(tmp_path / "sb.jsonl", n)}, only=["sorry_bench"])["sorry_bench"]
     assert len(sb) == 10 * n and set(sb["sorry_release"]) == {release}
     assert sb["category_group"].value_counts().to_dict() == groups
     by_cat = dict(zip(sb["category"], sb["category_group"]))
     if release == "2024-06":
-        assert (by_cat["25"], by_cat["40"], by_cat["45"]) == ("assistance with crimes or torts",
-                                                              "potentially inappropriate topics",
-                                                              "potentially unqualified advice")
+        assert (by_cat["25"], by_cat["40"], by_cat["45"]) == (
+            "assistance with crimes or torts",
+            "potentially inappropriate topics",
+            "potentially unqualified advice",
+        )
 
 
 def test_sorry_bench_release_that_does_not_fit_is_an_error(tmp_path):
     with pytest.raises(ValueError, match=r"categories \[45\] do not exist in the Sorry-Bench 2025-03"):
-        build_eval_sets({"sorry_bench": sorry_file(tmp_path / "sb.jsonl", 45)}, only=["sorry_bench"],
-                        sorry_release_name="2025-03")
+        build_eval_sets(
+            {"sorry_bench": sorry_file(tmp_path / "sb.jsonl", 45)}, only=["sorry_bench"], sorry_release_name="2025-03"
+        )
     partial = tmp_path / "few.jsonl"
-    pd.DataFrame([{"category": "3", "turns": ["x"], "prompt_style": "base"}]).to_json(partial, orient="records",
-                                                                                       lines=True)
+    pd.DataFrame([{"category": "3", "turns": ["x"], "prompt_style": "base"}]).to_json(
+        partial, orient="records", lines=True
+    )
     with pytest.raises(ValueError, match="--sorry-release"):
         build_eval_sets({"sorry_bench": str(partial)}, only=["sorry_bench"])
 
 
 # --- 8. the OpenAI-compatible back end ---------------------------------------------------------------------------
 def test_openai_backend_seeds_retries_cache_and_resume(tmp_path, server):
-    cfg = GenConfig(backend="openai", openai_url=server.url + "/v1", samples=2, max_new_tokens=200, temperature=0.6,
-                    max_concurrency=4, max_retries=3)
+    cfg = GenConfig(
+        backend="openai",
+        openai_url=server.url + "/v1",
+        samples=2,
+        max_new_tokens=200,
+        temperature=0.6,
+        max_concurrency=4,
+        max_retries=3,
+    )
     server.script = ["429", "500"]  # the shared HTTP layer retries both
     import tars_verl.scorers.http as http
 
@@ -341,8 +449,10 @@ def test_openai_backend_seeds_retries_cache_and_resume(tmp_path, server):
         seeds = {(p["messages"][-1]["content"], p["seed"]) for p in chats}
         assert len({s for _, s in seeds}) == 6
         # top_k / repetition_penalty always sent, so that a vLLM server's generation_config cannot fill them in
-        assert all(p["temperature"] == 0.6 and p["max_tokens"] == 200 and p["top_k"] == -1
-                   and p["repetition_penalty"] == 1.0 for p in chats)
+        assert all(
+            p["temperature"] == 0.6 and p["max_tokens"] == 200 and p["top_k"] == -1 and p["repetition_penalty"] == 1.0
+            for p in chats
+        )
         assert all(r["response"].startswith("The answer is fine.") for r in out.values())
         n = len(server.requests)
         lines = open(f"{cache}/api.jsonl").read().splitlines()
@@ -362,9 +472,30 @@ def test_openai_backend_from_the_command_line(tiny_dir, tmp_path, server):
     for name, df in build_eval_sets(src, only=["xstest_safe"]).items():
         df.to_parquet(tmp_path / f"{name}.parquet")
     out = tmp_path / "out"
-    main(["--model", "api=served-model", "--out", str(out), "--eval-dir", str(tmp_path), "--backend", "openai",
-          "--openai-url", server.url + "/v1", "--max-new-tokens", "200", "--limit", "4", "--top-k", "7",
-          "--tokenizer", f"api={tiny_dir}/policy", "--refusal-judge", "keywords"])
+    main(
+        [
+            "--model",
+            "api=served-model",
+            "--out",
+            str(out),
+            "--eval-dir",
+            str(tmp_path),
+            "--backend",
+            "openai",
+            "--openai-url",
+            server.url + "/v1",
+            "--max-new-tokens",
+            "200",
+            "--limit",
+            "4",
+            "--top-k",
+            "7",
+            "--tokenizer",
+            f"api={tiny_dir}/policy",
+            "--refusal-judge",
+            "keywords",
+        ]
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["compliance"][0]["n"] == 4 and results["meta"]["generation"]["backend_resolved"] == "openai"
     chats = [p for path, p in server.requests if path == "/v1/chat/completions"]
@@ -379,18 +510,35 @@ def test_capability_tasks_run_through_lm_eval_into_the_same_report(tiny_dir, tmp
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     data = tasks / "tiny_mc.jsonl"
-    data.write_text("\n".join(json.dumps({"question": f"Is {i} even?", "choices": ["yes", "no"], "answer": i % 2})
-                              for i in range(6)) + "\n")
+    data.write_text(
+        "\n".join(
+            json.dumps({"question": f"Is {i} even?", "choices": ["yes", "no"], "answer": i % 2}) for i in range(6)
+        )
+        + "\n"
+    )
     (tasks / "tiny_mc.yaml").write_text(
         "task: tiny_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: " + str(data) + "\n"
         "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{question}}'\ndoc_to_choice: '{{choices}}'\n"
-        "doc_to_target: '{{answer}}'\nmetric_list:\n  - metric: acc\n")
+        "doc_to_target: '{{answer}}'\nmetric_list:\n  - metric: acc\n"
+    )
     out = tmp_path / "report"
-    args = ["--model", f"tiny={tiny_dir}/policy", "--out", str(out), "--backend", "hf", "--capability", "tiny_mc",
-            "--capability-include", str(tasks), "--capability-batch-size", "2"]
+    args = [
+        "--model",
+        f"tiny={tiny_dir}/policy",
+        "--out",
+        str(out),
+        "--backend",
+        "hf",
+        "--capability",
+        "tiny_mc",
+        "--capability-include",
+        str(tasks),
+        "--capability-batch-size",
+        "2",
+    ]
     main(args)
     results = json.loads((out / "results.json").read_text())
-    row, = [r for r in results["capability"] if r["metric"] == "acc"]
+    (row,) = [r for r in results["capability"] if r["metric"] == "acc"]
     assert row["task"] == "tiny_mc" and row["n"] == 6 and 0.0 <= row["value"] <= 1.0
     assert row["value"] * 6 == pytest.approx(round(row["value"] * 6))  # a count of correct answers out of 6
     assert "General capability (lm-eval-harness)" in (out / "report.md").read_text()

@@ -48,8 +48,10 @@ def sft_rows(mix: pd.DataFrame) -> list[dict]:
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("grpo_data")
     paths = write_rl_sources(str(root / "src"), n=100)
-    write_mixes(MixConfig(total=16, val_size=6, paths=paths,
-                          pools={"wildjailbreak": 6, "rainbow_teaming": 6, "aegis2": 6}), str(root / "tars"))
+    write_mixes(
+        MixConfig(total=16, val_size=6, paths=paths, pools={"wildjailbreak": 6, "rainbow_teaming": 6, "aegis2": 6}),
+        str(root / "tars"),
+    )
     rows = sft_rows(pd.read_parquet(root / "tars" / "train.parquet"))
     os.makedirs(root / "sft")
     pd.DataFrame(rows[:12] * 8).to_parquet(root / "sft" / "sft_train.parquet")  # 24 steps per epoch
@@ -67,13 +69,16 @@ def check_warm_start(model_dir, prompts) -> None:
     tok, model = AutoTokenizer.from_pretrained(model_dir), AutoModelForCausalLM.from_pretrained(model_dir)
     replies = []
     for prompt in prompts:
-        ids = tok.apply_chat_template(list(prompt), add_generation_prompt=True, return_tensors="pt",
-                                      return_dict=True)["input_ids"]
+        ids = tok.apply_chat_template(list(prompt), add_generation_prompt=True, return_tensors="pt", return_dict=True)[
+            "input_ids"
+        ]
         out = model.generate(ids, do_sample=False, max_new_tokens=MAX_RESPONSE, pad_token_id=tok.pad_token_id)
-        replies.append(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+        replies.append(tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
     bad = [r for r in replies if not is_well_formatted(r)]
-    assert not bad, (f"the SFT warm start did not teach the <think> format: {len(bad)}/{len(replies)} greedy replies "
-                     f"unformatted, e.g. {bad[:3]!r}; GRPO would see format 0 everywhere. Check SFT_LR/SFT_EPOCHS.")
+    assert not bad, (
+        f"the SFT warm start did not teach the <think> format: {len(bad)}/{len(replies)} greedy replies "
+        f"unformatted, e.g. {bad[:3]!r}; GRPO would see format 0 everywhere. Check SFT_LR/SFT_EPOCHS."
+    )
 
 
 NUMBER = re.compile(r"(?:np\.\w+\()?(-?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?|nan|-?inf)\)?")
@@ -99,8 +104,9 @@ def step_metrics(log: str) -> dict[int, dict[str, float]]:
 def run_recipe(env_extra: dict, *args: str):
     # CUDA_VISIBLE_DEVICES unset, not empty: Ray refuses the accelerator slot grpo_cpu_overrides declares.
     # About 100 s alone on 2 cores; the limits leave room for a machine that is busy with other work.
-    return run_example("run_tars_qwen7b.sh", {**cpu_env(), "CUDA_VISIBLE_DEVICES": None, **env_extra}, *args,
-                       timeout=1200)
+    return run_example(
+        "run_tars_qwen7b.sh", {**cpu_env(), "CUDA_VISIBLE_DEVICES": None, **env_extra}, *args, timeout=1200
+    )
 
 
 @pytest.mark.slow
@@ -114,20 +120,42 @@ def test_tars_recipe_trains_on_cpu_and_resumes(data, tiny_dir, tmp_path):
     assert 2 * longest <= MAX_RESPONSE, (longest, MAX_RESPONSE)  # +1: the end-of-turn token
     env = {
         # SFT stage (runs because SFT_MODEL_PATH is unset)
-        "MODEL_PATH": f"{tiny_dir}/policy", "SFT_TRAIN": str(data / "sft" / "sft_train.parquet"),
-        "SFT_VAL": str(data / "sft" / "sft_val.parquet"), "SFT_OUT": str(tmp_path / "sft"), "NPROC_PER_NODE": "1",
-        "SFT_BATCH": "4", "SFT_MICRO_BATCH": "4", "SFT_MAX_LENGTH": "128", "SFT_EPOCHS": "6", "SFT_LR": "5e-3",
-        "SFT_PATIENCE": "6", "SFT_EXTRA_ARGS": " ".join(sft_cpu_overrides()),
+        "MODEL_PATH": f"{tiny_dir}/policy",
+        "SFT_TRAIN": str(data / "sft" / "sft_train.parquet"),
+        "SFT_VAL": str(data / "sft" / "sft_val.parquet"),
+        "SFT_OUT": str(tmp_path / "sft"),
+        "NPROC_PER_NODE": "1",
+        "SFT_BATCH": "4",
+        "SFT_MICRO_BATCH": "4",
+        "SFT_MAX_LENGTH": "128",
+        "SFT_EPOCHS": "6",
+        "SFT_LR": "5e-3",
+        "SFT_PATIENCE": "6",
+        "SFT_EXTRA_ARGS": " ".join(sft_cpu_overrides()),
         # GRPO stage
-        "TRAIN_FILE": str(data / "tars" / "train.parquet"), "VAL_FILE": str(data / "tars" / "val.parquet"),
-        "TARS_PRESET": "tiny_cpu", "TARS_TINY_DIR": tiny_dir, "GPUS_PER_NODE": "1", "ROLLOUT_NAME": "tars_hf", "ROLLOUT_TP": "1",
-        "TRAIN_BATCH": str(TRAIN_BATCH), "N_ROLLOUTS": str(N_ROLLOUTS), "MAX_PROMPT": "128",
+        "TRAIN_FILE": str(data / "tars" / "train.parquet"),
+        "VAL_FILE": str(data / "tars" / "val.parquet"),
+        "TARS_PRESET": "tiny_cpu",
+        "TARS_TINY_DIR": tiny_dir,
+        "GPUS_PER_NODE": "1",
+        "ROLLOUT_NAME": "tars_hf",
+        "ROLLOUT_TP": "1",
+        "TRAIN_BATCH": str(TRAIN_BATCH),
+        "N_ROLLOUTS": str(N_ROLLOUTS),
+        "MAX_PROMPT": "128",
         "MAX_RESPONSE": str(MAX_RESPONSE),
-        "LR": "1e-3", "EPOCHS": "1", "TEST_FREQ": "2", "SAVE_FREQ": "2", "CKPT_DIR": str(tmp_path / "grpo"),
+        "LR": "1e-3",
+        "EPOCHS": "1",
+        "TEST_FREQ": "2",
+        "SAVE_FREQ": "2",
+        "CKPT_DIR": str(tmp_path / "grpo"),
         "VAL_N": "1",  # the paper's 8 samples per validation prompt would only slow this CPU test down
     }
-    overrides = [*grpo_cpu_overrides(), "trainer.total_training_steps=2",
-                 "actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]"]
+    overrides = [
+        *grpo_cpu_overrides(),
+        "trainer.total_training_steps=2",
+        "actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]",
+    ]
     out = run_recipe(env, *overrides)
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-6000:]
@@ -136,10 +164,26 @@ def test_tars_recipe_trains_on_cpu_and_resumes(data, tiny_dir, tmp_path):
     steps = step_metrics(log)
     assert sorted(steps) == [0, 1, 2], (sorted(steps), log[-3000:])
     # Shown by pytest when an assertion below fails: what the loop logged for the checked metrics.
-    print({s: {k: v for k, v in steps[s].items()
-               if k.startswith(("tars/", "critic/score", "actor/pg", "actor/grad_norm", "training/rollout_actor",
-                                 "training/off_policy/trajectory_staleness/", "rollout_corr/"))}
-           for s in steps})
+    print(
+        {
+            s: {
+                k: v
+                for k, v in steps[s].items()
+                if k.startswith(
+                    (
+                        "tars/",
+                        "critic/score",
+                        "actor/pg",
+                        "actor/grad_norm",
+                        "training/rollout_actor",
+                        "training/off_policy/trajectory_staleness/",
+                        "rollout_corr/",
+                    )
+                )
+            }
+            for s in steps
+        }
+    )
 
     for step in (1, 2):
         m = steps[step]
@@ -160,8 +204,15 @@ def test_tars_recipe_trains_on_cpu_and_resumes(data, tiny_dir, tmp_path):
     seen = {t for s in (1, 2) for t in PROMPT_TYPES if f"tars/{t}/count" in steps[s]}
     assert len(seen) >= 2, seen
     # The SFT warm start taught the format, so rewards are not all zero and GRPO has a signal.
-    assert max(steps[s][f"tars/{t}/format/mean"] for s in (1, 2) for t in PROMPT_TYPES
-               if f"tars/{t}/format/mean" in steps[s]) > 0
+    assert (
+        max(
+            steps[s][f"tars/{t}/format/mean"]
+            for s in (1, 2)
+            for t in PROMPT_TYPES
+            if f"tars/{t}/format/mean" in steps[s]
+        )
+        > 0
+    )
     assert max(steps[s]["critic/score/max"] for s in (1, 2)) > 0
     assert any(steps[s]["critic/score/max"] > steps[s]["critic/score/min"] for s in (1, 2))
     # Validation before training and at the last step, per data source.
@@ -178,8 +229,13 @@ def test_tars_recipe_trains_on_cpu_and_resumes(data, tiny_dir, tmp_path):
     assert max((trained[k] - start[k]).abs().max().item() for k in trained) > 0
 
     # verl resumes from that checkpoint (the warm start exported above is reused) and runs step 3.
-    resumed = run_recipe({**env, "TEST_FREQ": "0"}, *overrides[:-2], "trainer.total_training_steps=3",
-                         "trainer.val_before_train=False", "trainer.resume_mode=auto")
+    resumed = run_recipe(
+        {**env, "TEST_FREQ": "0"},
+        *overrides[:-2],
+        "trainer.total_training_steps=3",
+        "trainer.val_before_train=False",
+        "trainer.resume_mode=auto",
+    )
     log2 = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, log2[-6000:]
     assert "using the warm start exported earlier" in log2

@@ -28,8 +28,10 @@ TRAIN_BATCH, N_ROLLOUTS, STEPS = 4, 2, 2
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("served_rm_data")
     paths = write_rl_sources(str(root / "src"), n=100)
-    write_mixes(MixConfig(total=16, val_size=6, paths=paths,
-                          pools={"wildjailbreak": 6, "rainbow_teaming": 6, "aegis2": 6}), str(root / "tars"))
+    write_mixes(
+        MixConfig(total=16, val_size=6, paths=paths, pools={"wildjailbreak": 6, "rainbow_teaming": 6, "aegis2": 6}),
+        str(root / "tars"),
+    )
     return root / "tars"
 
 
@@ -37,16 +39,30 @@ def run_open_preset_with_served_rm(data, tiny_dir, tmp_path, server, *extra, n_s
     """The launch script with the open preset and verl serving the RM; checks and returns the step metrics."""
     request_log = tmp_path / "rm_requests.jsonl"
     env = {
-        **cpu_env(), "CUDA_VISIBLE_DEVICES": None,
-        "SFT_MODEL_PATH": f"{tiny_dir}/policy", "TRAIN_FILE": str(data / "train.parquet"),
+        **cpu_env(),
+        "CUDA_VISIBLE_DEVICES": None,
+        "SFT_MODEL_PATH": f"{tiny_dir}/policy",
+        "TRAIN_FILE": str(data / "train.parquet"),
         "VAL_FILE": str(data / "val.parquet"),
         # The open preset as users run it: verl serves the RM (TARS_SERVE_RM defaults to 1 for paper/open).
-        "TARS_PRESET": "open", "RM_PATH": f"{tiny_dir}/reward_model", "RM_TP": "1",
-        "TARS_GUARD_URL": f"{server.url}/v1", "TARS_GUARD_MODEL": "llama-guard-fake",
+        "TARS_PRESET": "open",
+        "RM_PATH": f"{tiny_dir}/reward_model",
+        "RM_TP": "1",
+        "TARS_GUARD_URL": f"{server.url}/v1",
+        "TARS_GUARD_MODEL": "llama-guard-fake",
         "TARS_HF_RM_REQUEST_LOG": str(request_log),
-        "GPUS_PER_NODE": "1", "ROLLOUT_NAME": "tars_hf", "ROLLOUT_TP": "1",
-        "TRAIN_BATCH": str(TRAIN_BATCH), "N_ROLLOUTS": str(N_ROLLOUTS), "MAX_PROMPT": "128", "MAX_RESPONSE": "24",
-        "LR": "1e-3", "EPOCHS": "1", "TEST_FREQ": str(STEPS), "SAVE_FREQ": "0", "CKPT_DIR": str(tmp_path / "grpo"),
+        "GPUS_PER_NODE": "1",
+        "ROLLOUT_NAME": "tars_hf",
+        "ROLLOUT_TP": "1",
+        "TRAIN_BATCH": str(TRAIN_BATCH),
+        "N_ROLLOUTS": str(N_ROLLOUTS),
+        "MAX_PROMPT": "128",
+        "MAX_RESPONSE": "24",
+        "LR": "1e-3",
+        "EPOCHS": "1",
+        "TEST_FREQ": str(STEPS),
+        "SAVE_FREQ": "0",
+        "CKPT_DIR": str(tmp_path / "grpo"),
     }
     overrides = [*grpo_cpu_overrides(n_slots), f"trainer.total_training_steps={STEPS}", *extra]
     out = run_example("run_tars_qwen7b.sh", env, *overrides, timeout=1200)  # ~150 s alone; room for a busy machine
@@ -54,8 +70,9 @@ def run_open_preset_with_served_rm(data, tiny_dir, tmp_path, server, *extra, n_s
     assert out.returncode == 0, log[-6000:]
     steps = step_metrics(log)
     assert sorted(steps) == list(range(STEPS + 1)), (sorted(steps), log[-3000:])
-    print({s: {k: v for k, v in steps[s].items() if k.startswith(("tars/", "critic/score", "val-core/"))}
-           for s in steps})
+    print(
+        {s: {k: v for k, v in steps[s].items() if k.startswith(("tars/", "critic/score", "val-core/"))} for s in steps}
+    )
 
     scored_by_rm = 0  # responses whose helpfulness the served RM scored (harmless, ambiguous)
     for step in range(1, STEPS + 1):
@@ -102,6 +119,13 @@ def test_open_preset_with_verl_serving_the_reward_model(data, tiny_dir, tmp_path
 @pytest.mark.timeout(1500)
 def test_open_preset_with_the_reward_model_in_its_own_pool(data, tiny_dir, tmp_path, server):
     """Streaming: the RM has its own resource pool, so the agent loop scores each response as it finishes."""
-    run_open_preset_with_served_rm(data, tiny_dir, tmp_path, server, "reward.reward_model.enable_resource_pool=True",
-                                   "reward.reward_model.n_gpus_per_node=1", "reward.reward_model.nnodes=1",
-                                   n_slots=2)
+    run_open_preset_with_served_rm(
+        data,
+        tiny_dir,
+        tmp_path,
+        server,
+        "reward.reward_model.enable_resource_pool=True",
+        "reward.reward_model.n_gpus_per_node=1",
+        "reward.reward_model.nnodes=1",
+        n_slots=2,
+    )

@@ -21,15 +21,24 @@ def stream(*steps):
 def test_verdict_split_into_two_tokens_is_read_where_the_verdicts_diverge():
     # The reproduction: "Safety: Unsafe" tokenised Safety, :, " Un", "safe". The old reading took
     # the first token whose text is a verdict word ("safe", certain given " Un") and scored 1.0 (safe).
-    toks = stream(("Safety", {"Safety": 1.0}), (":", {":": 1.0}), (" Un", {" Un": 0.7, " Safe": 0.3}),
-                  ("safe", {"safe": 1.0}), ("\n", {"\n": 1.0}))
+    toks = stream(
+        ("Safety", {"Safety": 1.0}),
+        (":", {":": 1.0}),
+        (" Un", {" Un": 0.7, " Safe": 0.3}),
+        ("safe", {"safe": 1.0}),
+        ("\n", {"\n": 1.0}),
+    )
     assert graded_verdict(toks, FORMATS["qwen3guard"]) == pytest.approx(0.3)
 
 
 def test_controversial_of_three_tokens_counts_in_full():
-    toks = stream(("Safety", {"Safety": 1.0}), (":", {":": 1.0}),
-                  (" Cont", {" Cont": 0.6, " Safe": 0.3, " Unsafe": 0.1}), ("rovers", {"rovers": 0.9, "inent": 0.1}),
-                  ("ial", {"ial": 1.0}))
+    toks = stream(
+        ("Safety", {"Safety": 1.0}),
+        (":", {":": 1.0}),
+        (" Cont", {" Cont": 0.6, " Safe": 0.3, " Unsafe": 0.1}),
+        ("rovers", {"rovers": 0.9, "inent": 0.1}),
+        ("ial", {"ial": 1.0}),
+    )
     scores = verdict_scores("qwen3guard", controversial_score=0.5)
     # P(controversial) = 0.6 * 0.9 (" Continent" fits no verdict word and is skipped); 0.3 safe; 0.1 unsafe
     p = {"controversial": 0.54, "safe": 0.3, "unsafe": 0.1}
@@ -52,27 +61,37 @@ def test_real_qwen_tokenisation_of_every_verdict_class():
     from tars_verl.testing.served_models import qwen_tokenizer_dir
 
     tok = AutoTokenizer.from_pretrained(qwen_tokenizer_dir())
-    surface = {"llama_guard": ("\n\n", {"safe": "safe", "unsafe": "unsafe"}),
-               "qwen3guard": ("Safety:", {"safe": " Safe", "unsafe": " Unsafe", "controversial": " Controversial"}),
-               "wildguard": (" Harmful response:", {"no": " no", "yes": " yes", "n/a": " n/a"}),
-               "harmbench": ("", {"no": "No", "yes": "Yes"})}
+    surface = {
+        "llama_guard": ("\n\n", {"safe": "safe", "unsafe": "unsafe"}),
+        "qwen3guard": ("Safety:", {"safe": " Safe", "unsafe": " Unsafe", "controversial": " Controversial"}),
+        "wildguard": (" Harmful response:", {"no": " no", "yes": " yes", "n/a": " n/a"}),
+        "harmbench": ("", {"no": "No", "yes": "Yes"}),
+    }
     for fmt_name, (lead, words) in surface.items():
         scores = verdict_scores(fmt_name, controversial_score=0.5)
         assert set(words) == set(scores)
         for emitted, emitted_text in words.items():
             lead_ids = tok(lead, add_special_tokens=False)["input_ids"]
-            word_ids = tok(lead + emitted_text, add_special_tokens=False)["input_ids"][len(lead_ids):]
+            word_ids = tok(lead + emitted_text, add_special_tokens=False)["input_ids"][len(lead_ids) :]
             pieces = [tok.decode([i]) for i in word_ids]
-            others = {w: tok.decode(tok(lead + t, add_special_tokens=False)["input_ids"][len(lead_ids)])
-                      for w, t in words.items() if w != emitted}
+            others = {
+                w: tok.decode(tok(lead + t, add_special_tokens=False)["input_ids"][len(lead_ids)])
+                for w, t in words.items()
+                if w != emitted
+            }
             assert "".join(pieces) == emitted_text
             p_other = 0.1
             first = {pieces[0]: 1 - p_other * len(others), **{t: p_other for t in others.values()}}
-            toks = stream(*[(tok.decode([i]), {tok.decode([i]): 1.0}) for i in lead_ids],
-                          (pieces[0], first), *[(p, {p: 1.0}) for p in pieces[1:]], ("\n", {"\n": 1.0}))
+            toks = stream(
+                *[(tok.decode([i]), {tok.decode([i]): 1.0}) for i in lead_ids],
+                (pieces[0], first),
+                *[(p, {p: 1.0}) for p in pieces[1:]],
+                ("\n", {"\n": 1.0}),
+            )
             # A first token that starts two verdict words (" n": " no" and " n/a") decides nothing and is skipped.
-            decisive = {w: t for w, t in others.items()
-                        if sum(s.lower().startswith(t.lower()) for s in words.values()) == 1}
+            decisive = {
+                w: t for w, t in others.items() if sum(s.lower().startswith(t.lower()) for s in words.values()) == 1
+            }
             assert len(decisive) >= len(others) - 1
             mass = {emitted: 1 - p_other * len(others), **{w: p_other for w in decisive}}
             want = sum(p * scores[w] for w, p in mass.items()) / sum(mass.values())

@@ -53,7 +53,9 @@ def test_update_weights_changes_the_policy_and_rejects_unknown_names(server):
 
 def test_full_determinism_samples_each_request_from_its_own_seed(tiny_dir):
     """verl's rollout.full_determinism names requests det-<index>: each samples the same tokens whatever ran before."""
-    det = HFGenerateServer({**CONFIG, "response_length": 16, "full_determinism": True}, {"path": f"{tiny_dir}/policy"}, 0)
+    det = HFGenerateServer(
+        {**CONFIG, "response_length": 16, "full_determinism": True}, {"path": f"{tiny_dir}/policy"}, 0
+    )
 
     def sample(request_id, prompt):
         params = {"temperature": 1.0, "top_p": 1.0, "top_k": -1}

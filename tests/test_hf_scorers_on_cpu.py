@@ -16,8 +16,15 @@ TEXTS = ["", "   ", "I can't help with that.", "Réponse: 你好 \U0001f600", "w
 
 
 def test_classifier_batch_equals_reference_softmax(tiny_dir):
-    scorer = build_scorer({"backend": "hf_classifier", "model_path": f"{tiny_dir}/classifier", "safe_label": "SAFE",
-                           "max_length": 64, "device": "cpu"})
+    scorer = build_scorer(
+        {
+            "backend": "hf_classifier",
+            "model_path": f"{tiny_dir}/classifier",
+            "safe_label": "SAFE",
+            "max_length": 64,
+            "device": "cpu",
+        }
+    )
     res = run(scorer.score(items(*TEXTS)))
     tok = AutoTokenizer.from_pretrained(f"{tiny_dir}/classifier")
     model = AutoModelForSequenceClassification.from_pretrained(f"{tiny_dir}/classifier").eval()
@@ -51,8 +58,9 @@ def test_single_logit_classifier_direction(tiny_dir):
 
 
 def test_reward_model_uses_its_own_chat_template_and_sigmoid(tiny_dir):
-    scorer = build_scorer({"backend": "hf_reward_model", "model_path": f"{tiny_dir}/reward_model", "device": "cpu",
-                           "max_length": 128})
+    scorer = build_scorer(
+        {"backend": "hf_reward_model", "model_path": f"{tiny_dir}/reward_model", "device": "cpu", "max_length": 128}
+    )
     res = run(scorer.score(items(*TEXTS)))
     tok = AutoTokenizer.from_pretrained(f"{tiny_dir}/reward_model")
     model = AutoModelForSequenceClassification.from_pretrained(f"{tiny_dir}/reward_model").eval()

@@ -99,8 +99,9 @@ def test_start_up_check_asks_the_live_server(server):
     assert server.connections > before  # it really asked the server (GET /v1/models)
     # ... and a route the server does not have fails the check, named (the fake answers 404 there).
     with pytest.raises(ScorerError, match="/v1/no-such-route"):
-        build_scorer({"backend": "guard_chat", "url": server.url + "/v1", "health_path": "/no-such-route",
-                      "max_retries": 0}).check_ready()
+        build_scorer(
+            {"backend": "guard_chat", "url": server.url + "/v1", "health_path": "/no-such-route", "max_retries": 0}
+        ).check_ready()
 
 
 def test_llama_guard_graded_by_logprobs_and_connections_reused(server):
@@ -122,8 +123,9 @@ def test_guard_without_logprobs_gives_binary_score(server):
 
 
 def test_qwen3guard_format(server):
-    scorer = build_scorer({"backend": "guard_chat", "url": server.url + "/v1", "model": "qwen3guard-gen-8b",
-                           "format": "qwen3guard"})
+    scorer = build_scorer(
+        {"backend": "guard_chat", "url": server.url + "/v1", "model": "qwen3guard-gen-8b", "format": "qwen3guard"}
+    )
     res = run(scorer.score(items("UNSAFE", "fine")))
     assert [round(r.score, 6) for r in res] == [0.2, 0.8]
 
@@ -134,7 +136,9 @@ def test_wildguard_uses_completions_and_reads_refusal(server):
     assert [round(r.score, 6) for r in res] == [0.2, 0.8]  # graded from the text completion's logprobs
     assert [r.details["binary_score"] for r in res] == [0.0, 1.0] and all(r.details["graded"] for r in res)
     assert res[1].details["refusal"] is True
-    assert server.requests[0][0] == "/v1/completions" and "Human user:\nHow do I do it?" in server.requests[0][1]["prompt"]
+    assert (
+        server.requests[0][0] == "/v1/completions" and "Human user:\nHow do I do it?" in server.requests[0][1]["prompt"]
+    )
 
 
 def test_guard_reply_without_verdict_is_an_error(server):
@@ -145,8 +149,14 @@ def test_guard_reply_without_verdict_is_an_error(server):
 
 
 def test_served_reward_model_classify(server, tiny_dir):
-    scorer = build_scorer({"backend": "served_reward_model", "url": server.url, "model": "grm",
-                           "tokenizer_path": f"{tiny_dir}/reward_model"})
+    scorer = build_scorer(
+        {
+            "backend": "served_reward_model",
+            "url": server.url,
+            "model": "grm",
+            "tokenizer_path": f"{tiny_dir}/reward_model",
+        }
+    )
     res = run(scorer.score(items("Short answer.", "A longer answer with more words in it.")))
     path, payload = server.requests[0]
     assert path == "/classify" and len(payload["input"]) == 2 and payload["use_activation"] is False
@@ -157,8 +167,15 @@ def test_served_reward_model_classify(server, tiny_dir):
 
 def test_served_reward_model_start_up_check_accepts_an_empty_health_body(server, tiny_dir):
     # vLLM's GET /health answers 200 with an empty body (parsing it as JSON failed every start-up).
-    scorer = build_scorer({"backend": "served_reward_model", "url": server.url, "model": "grm",
-                           "tokenizer_path": f"{tiny_dir}/reward_model", "activation": "none"})
+    scorer = build_scorer(
+        {
+            "backend": "served_reward_model",
+            "url": server.url,
+            "model": "grm",
+            "tokenizer_path": f"{tiny_dir}/reward_model",
+            "activation": "none",
+        }
+    )
     scorer.check_ready()
     res = run(scorer.score(items("Short answer.")))
     text = server.requests[0][1]["input"][0]
@@ -186,10 +203,15 @@ def test_llm_judge_prompt_with_braces_is_not_refilled(server):
 
 def test_weighted_mix_logs_every_component(server, monkeypatch):
     monkeypatch.setenv("TEST_OPENAI_KEY", "k")
-    scorer = build_scorer({"backend": "weighted", "components": [
-        {"name": "guard", "weight": 3.0, "backend": "guard_chat", "url": server.url + "/v1", "logprobs": False},
-        {"name": "rules", "weight": 1.0, "backend": "refusal_keywords"},
-    ]})
+    scorer = build_scorer(
+        {
+            "backend": "weighted",
+            "components": [
+                {"name": "guard", "weight": 3.0, "backend": "guard_chat", "url": server.url + "/v1", "logprobs": False},
+                {"name": "rules", "weight": 1.0, "backend": "refusal_keywords"},
+            ],
+        }
+    )
     res = run(scorer.score(items("UNSAFE", "I can't help with that.")))
     assert res[0].details["components"] == {"guard": 0.0, "rules": 0.0} and res[0].score == 0.0
     assert res[1].details["components"] == {"guard": 1.0, "rules": 1.0} and res[1].score == 1.0
@@ -204,16 +226,18 @@ def test_unknown_backend_and_unknown_key_are_config_errors():
 
 def test_outage_longer_than_max_retries_is_ridden_out_by_a_time_budget(server, monkeypatch):
     server.script = ["500"] * 6 + ["429"] * 6 + ["ok"]  # 12 failures: more than the old fixed 5 retries
-    scorer = moderation(server, monkeypatch, max_retries=None, retry_for_s=60.0, backoff_initial_s=0.001,
-                        backoff_max_s=0.002)
+    scorer = moderation(
+        server, monkeypatch, max_retries=None, retry_for_s=60.0, backoff_initial_s=0.001, backoff_max_s=0.002
+    )
     assert run(scorer.score(items("fine")))[0].score == 1.0
     assert len(server.requests) == 13
 
 
 def test_giving_up_names_endpoint_status_attempts_and_time(server, monkeypatch):
     server.script = ["503"] * 1000
-    scorer = moderation(server, monkeypatch, max_retries=None, retry_for_s=0.2, backoff_initial_s=0.001,
-                        backoff_max_s=0.01)
+    scorer = moderation(
+        server, monkeypatch, max_retries=None, retry_for_s=0.2, backoff_initial_s=0.001, backoff_max_s=0.01
+    )
     with pytest.raises(ScorerError) as err:
         run(scorer.score(items("fine")))
     msg = str(err.value)

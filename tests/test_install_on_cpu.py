@@ -5,9 +5,9 @@ scripts/check_gpu_install.sh (needs PyPI; CI runs it as its own step).
 """
 
 import os
-import tomllib
 from importlib.metadata import requires
 
+import tomllib
 from packaging.requirements import Requirement
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

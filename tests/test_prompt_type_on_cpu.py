@@ -38,8 +38,9 @@ def test_absent_fields_fall_through(absent):
 
 
 def test_misspelt_type_stops_a_verl_reward_step(tiny_dir):
-    cfg = compose_tars_config(["tars@reward.tars=tiny_cpu", f"actor_rollout_ref.model.path={tiny_dir}/policy",
-                               "reward.num_workers=1"])
+    cfg = compose_tars_config(
+        ["tars@reward.tars=tiny_cpu", f"actor_rollout_ref.model.path={tiny_dir}/policy", "reward.num_workers=1"]
+    )
     worker = RewardLoopWorker(cfg)
     batch = make_reward_batch(worker.input_tokenizer, [Sample([{"role": "user", "content": "a"}], "ok", "harmfull")])
     batch.non_tensor_batch["reward_model"][0] = {"style": "tars", "ground_truth": "harmless"}

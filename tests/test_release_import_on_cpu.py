@@ -28,6 +28,7 @@ def types_of(df):
 
 # --- Rainbow-Teaming archives ---------------------------------------------------------------------
 
+
 def test_rainbow_archives_read_from_a_folder_a_glob_or_a_list(tmp_path):
     paths = write_rainbow_archives(str(tmp_path / "arch"), n_archives=3)
     df = read_rainbow_archives(str(tmp_path / "arch"))
@@ -42,12 +43,15 @@ def test_rainbow_archives_read_from_a_folder_a_glob_or_a_list(tmp_path):
     assert len(read_rainbow_archives(paths[:2])) == 240 - 240 // 7
 
 
-@pytest.mark.parametrize("content, match", [
-    ({"prompt": "x"}, "expected a list of risk categories"),
-    ([[{"prompt": "ok", "score": 0.5}, {"text": "no prompt key"}]], r"risk category 0, attack style 1: expected"),
-    ([[{"prompt": 3, "score": 0.5}]], "'prompt' must be a string"),
-    ([[], [{"prompt": "p", "score": "high"}]], r"risk category 1, attack style 0: 'score' must be a number"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ({"prompt": "x"}, "expected a list of risk categories"),
+        ([[{"prompt": "ok", "score": 0.5}, {"text": "no prompt key"}]], r"risk category 0, attack style 1: expected"),
+        ([[{"prompt": 3, "score": 0.5}]], "'prompt' must be a string"),
+        ([[], [{"prompt": "p", "score": "high"}]], r"risk category 1, attack style 0: 'score' must be a number"),
+    ],
+)
 def test_malformed_archive_names_file_and_cell(tmp_path, content, match):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(content))
@@ -71,22 +75,39 @@ def test_rl_mix_takes_rainbow_archives_by_folder_or_glob(tmp_path):
     assert len(src) == 240 - 240 // 7 and src["category"].iloc[0] == "0/0"
     for spec in (str(tmp_path / "arch"), str(tmp_path / "arch" / "archive_*.json")):
         paths = {**sources, "rainbow_teaming": spec}
-        (train, _, stats), = build_mixes(MixConfig(total=100, val_size=0, paths=paths, pools={
-            "wildjailbreak": 40, "rainbow_teaming": 40, "aegis2": 20})).values()
+        ((train, _, stats),) = build_mixes(
+            MixConfig(
+                total=100, val_size=0, paths=paths, pools={"wildjailbreak": 40, "rainbow_teaming": 40, "aegis2": 20}
+            )
+        ).values()
         rainbow = train[train["data_source"] == "rainbow_teaming"]
-        assert len(rainbow) > 0 and rainbow["prompt"].map(lambda p: p[-1]["content"]).str.startswith(
-            "rainbow archive").all()
+        assert (
+            len(rainbow) > 0
+            and rainbow["prompt"].map(lambda p: p[-1]["content"]).str.startswith("rainbow archive").all()
+        )
         assert stats["filters"]["rainbow_teaming"]["loaded"] == 240 - 240 // 7
-    rl_mix_main(["--out", str(tmp_path / "cli"), "--total", "50", "--val-size", "0",
-                 "--pool=wildjailbreak=20", "--pool=rainbow_teaming=20", "--pool=aegis2=10",
-                 *[f"--source={k}={v}" for k, v in sources.items() if k != "rainbow_teaming"],
-                 f"--source=rainbow_teaming={tmp_path / 'arch' / 'archive_*.json'}"])
+    rl_mix_main(
+        [
+            "--out",
+            str(tmp_path / "cli"),
+            "--total",
+            "50",
+            "--val-size",
+            "0",
+            "--pool=wildjailbreak=20",
+            "--pool=rainbow_teaming=20",
+            "--pool=aegis2=10",
+            *[f"--source={k}={v}" for k, v in sources.items() if k != "rainbow_teaming"],
+            f"--source=rainbow_teaming={tmp_path / 'arch' / 'archive_*.json'}",
+        ]
+    )
     assert (pd.read_parquet(tmp_path / "cli" / "train.parquet")["data_source"] == "rainbow_teaming").any()
     with pytest.raises(FileNotFoundError, match="no file matches"):
         build_mixes(MixConfig(total=10, val_size=0, paths={**sources, "rainbow_teaming": str(tmp_path / "x*.json")}))
 
 
 # --- the lambda parquets and test.parquet ---------------------------------------------------------
+
 
 def test_import_by_the_authors_row_order_and_test_set(release, tmp_path):
     main(["--train", release["train"], "--val", release["test"], "--out", str(tmp_path / "out")])
@@ -102,8 +123,11 @@ def test_import_by_the_authors_row_order_and_test_set(release, tmp_path):
     assert all(by_text[f"How can I kill process {i} in Linux?"] == "ambiguous" for i in range(6))
     assert types.count("harmful") == 12
     src = dict(zip(texts, train["data_source"]))
-    assert src["wildjailbreak harmful request 0"] == "wildjailbreak" and src["rainbow harmful request 1"] == \
-        "rainbow_teaming" and src["aegis harmful request 2"] == "aegis2"
+    assert (
+        src["wildjailbreak harmful request 0"] == "wildjailbreak"
+        and src["rainbow harmful request 1"] == "rainbow_teaming"
+        and src["aegis harmful request 2"] == "aegis2"
+    )
     row = train[texts == "wildjailbreak harmful request 0"].iloc[0]
     assert row["reward_model"]["ground_truth"] == "harmful"
     assert row["extra_info"]["reference_response"] == "I can't help with request 0."  # nothing lost
@@ -140,8 +164,9 @@ def test_unresolved_rows_stop_the_import_or_are_labelled_and_counted(release, tm
     with pytest.raises(ValueError, match=r"12 'refusal' rows could not be told harmless or ambiguous.*--match"):
         import_release(path)
     assert not os.path.exists(tmp_path / "out")
-    train, stats = import_release(path, match={"ultrafeedback": release["ultrafeedback"]},
-                                  unresolved="ambiguous")["train"]
+    train, stats = import_release(path, match={"ultrafeedback": release["ultrafeedback"]}, unresolved="ambiguous")[
+        "train"
+    ]
     unresolved = train[train["data_source"] == "tars_release_refusal"]
     assert len(unresolved) == 6 and set(types_of(unresolved)) == {"ambiguous"}
     assert set(unresolved["extra_info"].map(lambda e: e["type_evidence"])) == {"unresolved"}
@@ -156,11 +181,14 @@ def test_position_rule_is_checked_against_matches(release):
     assert stats["type_evidence"] == {"ability": 12, "match:orbench": 6, "position": 6}
 
 
-@pytest.mark.parametrize("column, value, match", [
-    ("ability", "math", r"row 2: column 'ability' is 'math'"),
-    ("prompt", [], r"row 2: 'prompt' must be a non-empty list"),
-    ("prompt", [{"role": "user", "content": "  "}], r"row 2: no non-empty user turn"),
-])
+@pytest.mark.parametrize(
+    "column, value, match",
+    [
+        ("ability", "math", r"row 2: column 'ability' is 'math'"),
+        ("prompt", [], r"row 2: 'prompt' must be a non-empty list"),
+        ("prompt", [{"role": "user", "content": "  "}], r"row 2: no non-empty user turn"),
+    ],
+)
 def test_bad_release_rows_are_named(release, tmp_path, column, value, match):
     df = pd.read_parquet(release["train"])
     df.at[2, column] = value
@@ -184,14 +212,22 @@ def test_imported_release_trains_through_verl_dataset_and_the_tars_manager(relea
 
     main(["--train", release["train"], "--val", release["test"], "--out", str(tmp_path / "out")])
     tok = AutoTokenizer.from_pretrained(f"{tiny_dir}/policy")
-    data_cfg = OmegaConf.create({"prompt_key": "prompt", "max_prompt_length": 512, "filter_overlong_prompts": True,
-                                 "return_raw_chat": True, "cache_dir": str(tmp_path / "cache"),
-                                 "filter_overlong_prompts_workers": 1})
+    data_cfg = OmegaConf.create(
+        {
+            "prompt_key": "prompt",
+            "max_prompt_length": 512,
+            "filter_overlong_prompts": True,
+            "return_raw_chat": True,
+            "cache_dir": str(tmp_path / "cache"),
+            "filter_overlong_prompts_workers": 1,
+        }
+    )
     ds = RLHFDataset(str(tmp_path / "out" / "train.parquet"), tok, data_cfg)
     assert len(ds) == 24
     items = [ds[i] for i in range(len(ds))]
-    cfg = compose_tars_config(["tars@reward.tars=tiny_cpu", f"actor_rollout_ref.model.path={tiny_dir}/policy",
-                               "reward.num_workers=1"])
+    cfg = compose_tars_config(
+        ["tars@reward.tars=tiny_cpu", f"actor_rollout_ref.model.path={tiny_dir}/policy", "reward.num_workers=1"]
+    )
     worker = RewardLoopWorker(cfg)
     response = "<think>\nweigh it\n</think>\n\nHere is an answer."
     samples = [Sample(it["raw_prompt"], response, None, it["data_source"], dict(it["extra_info"])) for it in items]
@@ -207,5 +243,6 @@ def test_imported_release_trains_through_verl_dataset_and_the_tars_manager(relea
     raw = pd.read_parquet(release["train"]).iloc[0]
     as_released = Sample([dict(m) for m in raw["prompt"]], response, None, raw["data_source"], dict(raw["extra_info"]))
     with pytest.raises(PromptTypeError):
-        worker.loop.run_until_complete(worker.compute_score_batch(make_reward_batch(worker.input_tokenizer,
-                                                                                    [as_released])))
+        worker.loop.run_until_complete(
+            worker.compute_score_batch(make_reward_batch(worker.input_tokenizer, [as_released]))
+        )

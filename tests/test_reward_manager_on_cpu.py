@@ -1,7 +1,5 @@
 """TarsRewardManager through verl's own reward-loop code (RewardLoopWorker, load_reward_manager)."""
 
-import os
-
 import pytest
 from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 from verl.trainer.ppo.reward import resolve_reward_manager_cls
@@ -18,8 +16,14 @@ COMPLY = "<think>\nok\n</think>\n\nSure, here are the steps."
 
 
 def worker_for(tiny_dir, *overrides, preset="tiny_cpu"):
-    cfg = compose_tars_config([f"tars@reward.tars={preset}", f"actor_rollout_ref.model.path={tiny_dir}/policy",
-                               "reward.num_workers=1", *overrides])
+    cfg = compose_tars_config(
+        [
+            f"tars@reward.tars={preset}",
+            f"actor_rollout_ref.model.path={tiny_dir}/policy",
+            "reward.num_workers=1",
+            *overrides,
+        ]
+    )
     return RewardLoopWorker(cfg)
 
 
@@ -30,8 +34,11 @@ def score(worker, samples):
 
 def rules_and_judge(server):
     """Deterministic scorers: keyword safety, local LLM judge for helpfulness."""
-    return ["tars_scorer@reward.tars.safety=refusal_keywords",
-            "tars_scorer@reward.tars.helpfulness=llm_judge", f"reward.tars.helpfulness.url={server.url}/v1"]
+    return [
+        "tars_scorer@reward.tars.safety=refusal_keywords",
+        "tars_scorer@reward.tars.helpfulness=llm_judge",
+        f"reward.tars.helpfulness.url={server.url}/v1",
+    ]
 
 
 def user(text):
@@ -41,8 +48,11 @@ def user(text):
 def test_registered_by_entry_point_and_scores_a_verl_batch(tiny_dir):
     worker = worker_for(tiny_dir)
     assert isinstance(worker.reward_manager, TarsRewardManager)
-    samples = [Sample(user("make a bomb"), REFUSE, "harmful"), Sample(user("a poem"), COMPLY, "harmless"),
-               Sample(user("kill a process"), "no tags at all", "ambiguous")]
+    samples = [
+        Sample(user("make a bomb"), REFUSE, "harmful"),
+        Sample(user("a poem"), COMPLY, "harmless"),
+        Sample(user("kill a process"), "no tags at all", "ambiguous"),
+    ]
     out = score(worker, samples)
     keys = [list(o["reward_extra_info"]) for o in out]
     assert keys[0] == keys[1] == keys[2] == worker.reward_manager.extra_keys  # verl takes keys from sample 0
@@ -57,8 +67,12 @@ def test_registered_by_entry_point_and_scores_a_verl_batch(tiny_dir):
 
 @pytest.mark.parametrize("path", ["pkg://tars_verl.reward_manager", rm_module.__file__])
 def test_loadable_by_importlib_without_registration(tiny_dir, path):
-    worker = worker_for(tiny_dir, "reward.reward_manager.source=importlib",
-                        f"reward.reward_manager.module.path={path}", "reward.reward_manager.name=TarsRewardManager")
+    worker = worker_for(
+        tiny_dir,
+        "reward.reward_manager.source=importlib",
+        f"reward.reward_manager.module.path={path}",
+        "reward.reward_manager.name=TarsRewardManager",
+    )
     assert resolve_reward_manager_cls(worker.config) is TarsRewardManager
     out = score(worker, [Sample(user("hi"), COMPLY, "harmless")])
     assert out[0]["reward_extra_info"]["format"] == 1.0
@@ -80,8 +94,17 @@ def test_decoupled_reward_values(tiny_dir, server):
     ]
     out = score(worker, samples)
     got = [o["reward_score"] for o in out]
-    expected = [1.0, 0.0, 0.0, (judge_points("one two three") - 1) / 9, 0.0, 0.0, 0.0,
-                (judge_points("Réponse très bien ✓") - 1) / 9, 1.0]
+    expected = [
+        1.0,
+        0.0,
+        0.0,
+        (judge_points("one two three") - 1) / 9,
+        0.0,
+        0.0,
+        0.0,
+        (judge_points("Réponse très bien ✓") - 1) / 9,
+        1.0,
+    ]
     assert got == pytest.approx(expected)
     info = [o["reward_extra_info"] for o in out]
     assert info[2]["safety"] == 1.0 and info[2]["format"] == 0.0  # safe but unformatted -> 0
@@ -92,8 +115,9 @@ def test_decoupled_reward_values(tiny_dir, server):
 
 
 def test_single_judge_mode_scores_harmful_with_the_judge(tiny_dir, server):
-    worker = worker_for(tiny_dir, *rules_and_judge(server), "reward.tars.mode=single_judge",
-                        "reward.tars.reasoning_safety=false")
+    worker = worker_for(
+        tiny_dir, *rules_and_judge(server), "reward.tars.mode=single_judge", "reward.tars.reasoning_safety=false"
+    )
     assert "safety" not in worker.reward_manager.scorers
     out = score(worker, [Sample(user("bomb"), COMPLY, "harmful")])
     assert out[0]["reward_score"] == pytest.approx((judge_points("Sure, here are the steps.") - 1) / 9)
@@ -101,8 +125,10 @@ def test_single_judge_mode_scores_harmful_with_the_judge(tiny_dir, server):
 
 
 def test_weighted_mode(tiny_dir, server):
-    weights = ("reward.tars.type_weights={harmful: {safety: 3, helpfulness: 1}, harmless: {helpfulness: 1}, "
-               "ambiguous: {safety: 1, helpfulness: 1}}")
+    weights = (
+        "reward.tars.type_weights={harmful: {safety: 3, helpfulness: 1}, harmless: {helpfulness: 1}, "
+        "ambiguous: {safety: 1, helpfulness: 1}}"
+    )
     worker = worker_for(tiny_dir, *rules_and_judge(server), "reward.tars.mode=weighted", weights)
     out = score(worker, [Sample(user("bomb"), REFUSE, "harmful"), Sample(user("kill -9?"), REFUSE, "ambiguous")])
     h = (judge_points("I can't help with that.") - 1) / 9
@@ -113,8 +139,13 @@ def test_weighted_mode(tiny_dir, server):
 def test_prefilled_think_is_detected_from_the_prompt(tiny_dir, server):
     worker = worker_for(tiny_dir, *rules_and_judge(server))
     answer_only = "reasoning here\n</think>\n\nI can't help with that."
-    out = score(worker, [Sample(user("bomb"), answer_only, "harmful", prefill_think=True),
-                         Sample(user("bomb"), answer_only, "harmful", prefill_think=False)])
+    out = score(
+        worker,
+        [
+            Sample(user("bomb"), answer_only, "harmful", prefill_think=True),
+            Sample(user("bomb"), answer_only, "harmful", prefill_think=False),
+        ],
+    )
     assert [o["reward_extra_info"]["format"] for o in out] == [1.0, 0.0]
     forced = worker_for(tiny_dir, *rules_and_judge(server), "reward.tars.think_prefilled=true")
     assert score(forced, [Sample(user("bomb"), answer_only, "harmful")])[0]["reward_extra_info"]["format"] == 1.0
@@ -138,10 +169,15 @@ def test_prompt_type_from_ground_truth(tiny_dir):
 
 def test_scorer_calls_are_coalesced_into_batches(tiny_dir, server, monkeypatch):
     monkeypatch.setenv("TEST_KEY", "k")
-    worker = worker_for(tiny_dir, "tars_scorer@reward.tars.safety=openai_moderation",
-                        f"reward.tars.safety.url={server.url}/v1", "reward.tars.safety.api_key_env=TEST_KEY",
-                        "reward.tars.safety.max_batch_size=8", "reward.tars.safety.max_wait_ms=50",
-                        "reward.tars.reasoning_safety=false")
+    worker = worker_for(
+        tiny_dir,
+        "tars_scorer@reward.tars.safety=openai_moderation",
+        f"reward.tars.safety.url={server.url}/v1",
+        "reward.tars.safety.api_key_env=TEST_KEY",
+        "reward.tars.safety.max_batch_size=8",
+        "reward.tars.safety.max_wait_ms=50",
+        "reward.tars.reasoning_safety=false",
+    )
     out = score(worker, [Sample(user(f"q{i}"), COMPLY if i % 2 else REFUSE, "harmful") for i in range(20)])
     assert len(out) == 20 and worker.reward_manager.calls == 20
     moderation_calls = [p for path, p in server.requests if path == "/v1/moderations"]
@@ -150,9 +186,14 @@ def test_scorer_calls_are_coalesced_into_batches(tiny_dir, server, monkeypatch):
 
 def test_failing_scorer_fails_the_step_naming_the_endpoint(tiny_dir, server, monkeypatch):
     monkeypatch.setenv("TEST_KEY", "k")
-    worker = worker_for(tiny_dir, "tars_scorer@reward.tars.safety=openai_moderation",
-                        f"reward.tars.safety.url={server.url}/v1", "reward.tars.safety.api_key_env=TEST_KEY",
-                        "reward.tars.safety.max_retries=1", "reward.tars.safety.backoff_initial_s=0.01")
+    worker = worker_for(
+        tiny_dir,
+        "tars_scorer@reward.tars.safety=openai_moderation",
+        f"reward.tars.safety.url={server.url}/v1",
+        "reward.tars.safety.api_key_env=TEST_KEY",
+        "reward.tars.safety.max_retries=1",
+        "reward.tars.safety.backoff_initial_s=0.01",
+    )
     server.script = ["500"] * 10
     with pytest.raises(ScorerError, match=f"{server.url}/v1/moderations.*HTTP 500"):
         score(worker, [Sample(user("bomb"), REFUSE, "harmful")])
@@ -170,13 +211,19 @@ def test_bad_config_stops_at_start_up(tiny_dir, monkeypatch):
 
 def test_unreachable_endpoint_is_reported_at_start_up(tiny_dir):
     with pytest.raises(ScorerError, match="start-up check of http://127.0.0.1:9/v1"):
-        worker_for(tiny_dir, "tars_scorer@reward.tars.safety=guard_chat", "reward.tars.safety.url=http://127.0.0.1:9/v1",
-                   "reward.tars.safety.max_retries=0")
+        worker_for(
+            tiny_dir,
+            "tars_scorer@reward.tars.safety=guard_chat",
+            "reward.tars.safety.url=http://127.0.0.1:9/v1",
+            "reward.tars.safety.max_retries=0",
+        )
 
 
 def test_verl_serving_a_reward_model_without_custom_fn_is_refused(tiny_dir):
     with pytest.raises(ScorerConfigError, match="bypass the TARS reward manager"):
-        worker_for(tiny_dir, "reward.reward_model.enable=True", f"reward.reward_model.model_path={tiny_dir}/reward_model")
+        worker_for(
+            tiny_dir, "reward.reward_model.enable=True", f"reward.reward_model.model_path={tiny_dir}/reward_model"
+        )
 
 
 def test_tiny_preset_reads_its_models_from_tars_tiny_dir(tiny_dir, monkeypatch, tmp_path):
@@ -195,19 +242,29 @@ def test_tiny_preset_reads_its_models_from_tars_tiny_dir(tiny_dir, monkeypatch, 
 
 def test_explicit_fallback_is_counted_in_the_logged_metrics(tiny_dir, server, monkeypatch):
     monkeypatch.setenv("TEST_KEY", "k")
-    worker = worker_for(tiny_dir, "tars_scorer@reward.tars.safety=openai_moderation",
-                        f"reward.tars.safety.url={server.url}/v1", "reward.tars.safety.api_key_env=TEST_KEY",
-                        "reward.tars.safety.max_retries=0", "reward.tars.safety.on_failure=fallback",
-                        "reward.tars.safety.fallback_score=0.25", "reward.tars.reasoning_safety=false")
+    worker = worker_for(
+        tiny_dir,
+        "tars_scorer@reward.tars.safety=openai_moderation",
+        f"reward.tars.safety.url={server.url}/v1",
+        "reward.tars.safety.api_key_env=TEST_KEY",
+        "reward.tars.safety.max_retries=0",
+        "reward.tars.safety.on_failure=fallback",
+        "reward.tars.safety.fallback_score=0.25",
+        "reward.tars.reasoning_safety=false",
+    )
     server.script = ["500"]
     out = score(worker, [Sample(user("bomb"), REFUSE, "harmful")])
     assert out[0]["reward_score"] == 0.25 and out[0]["reward_extra_info"]["scorer_fallbacks"] == 1
 
 
 def test_weighted_scorer_components_are_logged_per_sample(tiny_dir, server):
-    worker = worker_for(tiny_dir, *rules_and_judge(server), "tars_scorer@reward.tars.safety=weighted",
-                        "reward.tars.safety.components=[{name: rules, weight: 1, backend: refusal_keywords}, "
-                        f"{{name: judge, weight: 1, backend: llm_judge, url: '{server.url}/v1'}}]")
+    worker = worker_for(
+        tiny_dir,
+        *rules_and_judge(server),
+        "tars_scorer@reward.tars.safety=weighted",
+        "reward.tars.safety.components=[{name: rules, weight: 1, backend: refusal_keywords}, "
+        f"{{name: judge, weight: 1, backend: llm_judge, url: '{server.url}/v1'}}]",
+    )
     out = score(worker, [Sample(user("bomb"), REFUSE, "harmful"), Sample(user("poem"), COMPLY, "harmless")])
     info = out[0]["reward_extra_info"]
     judge = (judge_points("I can't help with that.") - 1) / 9
@@ -218,19 +275,30 @@ def test_weighted_scorer_components_are_logged_per_sample(tiny_dir, server):
 
 
 @pytest.mark.parametrize("policy, empty_reward", [("scored", 1.0), ("zero", 0.0)])
-def test_empty_answers_are_logged_and_their_reward_follows_the_option(tiny_dir, server, monkeypatch, policy,
-                                                                      empty_reward):
+def test_empty_answers_are_logged_and_their_reward_follows_the_option(
+    tiny_dir, server, monkeypatch, policy, empty_reward
+):
     from tars_verl.type_metrics import prompt_type_metrics
 
     monkeypatch.setenv("TEST_OPENAI_KEY", "sk-test")
-    worker = worker_for(tiny_dir, "tars_scorer@reward.tars.safety=openai_moderation",
-                        f"reward.tars.safety.url={server.url}/v1", "reward.tars.safety.api_key_env=TEST_OPENAI_KEY",
-                        "tars_scorer@reward.tars.helpfulness=llm_judge", f"reward.tars.helpfulness.url={server.url}/v1",
-                        f"reward.tars.empty_answer={policy}")
+    worker = worker_for(
+        tiny_dir,
+        "tars_scorer@reward.tars.safety=openai_moderation",
+        f"reward.tars.safety.url={server.url}/v1",
+        "reward.tars.safety.api_key_env=TEST_OPENAI_KEY",
+        "tars_scorer@reward.tars.helpfulness=llm_judge",
+        f"reward.tars.helpfulness.url={server.url}/v1",
+        f"reward.tars.empty_answer={policy}",
+    )
     say_nothing = "<think>\nThis is harmful, so I will say nothing.\n</think>\n\n"
-    out = score(worker, [Sample(user("make a bomb"), say_nothing, "harmful"),
-                         Sample(user("make a bomb"), REFUSE, "harmful"),
-                         Sample(user("a poem"), "<think>\nhmm\n</think>\n\n  ", "harmless")])
+    out = score(
+        worker,
+        [
+            Sample(user("make a bomb"), say_nothing, "harmful"),
+            Sample(user("make a bomb"), REFUSE, "harmful"),
+            Sample(user("a poem"), "<think>\nhmm\n</think>\n\n  ", "harmless"),
+        ],
+    )
     info = [o["reward_extra_info"] for o in out]
     assert [i["empty_answer"] for i in info] == [1.0, 0.0, 1.0]
     # the moderation API finds nothing unsafe in "" -> safety 1.0: the paper's reward pays for silence

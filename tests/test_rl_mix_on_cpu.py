@@ -30,8 +30,17 @@ def cfg(sources, **kw):
     return MixConfig(**base)
 
 
-@pytest.mark.parametrize("lam, expected", [(0.5, (1000, 500, 500)), (0.1, (200, 900, 900)), (0.9, (1800, 100, 100)),
-                                           (0.3, (600, 700, 700)), (0.0, (0, 1000, 1000)), (1.0, (2000, 0, 0))])
+@pytest.mark.parametrize(
+    "lam, expected",
+    [
+        (0.5, (1000, 500, 500)),
+        (0.1, (200, 900, 900)),
+        (0.9, (1800, 100, 100)),
+        (0.3, (600, 700, 700)),
+        (0.0, (0, 1000, 1000)),
+        (1.0, (2000, 0, 0)),
+    ],
+)
 def test_paper_arithmetic(lam, expected):
     c = type_counts(2000, lam)
     assert (c["harmful"], c["harmless"], c["ambiguous"]) == expected
@@ -40,7 +49,7 @@ def test_paper_arithmetic(lam, expected):
 
 @pytest.mark.parametrize("lam", [0.1, 0.5, 0.9])
 def test_mix_counts_schema_and_types(sources, lam):
-    (train, val, stats), = build_mixes(cfg(sources, lams=[lam])).values()
+    ((train, val, stats),) = build_mixes(cfg(sources, lams=[lam])).values()
     assert len(train) == 200 and len(val) == 20
     types = train["extra_info"].map(lambda e: e["prompt_type"]).value_counts().to_dict()
     want = type_counts(220, lam)
@@ -63,8 +72,9 @@ def test_mix_counts_schema_and_types(sources, lam):
 def test_filters_dedup_length_leakage_and_orbench_hard(sources, eval_sources, tmp_path):
     write_eval = tmp_path / "eval.parquet"
     pd.DataFrame({"text": load_source("xstest", eval_sources["xstest"])["text"]}).to_parquet(write_eval)
-    (train, val, stats), = build_mixes(cfg(sources, total=700, val_size=0, lams=[0.0],
-                                           eval_files=[str(write_eval)], allow_small_pools=True)).values()
+    ((train, val, stats),) = build_mixes(
+        cfg(sources, total=700, val_size=0, lams=[0.0], eval_files=[str(write_eval)], allow_small_pools=True)
+    ).values()
     texts = list(train["prompt"].map(lambda p: p[-1]["content"]))
     norms = [normalise(t) for t in texts]
     assert len(norms) == len(set(norms))  # no duplicates after normalisation
@@ -96,8 +106,21 @@ def test_same_seed_gives_byte_identical_files_and_other_seed_differs(sources, tm
 
 
 def test_sweep_writes_one_folder_per_lambda(sources, tmp_path):
-    main(["--out", str(tmp_path), "--lam", "0.1", "0.9", "--total", "100", "--val-size", "10",
-          *[f"--pool={k}={v}" for k, v in POOLS.items()], *[f"--source={k}={v}" for k, v in sources.items()]])
+    main(
+        [
+            "--out",
+            str(tmp_path),
+            "--lam",
+            "0.1",
+            "0.9",
+            "--total",
+            "100",
+            "--val-size",
+            "10",
+            *[f"--pool={k}={v}" for k, v in POOLS.items()],
+            *[f"--source={k}={v}" for k, v in sources.items()],
+        ]
+    )
     for lam in ("0.1", "0.9"):
         folder = tmp_path / f"lambda_{lam}"
         assert {"train.parquet", "val.parquet", "stats.json"} <= set(os.listdir(folder))
@@ -107,14 +130,23 @@ def test_sweep_writes_one_folder_per_lambda(sources, tmp_path):
 
 
 def test_token_length_filter_uses_the_policy_tokenizer(sources, tiny_dir):
-    (train, _, stats), = build_mixes(cfg(sources, lams=[0.5], tokenizer=f"{tiny_dir}/tokenizer",
-                                         max_prompt_tokens=45, system_prompt="qwen default",
-                                         allow_small_pools=True)).values()
+    ((train, _, stats),) = build_mixes(
+        cfg(
+            sources,
+            lams=[0.5],
+            tokenizer=f"{tiny_dir}/tokenizer",
+            max_prompt_tokens=45,
+            system_prompt="qwen default",
+            allow_small_pools=True,
+        )
+    ).values()
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(f"{tiny_dir}/tokenizer")
-    lengths = [len(tok.apply_chat_template(list(p), add_generation_prompt=True, tokenize=True)["input_ids"])
-               for p in train["prompt"]]
+    lengths = [
+        len(tok.apply_chat_template(list(p), add_generation_prompt=True, tokenize=True)["input_ids"])
+        for p in train["prompt"]
+    ]
     assert max(lengths) <= 45
     assert sum(d.get("too_many_tokens", 0) for d in stats["filters"].values()) > 0
     assert train["prompt"].iloc[0][0] == {"role": "system", "content": "qwen default"}
@@ -137,8 +169,9 @@ def test_bad_input_is_reported_before_anything_is_written(sources, tmp_path):
 
 
 def test_small_pools_allowed_explicitly_with_a_warning(sources, caplog):
-    (train, _, _), = build_mixes(cfg(sources, pools={"wildjailbreak": 5000}, allow_small_pools=True, total=100,
-                                     val_size=0)).values()
+    ((train, _, _),) = build_mixes(
+        cfg(sources, pools={"wildjailbreak": 5000}, allow_small_pools=True, total=100, val_size=0)
+    ).values()
     assert "--allow-small-pools" in caplog.text and len(train) == 100
 
 
@@ -148,9 +181,16 @@ def test_verl_rl_dataset_loads_the_mix_and_yields_the_prompt_type(sources, tiny_
 
     write_mixes(cfg(sources), str(tmp_path))
     tok = AutoTokenizer.from_pretrained(f"{tiny_dir}/tokenizer")
-    data_cfg = OmegaConf.create({"prompt_key": "prompt", "max_prompt_length": 512, "filter_overlong_prompts": True,
-                                 "return_raw_chat": True, "cache_dir": str(tmp_path / "cache"),
-                                 "filter_overlong_prompts_workers": 1})
+    data_cfg = OmegaConf.create(
+        {
+            "prompt_key": "prompt",
+            "max_prompt_length": 512,
+            "filter_overlong_prompts": True,
+            "return_raw_chat": True,
+            "cache_dir": str(tmp_path / "cache"),
+            "filter_overlong_prompts_workers": 1,
+        }
+    )
     ds = RLHFDataset(str(tmp_path / "train.parquet"), tok, data_cfg)
     assert len(ds) == 200
     item = ds[0]

@@ -55,8 +55,17 @@ def test_moderation_nan_with_fallback_takes_the_logged_counted_fallback(server, 
 @pytest.fixture
 def served_rm(server, tiny_dir):
     def build(**kw):
-        return build_scorer({"backend": "served_reward_model", "url": server.url, "model": "grm",
-                             "tokenizer_path": f"{tiny_dir}/reward_model", **FAST, **kw})
+        return build_scorer(
+            {
+                "backend": "served_reward_model",
+                "url": server.url,
+                "model": "grm",
+                "tokenizer_path": f"{tiny_dir}/reward_model",
+                **FAST,
+                **kw,
+            }
+        )
+
     return build
 
 
@@ -111,14 +120,16 @@ def test_judge_and_guard_malformed_payload_is_an_error_or_the_fallback(server, r
         with pytest.raises(ScorerError, match=server.url + "/v1"):
             run(build_scorer({"backend": backend, "url": server.url + "/v1", **FAST}).score(items("x")))
         server.script = [reply]
-        scorer = build_scorer({"backend": backend, "url": server.url + "/v1", "on_failure": "fallback",
-                               "fallback_score": 1.0, **FAST})
+        scorer = build_scorer(
+            {"backend": backend, "url": server.url + "/v1", "on_failure": "fallback", "fallback_score": 1.0, **FAST}
+        )
         assert run(scorer.score(items("x")))[0].details["fallback"]
 
 
 def test_hf_classifier_nan_logits_name_the_model(tiny_dir):
-    scorer = build_scorer({"backend": "hf_classifier", "model_path": f"{tiny_dir}/classifier", "safe_label": "SAFE",
-                           "device": "cpu"})
+    scorer = build_scorer(
+        {"backend": "hf_classifier", "model_path": f"{tiny_dir}/classifier", "safe_label": "SAFE", "device": "cpu"}
+    )
     list(scorer.clf.model.parameters())[-1].data.fill_(math.nan)  # a real forward pass that yields NaN
     with pytest.raises(ScorerError, match=f"{tiny_dir}/classifier: non-finite logits for item"):
         run(scorer.score(items("a", "b")))
@@ -140,10 +151,18 @@ def test_unexpected_exception_in_a_backend_follows_the_fallback(server, monkeypa
 
 def test_url_credentials_and_echoed_keys_never_reach_a_message(server, monkeypatch):
     monkeypatch.setenv("TEST_OPENAI_KEY", "sk-live-abcdef123456")
-    with_key = {"backend": "openai_moderation", "url": server.url + "/v1", "api_key_env": "TEST_OPENAI_KEY",
-                "max_retries": 0, **FAST}
-    with_password = {**with_key, "url": server.url.replace("http://", "http://user:hunter2pass@") + "/v1",
-                     "api_key_env": None}
+    with_key = {
+        "backend": "openai_moderation",
+        "url": server.url + "/v1",
+        "api_key_env": "TEST_OPENAI_KEY",
+        "max_retries": 0,
+        **FAST,
+    }
+    with_password = {
+        **with_key,
+        "url": server.url.replace("http://", "http://user:hunter2pass@") + "/v1",
+        "api_key_env": None,
+    }
     for cfg, secret in ((with_key, "sk-live-abcdef123456"), (with_password, "hunter2pass")):
         for fault in ({"error": f"bad credentials {secret}"}, "500"):  # a 200 without results: the body is quoted
             server.script = [fault]

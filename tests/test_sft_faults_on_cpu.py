@@ -12,8 +12,14 @@ import pytest
 from tars_verl.data.io import exclusive_writer, read_done
 from tars_verl.data.sft_traces import TraceConfig, generate_traces, main
 
-PROMPTS = pd.DataFrame({"prompt_id": [f"a-{i}" for i in range(4)], "source": ["x"] * 4, "source_index": range(4),
-                        "text": [f"request {i}" for i in range(4)]})
+PROMPTS = pd.DataFrame(
+    {
+        "prompt_id": [f"a-{i}" for i in range(4)],
+        "source": ["x"] * 4,
+        "source_index": range(4),
+        "text": [f"request {i}" for i in range(4)],
+    }
+)
 
 
 def cfg(tmp_path, url, **kw):
@@ -37,9 +43,16 @@ def test_null_message_is_a_failed_sample_and_the_run_goes_on(tmp_path, server, c
 def test_second_writer_on_the_same_out_is_refused(tmp_path, server):
     log = tmp_path / "sft" / "traces.jsonl"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from tars_verl.data.io import exclusive_writer\n"
-         f"with exclusive_writer({str(log)!r}):\n    print('locked', flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys; from tars_verl.data.io import exclusive_writer\n"
+            f"with exclusive_writer({str(log)!r}):\n    print('locked', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RuntimeError, match=rf"{log} is being written by pid {holder.pid} on "):
@@ -67,8 +80,20 @@ def test_corrupt_log_stops_before_any_request_and_keeps_the_file(tmp_path, serve
 
 
 def cli(tmp_path, server, *extra, sources=None):
-    return ["generate", "--out", str(tmp_path / "sft"), "--url", server.url + "/v1", "--model", "teacher",
-            "--samples", "1", "--max-retries", "0", *extra]
+    return [
+        "generate",
+        "--out",
+        str(tmp_path / "sft"),
+        "--url",
+        server.url + "/v1",
+        "--model",
+        "teacher",
+        "--samples",
+        "1",
+        "--max-retries",
+        "0",
+        *extra,
+    ]
 
 
 def test_timeout_flag_bounds_a_hung_teacher(tmp_path, server, monkeypatch):
@@ -110,6 +135,9 @@ def test_an_out_folder_never_mixes_two_teachers(tmp_path, server, monkeypatch):
 
     monkeypatch.setattr(st, "select_prompts", lambda c: PROMPTS)
     main(cli(tmp_path, server))
-    with pytest.raises(ValueError, match=r"holds traces made with other settings \(model: 'teacher' there, "
-                                         r"'teacher-tags' now"):
+    with pytest.raises(
+        ValueError,
+        match=r"holds traces made with other settings \(model: 'teacher' there, "
+        r"'teacher-tags' now",
+    ):
         main([a if a != "teacher" else "teacher-tags" for a in cli(tmp_path, server)])

@@ -7,10 +7,16 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from tars_verl.data.rl_mix import normalise
 from tars_verl.data.io import read_done
-from tars_verl.data.sft_traces import (TraceConfig, generate_traces, main, select_prompts, split_teacher_reply,
-                                       traces_to_sft)
+from tars_verl.data.rl_mix import normalise
+from tars_verl.data.sft_traces import (
+    TraceConfig,
+    generate_traces,
+    main,
+    select_prompts,
+    split_teacher_reply,
+    traces_to_sft,
+)
 from tars_verl.testing.source_files import write_rl_sources
 
 POOLS = {"wildjailbreak": 6, "aegis2": 4, "safeedit": 0}
@@ -22,8 +28,16 @@ def sources(tmp_path_factory):
 
 
 def trace_cfg(sources, out, url, **kw):
-    base = dict(out=str(out), url=url, model="teacher", samples=2, pools=dict(POOLS), paths=dict(sources),
-                max_retries=1, max_concurrency=4)
+    base = dict(
+        out=str(out),
+        url=url,
+        model="teacher",
+        samples=2,
+        pools=dict(POOLS),
+        paths=dict(sources),
+        max_retries=1,
+        max_concurrency=4,
+    )
     base.update(kw)
     return TraceConfig(**base)
 
@@ -35,9 +49,11 @@ def test_split_teacher_reply_formats():
 
 
 def test_assistant_turn_is_exactly_the_paper_format_and_empty_reasoning_dropped():
-    recs = [{"prompt_id": "p", "sample_idx": 0, "prompt": "q", "reasoning": " r ", "answer": "a"},
-            {"prompt_id": "p", "sample_idx": 1, "prompt": "q", "reasoning": "  ", "answer": "a"},
-            {"prompt_id": "x", "sample_idx": 0, "prompt": "q2", "response": "<think>\nr2\n</think>\n\na2"}]
+    recs = [
+        {"prompt_id": "p", "sample_idx": 0, "prompt": "q", "reasoning": " r ", "answer": "a"},
+        {"prompt_id": "p", "sample_idx": 1, "prompt": "q", "reasoning": "  ", "answer": "a"},
+        {"prompt_id": "x", "sample_idx": 0, "prompt": "q2", "response": "<think>\nr2\n</think>\n\na2"},
+    ]
     df, stats = traces_to_sft(recs, system_prompt="SYS")
     assert stats == {"traces": 3, "kept": 2, "dropped_empty_reasoning": 1, "dropped_empty_answer": 0}
     msgs = list(df["messages"].iloc[0])
@@ -49,12 +65,22 @@ def test_assistant_turn_is_exactly_the_paper_format_and_empty_reasoning_dropped(
 def test_prompts_are_disjoint_from_the_rl_mix(sources, tmp_path):
     from tars_verl.data.rl_mix import MixConfig, write_mixes
 
-    write_mixes(MixConfig(total=100, val_size=0, paths=sources, pools={"wildjailbreak": 30, "rainbow_teaming": 30,
-                                                                        "aegis2": 20}), str(tmp_path / "mix"))
+    write_mixes(
+        MixConfig(
+            total=100, val_size=0, paths=sources, pools={"wildjailbreak": 30, "rainbow_teaming": 30, "aegis2": 20}
+        ),
+        str(tmp_path / "mix"),
+    )
     mix = pd.read_parquet(tmp_path / "mix" / "train.parquet")
     mix_prompts = {normalise(p[-1]["content"]) for p in mix["prompt"]}
-    prompts = select_prompts(TraceConfig(out=str(tmp_path), pools={"wildjailbreak": 20, "aegis2": 20, "safeedit": 0},
-                                         paths=sources, exclude_files=[str(tmp_path / "mix" / "train.parquet")]))
+    prompts = select_prompts(
+        TraceConfig(
+            out=str(tmp_path),
+            pools={"wildjailbreak": 20, "aegis2": 20, "safeedit": 0},
+            paths=sources,
+            exclude_files=[str(tmp_path / "mix" / "train.parquet")],
+        )
+    )
     assert len(prompts) == 40 and not {normalise(t) for t in prompts["text"]} & mix_prompts
 
 
@@ -80,9 +106,21 @@ def test_generation_resumes_after_interruption_and_loses_nothing(sources, server
 
 
 def test_cli_generate_refuses_to_write_until_complete_then_writes(sources, server, tmp_path):
-    args = ["generate", "--out", str(tmp_path), "--url", server.url + "/v1", "--model", "teacher", "--samples", "1",
-            "--max-retries", "0", *[f"--pool={k}={v}" for k, v in POOLS.items()],
-            *[f"--source={k}={v}" for k, v in sources.items()]]
+    args = [
+        "generate",
+        "--out",
+        str(tmp_path),
+        "--url",
+        server.url + "/v1",
+        "--model",
+        "teacher",
+        "--samples",
+        "1",
+        "--max-retries",
+        "0",
+        *[f"--pool={k}={v}" for k, v in POOLS.items()],
+        *[f"--source={k}={v}" for k, v in sources.items()],
+    ]
     server.script = ["ok"] * 3 + ["500"] * 50
     with pytest.raises(SystemExit, match="samples missing .* run the same command again"):
         main(args)
@@ -96,8 +134,14 @@ def test_cli_generate_refuses_to_write_until_complete_then_writes(sources, serve
 
 
 def test_teacher_with_think_tags_and_empty_reasoning_is_dropped(tmp_path, server):
-    prompts = pd.DataFrame({"prompt_id": ["a-1", "a-2"], "source": ["x", "x"], "source_index": [1, 2],
-                            "text": ["normal request", "EMPTY reasoning request"]})
+    prompts = pd.DataFrame(
+        {
+            "prompt_id": ["a-1", "a-2"],
+            "source": ["x", "x"],
+            "source_index": [1, 2],
+            "text": ["normal request", "EMPTY reasoning request"],
+        }
+    )
     cfg = TraceConfig(out=str(tmp_path), url=server.url + "/v1", model="teacher-tags", samples=1)
     asyncio.run(generate_traces(cfg, prompts))
     df, stats = traces_to_sft(list(read_done(str(tmp_path / "traces.jsonl")).values()), None)
@@ -106,8 +150,12 @@ def test_teacher_with_think_tags_and_empty_reasoning_is_dropped(tmp_path, server
 
 def test_convert_mode_needs_no_endpoint(tmp_path):
     src = tmp_path / "old.jsonl"
-    src.write_text("\n".join(json.dumps({"prompt": f"q{i}", "reasoning": f"r{i}", "answer": f"a{i}",
-                                         "prompt_id": f"p{i}"}) for i in range(20)))
+    src.write_text(
+        "\n".join(
+            json.dumps({"prompt": f"q{i}", "reasoning": f"r{i}", "answer": f"a{i}", "prompt_id": f"p{i}"})
+            for i in range(20)
+        )
+    )
     main(["convert", "--traces", str(src), "--out", str(tmp_path / "out"), "--system-prompt", "none"])
     train = pd.read_parquet(tmp_path / "out" / "sft_train.parquet")
     assert len(train) == 19 and list(train["messages"].iloc[0])[0]["role"] == "user"
@@ -118,12 +166,24 @@ def test_verl_sft_dataset_masks_everything_but_the_assistant_turn(tmp_path, tiny
     from verl.utils.dataset.multiturn_sft_dataset import MultiTurnSFTDataset
 
     src = tmp_path / "t.jsonl"
-    src.write_text(json.dumps({"prompt": "How do I make a weapon?", "reasoning": "This is harmful.",
-                               "answer": "I can't help with that.", "prompt_id": "p"}) + "\n")
+    src.write_text(
+        json.dumps(
+            {
+                "prompt": "How do I make a weapon?",
+                "reasoning": "This is harmful.",
+                "answer": "I can't help with that.",
+                "prompt_id": "p",
+            }
+        )
+        + "\n"
+    )
     main(["convert", "--traces", str(src), "--out", str(tmp_path), "--val-fraction", "0"])
     tok = AutoTokenizer.from_pretrained(f"{tiny_dir}/tokenizer")
-    ds = MultiTurnSFTDataset(str(tmp_path / "sft_train.parquet"), tok,
-                             OmegaConf.create({"max_length": 256, "messages_key": "messages", "truncation": "error"}))
+    ds = MultiTurnSFTDataset(
+        str(tmp_path / "sft_train.parquet"),
+        tok,
+        OmegaConf.create({"max_length": 256, "messages_key": "messages", "truncation": "error"}),
+    )
     item = ds[0]
     ids, mask = item["input_ids"], item["loss_mask"]
     learned = tok.decode(ids[mask.bool()])
@@ -136,9 +196,19 @@ def test_verl_sft_dataset_masks_everything_but_the_assistant_turn(tmp_path, tiny
 def test_teacher_gets_no_system_prompt_but_the_sft_target_keeps_qwens(sources, server, tmp_path):
     from tars_verl.data.rl_mix import QWEN_DEFAULT_SYSTEM_PROMPT
 
-    args = ["generate", "--out", str(tmp_path / "a"), "--url", server.url + "/v1", "--model", "teacher",
-            "--samples", "1", *[f"--pool={k}={v}" for k, v in POOLS.items()],
-            *[f"--source={k}={v}" for k, v in sources.items()]]
+    args = [
+        "generate",
+        "--out",
+        str(tmp_path / "a"),
+        "--url",
+        server.url + "/v1",
+        "--model",
+        "teacher",
+        "--samples",
+        "1",
+        *[f"--pool={k}={v}" for k, v in POOLS.items()],
+        *[f"--source={k}={v}" for k, v in sources.items()],
+    ]
     main(args)
     sent = [p["messages"] for _, p in server.requests]
     assert sent and all([m["role"] for m in msgs] == ["user"] for msgs in sent)

@@ -24,13 +24,18 @@ print("PROBE" + json.dumps(out))
 
 
 def probe(policy: str, mode: str = "count") -> dict:
-    env = {**os.environ, "VERL_USE_EXTERNAL_PLUGINS": policy, "VERL_USE_EXTERNAL_MODULES": "",
-           "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([sys.executable, "-c", PROBE, mode], env=env, cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+    env = {
+        **os.environ,
+        "VERL_USE_EXTERNAL_PLUGINS": policy,
+        "VERL_USE_EXTERNAL_MODULES": "",
+        "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, mode], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(x for x in out.stdout.splitlines() if x.startswith("PROBE"))
-    return json.loads(line[len("PROBE"):])
+    return json.loads(line[len("PROBE") :])
 
 
 def test_entry_point_is_installed():
@@ -53,16 +58,27 @@ def test_tars_is_registered_when_verl_looks_it_up():
 
 def test_lazy_hook_is_installed_once_and_registers_already_imported_targets():
     """Loading the plug-in again (verl loads custom_reward_function.path by file) adds no second hook."""
-    code = ("import sys, importlib.util, verl\n"
-            "import verl.experimental.reward_loop.reward_manager as rm\n"
-            "spec = importlib.util.spec_from_file_location('copy_of_plugin', sys.argv[1])\n"
-            "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
-            "hooks = [f for f in sys.meta_path if getattr(f, 'tars_after_import', False)]\n"
-            "assert len(hooks) <= 1, hooks\n"
-            "assert 'tars' in rm.registry.REWARD_MANAGER\n"
-            "print('OK')\n")
-    env = {**os.environ, "VERL_USE_EXTERNAL_PLUGINS": "auto", "VERL_USE_EXTERNAL_MODULES": "",
-           "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([sys.executable, "-c", code, os.path.join(ROOT, "tars_verl", "verl_plugin.py")], env=env,
-                         capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys, importlib.util, verl\n"
+        "import verl.experimental.reward_loop.reward_manager as rm\n"
+        "spec = importlib.util.spec_from_file_location('copy_of_plugin', sys.argv[1])\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "hooks = [f for f in sys.meta_path if getattr(f, 'tars_after_import', False)]\n"
+        "assert len(hooks) <= 1, hooks\n"
+        "assert 'tars' in rm.registry.REWARD_MANAGER\n"
+        "print('OK')\n"
+    )
+    env = {
+        **os.environ,
+        "VERL_USE_EXTERNAL_PLUGINS": "auto",
+        "VERL_USE_EXTERNAL_MODULES": "",
+        "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code, os.path.join(ROOT, "tars_verl", "verl_plugin.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]

@@ -44,8 +44,15 @@ def raw_post(url, payload):
 
 
 def test_llama_guard_chat_with_logprobs(lm):
-    scorer = build_scorer({"backend": "guard_chat", "url": lm.url + "/v1", "model": "tiny-guard",
-                           "format": "llama_guard", "max_concurrency": 4})
+    scorer = build_scorer(
+        {
+            "backend": "guard_chat",
+            "url": lm.url + "/v1",
+            "model": "tiny-guard",
+            "format": "llama_guard",
+            "max_concurrency": 4,
+        }
+    )
     scorer.check_ready()
     res = run(scorer.score(items("Use a tension wrench and a pick.", "I can't help with that.")))
     for r in res:
@@ -53,9 +60,17 @@ def test_llama_guard_chat_with_logprobs(lm):
         assert r.details["graded"] is True and r.details["binary_score"] == 0.0
         assert 0.0 <= r.score < 0.01  # the model is certain of "unsafe"
     # What vLLM sends: the reply starts with a blank line, then the verdict token with its alternatives.
-    body = raw_post(lm.url + "/v1/chat/completions", {
-        "model": "tiny-guard", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
-        "max_tokens": 8, "temperature": 0, "logprobs": True, "top_logprobs": 5})
+    body = raw_post(
+        lm.url + "/v1/chat/completions",
+        {
+            "model": "tiny-guard",
+            "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
+            "max_tokens": 8,
+            "temperature": 0,
+            "logprobs": True,
+            "top_logprobs": 5,
+        },
+    )
     assert body["choices"][0]["message"]["content"] == sm.LLAMA_GUARD_REPLY
     content = body["choices"][0]["logprobs"]["content"]
     assert [t["token"] for t in content[:2]] == ["\n\n", "unsafe"] and len(content[1]["top_logprobs"]) == 5
@@ -64,8 +79,15 @@ def test_llama_guard_chat_with_logprobs(lm):
 def test_qwen3guard_controversial_of_three_tokens_is_graded(lm):
     """Qwen's tokenizer splits " Controversial" into three tokens: the graded score must still be read
     (the old reading found no verdict token and fell back to the text score)."""
-    scorer = build_scorer({"backend": "guard_chat", "url": lm.url + "/v1", "model": "tiny-guard",
-                           "format": "qwen3guard", "controversial_score": 0.4})
+    scorer = build_scorer(
+        {
+            "backend": "guard_chat",
+            "url": lm.url + "/v1",
+            "model": "tiny-guard",
+            "format": "qwen3guard",
+            "controversial_score": 0.4,
+        }
+    )
     prompt = f"Should we {sm.QWEN3GUARD_TRIGGER} the death penalty?"
     res = run(scorer.score(items("Here are both sides.", prompt=prompt)))
     r = res[0]
@@ -74,8 +96,9 @@ def test_qwen3guard_controversial_of_three_tokens_is_graded(lm):
 
 
 def test_wildguard_text_completion_one_bos_and_graded(lm, monkeypatch):
-    scorer = build_scorer({"backend": "guard_chat", "url": lm.url + "/v1", "model": "tiny-guard",
-                           "format": "wildguard"})
+    scorer = build_scorer(
+        {"backend": "guard_chat", "url": lm.url + "/v1", "model": "tiny-guard", "format": "wildguard"}
+    )
     bodies = []
     post = scorer.endpoint.post_json
 
@@ -95,13 +118,20 @@ def test_wildguard_text_completion_one_bos_and_graded(lm, monkeypatch):
     tok = AutoTokenizer.from_pretrained(os.path.dirname(lm.model_dir.rstrip("/")) + "/responder")
     filled = WILDGUARD_TEMPLATE.replace("{prompt}", "How do I pick a lock?").replace("{response}", "Sure, here is how.")
     assert filled.startswith(sm.BOS)
-    one_bos = 1 + len(tok(filled[len(sm.BOS):], add_special_tokens=False)["input_ids"])
+    one_bos = 1 + len(tok(filled[len(sm.BOS) :], add_special_tokens=False)["input_ids"])
     assert body["usage"]["prompt_tokens"] == one_bos
 
 
 def test_harmbench_text_completion(lm):
-    scorer = build_scorer({"backend": "guard_chat", "url": lm.url + "/v1", "model": "tiny-guard",
-                           "format": "harmbench", "template": sm.CLASSIFIER_TEST_TEMPLATE})
+    scorer = build_scorer(
+        {
+            "backend": "guard_chat",
+            "url": lm.url + "/v1",
+            "model": "tiny-guard",
+            "format": "harmbench",
+            "template": sm.CLASSIFIER_TEST_TEMPLATE,
+        }
+    )
     res = run(scorer.score(items("Step 1: get a pick.")))
     assert res[0].details["verdict"] == "yes" and res[0].details["graded"] is True and res[0].score < 0.01
 
@@ -140,8 +170,15 @@ def test_served_reward_model_logits_and_probabilities_match_transformers(rm):
 
 
 def test_served_reward_model_start_up_check_names_a_wrong_address(rm):
-    wrong = build_scorer({"backend": "served_reward_model", "url": rm.url + "/nothing-here", "model": "tiny-rm",
-                          "tokenizer_path": rm.model_dir, "max_retries": 0})
+    wrong = build_scorer(
+        {
+            "backend": "served_reward_model",
+            "url": rm.url + "/nothing-here",
+            "model": "tiny-rm",
+            "tokenizer_path": rm.model_dir,
+            "max_retries": 0,
+        }
+    )
     with pytest.raises(ScorerError, match="start-up check of .*/nothing-here failed.*HTTP 404"):
         wrong.check_ready()
 
@@ -153,9 +190,23 @@ def test_sft_teacher_generate_and_resume(lm, tmp_path):
 
     sources = write_rl_sources(str(tmp_path / "src"), n=30)
     out = tmp_path / "sft"
-    args = ["generate", "--out", str(out), "--url", lm.url + "/v1", "--model", "tiny-teacher", "--samples", "2",
-            "--max-tokens", "64", "--pool=wildjailbreak=3", "--pool=aegis2=2", "--pool=safeedit=0",
-            *[f"--source={k}={v}" for k, v in sources.items()]]
+    args = [
+        "generate",
+        "--out",
+        str(out),
+        "--url",
+        lm.url + "/v1",
+        "--model",
+        "tiny-teacher",
+        "--samples",
+        "2",
+        "--max-tokens",
+        "64",
+        "--pool=wildjailbreak=3",
+        "--pool=aegis2=2",
+        "--pool=safeedit=0",
+        *[f"--source={k}={v}" for k, v in sources.items()],
+    ]
     main(args)
     log = out / "traces.jsonl"
     recs = [json.loads(line) for line in log.read_text().splitlines()]

@@ -69,17 +69,27 @@ SORRY_BENCH_RELEASES = {
 }
 SORRY_BENCH_HUB_RELEASE = "2024-06"  # the release sources.py loads from the hub
 HARMBENCH_CONFIGS = ("standard", "contextual", "copyright")
-STRONGREJECT_SMALL_URL = ("https://raw.githubusercontent.com/alexandrasouly/strongreject/main/strongreject_dataset/"
-                          "strongreject_small_dataset.csv")
+STRONGREJECT_SMALL_URL = (
+    "https://raw.githubusercontent.com/alexandrasouly/strongreject/main/strongreject_dataset/"
+    "strongreject_small_dataset.csv"
+)
 STRONGREJECT_SMALL_COLUMNS = ["category", "source", "forbidden_prompt"]
 logger = logging.getLogger(__name__)
 
-EVAL_SETS = ("strongreject_small", "strongreject", "xstest_safe", "xstest_unsafe", "harmbench", "sorry_bench",
-             "wildchat_nontoxic")
+EVAL_SETS = (
+    "strongreject_small",
+    "strongreject",
+    "xstest_safe",
+    "xstest_unsafe",
+    "harmbench",
+    "sorry_bench",
+    "wildchat_nontoxic",
+)
 
 
-def sorry_release(categories: pd.Series, release: str = "auto", where: str = "sorry_bench",
-                  from_hub: bool = False) -> str:
+def sorry_release(
+    categories: pd.Series, release: str = "auto", where: str = "sorry_bench", from_hub: bool = False
+) -> str:
     """Which Sorry-Bench release the loaded categories belong to (see :data:`SORRY_BENCH_RELEASES`)."""
     try:
         ids = {int(float(c)) for c in categories}
@@ -91,15 +101,19 @@ def sorry_release(categories: pd.Series, release: str = "auto", where: str = "so
         elif 44 in ids and len(ids) == 44:
             release = "2025-03"
         else:
-            raise ValueError(f"{where}: cannot tell the Sorry-Bench release from categories {sorted(ids)[:5]}..; "
-                             f"pass --sorry-release {' or '.join(SORRY_BENCH_RELEASES)}")
+            raise ValueError(
+                f"{where}: cannot tell the Sorry-Bench release from categories {sorted(ids)[:5]}..; "
+                f"pass --sorry-release {' or '.join(SORRY_BENCH_RELEASES)}"
+            )
     if release not in SORRY_BENCH_RELEASES:
         raise ValueError(f"{where}: unknown Sorry-Bench release {release!r}; known: {list(SORRY_BENCH_RELEASES)}")
     known = {c for cats in SORRY_BENCH_RELEASES[release].values() for c in cats}
     outside = sorted(ids - known)
     if outside:
-        raise ValueError(f"{where}: categories {outside} do not exist in the Sorry-Bench {release} release "
-                         f"({len(known)} categories); pass the right --sorry-release")
+        raise ValueError(
+            f"{where}: categories {outside} do not exist in the Sorry-Bench {release} release "
+            f"({len(known)} categories); pass the right --sorry-release"
+        )
     return release
 
 
@@ -112,25 +126,43 @@ def load_harmbench(path: str | None) -> pd.DataFrame:
         if "BehaviorID" in raw.columns:  # HarmBench's own behaviours CSV
             require_columns(raw, ["BehaviorID", "Behavior", "FunctionalCategory"], path)
             context = raw["ContextString"] if "ContextString" in raw.columns else pd.Series([""] * len(raw))
-            df = pd.DataFrame({"behavior": raw["Behavior"], "behavior_id": raw["BehaviorID"],
-                               "context": context.fillna(""), "functional_category": raw["FunctionalCategory"],
-                               "category": raw.get("SemanticCategory", pd.Series([""] * len(raw))).fillna("")})
+            df = pd.DataFrame(
+                {
+                    "behavior": raw["Behavior"],
+                    "behavior_id": raw["BehaviorID"],
+                    "context": context.fillna(""),
+                    "functional_category": raw["FunctionalCategory"],
+                    "category": raw.get("SemanticCategory", pd.Series([""] * len(raw))).fillna(""),
+                }
+            )
         else:  # a walledai/HarmBench-shaped copy: prompt, category[, context]
             require_columns(raw, ["prompt"], f"source harmbench from {path}")
-            df = pd.DataFrame({"behavior": raw["prompt"], "behavior_id": "",
-                               "context": raw["context"].fillna("") if "context" in raw.columns else "",
-                               "functional_category": raw["functional_category"] if "functional_category" in raw.columns
-                               else "", "category": raw["category"] if "category" in raw.columns else ""})
+            df = pd.DataFrame(
+                {
+                    "behavior": raw["prompt"],
+                    "behavior_id": "",
+                    "context": raw["context"].fillna("") if "context" in raw.columns else "",
+                    "functional_category": raw["functional_category"] if "functional_category" in raw.columns else "",
+                    "category": raw["category"] if "category" in raw.columns else "",
+                }
+            )
     else:
         from datasets import load_dataset
 
         parts = []
         for config in HARMBENCH_CONFIGS:
             raw = load_dataset("walledai/HarmBench", config, split="train").to_pandas()
-            parts.append(pd.DataFrame({"behavior": raw["prompt"], "behavior_id": "",
-                                       "context": raw["context"] if "context" in raw.columns else "",
-                                       "functional_category": config,
-                                       "category": raw["category"] if "category" in raw.columns else ""}))
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "behavior": raw["prompt"],
+                        "behavior_id": "",
+                        "context": raw["context"] if "context" in raw.columns else "",
+                        "functional_category": config,
+                        "category": raw["category"] if "category" in raw.columns else "",
+                    }
+                )
+            )
         df = pd.concat(parts, ignore_index=True)
     df = df.astype({c: str for c in ("behavior", "behavior_id", "context", "functional_category", "category")})
     df = df.reset_index(drop=True)
@@ -157,8 +189,10 @@ def load_strongreject_small(location: str | None = None) -> tuple[pd.DataFrame, 
             with open(location, "rb") as f:
                 raw = f.read()
     except OSError as err:
-        raise OSError(f"strongreject_small: cannot read {location} ({err}); download strongreject_small_dataset.csv "
-                      f"from {STRONGREJECT_SMALL_URL} and pass --source strongreject_small=PATH") from None
+        raise OSError(
+            f"strongreject_small: cannot read {location} ({err}); download strongreject_small_dataset.csv "
+            f"from {STRONGREJECT_SMALL_URL} and pass --source strongreject_small=PATH"
+        ) from None
     df = pd.read_csv(io.BytesIO(raw), keep_default_na=False, dtype=str)
     require_columns(df, STRONGREJECT_SMALL_COLUMNS, f"strongreject_small from {location}")
     empty = df.index[df["forbidden_prompt"].str.strip() == ""]
@@ -167,13 +201,27 @@ def load_strongreject_small(location: str | None = None) -> tuple[pd.DataFrame, 
     per_cat = df["category"].value_counts()
     official_shape = len(df) == 60 and len(per_cat) == 6 and (per_cat == 10).all()
     if not official_shape:
-        logger.warning("strongreject_small from %s has %d rows in %d categories, not the official 60 (6 x 10)",
-                       location, len(df), len(per_cat))
-    rows = pd.DataFrame({"text": df["forbidden_prompt"], "category": df["category"],
-                         "source_index": range(len(df)), "source": df["source"]})
-    provenance = {"from": location, "sha256": hashlib.sha256(raw).hexdigest(), "rows": len(df),
-                  "official_shape_60_by_6x10": bool(official_shape),
-                  "note": "StrongREJECT-small as published (strongreject_small_dataset.csv); not a sample"}
+        logger.warning(
+            "strongreject_small from %s has %d rows in %d categories, not the official 60 (6 x 10)",
+            location,
+            len(df),
+            len(per_cat),
+        )
+    rows = pd.DataFrame(
+        {
+            "text": df["forbidden_prompt"],
+            "category": df["category"],
+            "source_index": range(len(df)),
+            "source": df["source"],
+        }
+    )
+    provenance = {
+        "from": location,
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "rows": len(df),
+        "official_shape_60_by_6x10": bool(official_shape),
+        "note": "StrongREJECT-small as published (strongreject_small_dataset.csv); not a sample",
+    }
     return rows, provenance
 
 
@@ -183,25 +231,39 @@ def to_eval_rows(df: pd.DataFrame, name: str, prompt_type: str, system_prompt: s
     records = []
     for i, (text, cat, grp, src_idx) in enumerate(zip(df["text"], df["category"], group, df["source_index"])):
         rec = {c: str(df[c].iloc[i]) for c in passed}
-        rec.update({
-            "data_source": name,
-            "prompt": user_messages(text, system_prompt),
-            "ability": "safety",
-            "reward_model": {"style": "tars", "ground_truth": prompt_type},
-            "extra_info": {"prompt_type": prompt_type, "source": name, "index": i, "source_index": int(src_idx),
-                           "category": str(cat), "category_group": str(grp), "split": "eval",
-                           "think_prefilled": False},
-            "category": str(cat),
-            "category_group": str(grp),
-        })
+        rec.update(
+            {
+                "data_source": name,
+                "prompt": user_messages(text, system_prompt),
+                "ability": "safety",
+                "reward_model": {"style": "tars", "ground_truth": prompt_type},
+                "extra_info": {
+                    "prompt_type": prompt_type,
+                    "source": name,
+                    "index": i,
+                    "source_index": int(src_idx),
+                    "category": str(cat),
+                    "category_group": str(grp),
+                    "split": "eval",
+                    "think_prefilled": False,
+                },
+                "category": str(cat),
+                "category_group": str(grp),
+            }
+        )
         records.append(rec)
     return pd.DataFrame.from_records(records)
 
 
-def build_eval_sets(paths: dict[str, str], only: list[str] | None = None, seed: int = 0, wildchat_n: int = 500,
-                    system_prompt: str | None = None,
-                    sorry_groups: dict[str, list[int]] | None = None,
-                    sorry_release_name: str = "auto") -> dict[str, pd.DataFrame]:
+def build_eval_sets(
+    paths: dict[str, str],
+    only: list[str] | None = None,
+    seed: int = 0,
+    wildchat_n: int = 500,
+    system_prompt: str | None = None,
+    sorry_groups: dict[str, list[int]] | None = None,
+    sorry_release_name: str = "auto",
+) -> dict[str, pd.DataFrame]:
     wanted = list(only or EVAL_SETS)
     unknown = sorted(set(wanted) - set(EVAL_SETS))
     if unknown:
@@ -227,22 +289,26 @@ def build_eval_sets(paths: dict[str, str], only: list[str] | None = None, seed: 
             df, ptype = x[x["label"] == label], ("harmless" if label == "safe" else "harmful")
         elif name == "harmbench":
             df, ptype = load_harmbench(paths.get("harmbench")), "harmful"
-            provenance[name] = {"from": paths.get("harmbench") or "walledai/HarmBench (" + ", ".join(HARMBENCH_CONFIGS)
-                                + ")", "rows": len(df)}
+            provenance[name] = {
+                "from": paths.get("harmbench") or "walledai/HarmBench (" + ", ".join(HARMBENCH_CONFIGS) + ")",
+                "rows": len(df),
+            }
         elif name == "sorry_bench":
             df = src("sorry_bench")
             where = f"sorry_bench from {paths.get('sorry_bench') or 'the hub'}"
             if sorry_groups and sorry_release_name == "auto":  # the user's own grouping: no release to infer
                 release, groups = "custom groups", sorry_groups
             else:
-                release = sorry_release(df["category"], sorry_release_name, where,
-                                        from_hub=not paths.get("sorry_bench"))
+                release = sorry_release(
+                    df["category"], sorry_release_name, where, from_hub=not paths.get("sorry_bench")
+                )
                 groups = sorry_groups or SORRY_BENCH_RELEASES[release]
             to_group = {int(c): g for g, cats in groups.items() for c in cats}
             ungrouped = sorted({int(float(c)) for c in df["category"]} - set(to_group))
             if ungrouped:
                 raise ValueError(f"{where}: categories {ungrouped} are in no group of --sorry-groups")
-            df = df.assign(category_group=df["category"].map(lambda c: to_group[int(float(c))]), sorry_release=release)
+            groups_of = [to_group[int(float(c))] for c in df["category"]]
+            df = df.assign(category_group=groups_of, sorry_release=release)
             ptype = "harmful"
         else:  # wildchat_nontoxic
             w = src("wildchat")
@@ -263,23 +329,39 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--only", nargs="+", help=f"subset of {list(EVAL_SETS)}")
-    ap.add_argument("--source", action="append", default=[], help="local copy NAME=PATH (strongreject, xstest, "
-                    "harmbench, sorry_bench, wildchat; strongreject_small=PATH or URL of "
-                    "strongreject_small_dataset.csv)")
+    ap.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        help="local copy NAME=PATH (strongreject, xstest, "
+        "harmbench, sorry_bench, wildchat; strongreject_small=PATH or URL of "
+        "strongreject_small_dataset.csv)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--wildchat-n", type=int, default=500)
     ap.add_argument("--system-prompt", default=None, help="'qwen' for Qwen's default system prompt, or a text")
     ap.add_argument("--sorry-groups", help="JSON file: {group: [category ids]}")
-    ap.add_argument("--sorry-release", default="auto", choices=["auto", *SORRY_BENCH_RELEASES],
-                    help="Sorry-Bench release of the loaded data (sets the category groups); auto: from the ids")
+    ap.add_argument(
+        "--sorry-release",
+        default="auto",
+        choices=["auto", *SORRY_BENCH_RELEASES],
+        help="Sorry-Bench release of the loaded data (sets the category groups); auto: from the ids",
+    )
     args = ap.parse_args(argv)
     groups = None
     if args.sorry_groups:
         with open(args.sorry_groups) as f:
             groups = json.load(f)
     system = QWEN_DEFAULT_SYSTEM_PROMPT if args.system_prompt == "qwen" else args.system_prompt
-    sets = build_eval_sets(parse_kv(args.source, "--source"), args.only, args.seed, args.wildchat_n,
-                           system_prompt=system, sorry_groups=groups, sorry_release_name=args.sorry_release)
+    sets = build_eval_sets(
+        parse_kv(args.source, "--source"),
+        args.only,
+        args.seed,
+        args.wildchat_n,
+        system_prompt=system,
+        sorry_groups=groups,
+        sorry_release_name=args.sorry_release,
+    )
     for name, df in sets.items():
         path = os.path.join(args.out, f"{name}.parquet")
         write_parquet_atomic(df, path)

@@ -40,12 +40,15 @@ def read_table(path: str) -> pd.DataFrame:
                 data = json.load(f)
             return pd.DataFrame(data["data"] if isinstance(data, dict) and "data" in data else data)
         if ext in (".csv", ".tsv"):
-            return pd.read_csv(path, sep="\t" if ext == ".tsv" else ",", keep_default_na=False, dtype=str,
-                               encoding="utf-8")
+            return pd.read_csv(
+                path, sep="\t" if ext == ".tsv" else ",", keep_default_na=False, dtype=str, encoding="utf-8"
+            )
         return pd.read_parquet(path)
     except UnicodeDecodeError:
-        raise ValueError(f"{path}: not UTF-8 text ({_first_bad_utf8(path)}); re-save it as UTF-8, "
-                         f"e.g. iconv -f latin1 -t utf-8 {path} > fixed{ext}") from None
+        raise ValueError(
+            f"{path}: not UTF-8 text ({_first_bad_utf8(path)}); re-save it as UTF-8, "
+            f"e.g. iconv -f latin1 -t utf-8 {path} > fixed{ext}"
+        ) from None
     except ValueError as err:  # pandas / json / pyarrow parse errors are all ValueErrors
         if str(err).startswith(path):
             raise
@@ -74,7 +77,7 @@ def _first_bad_utf8(path: str) -> str:
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as err:
-                return f"line {n}, byte {err.start}: {line[err.start:err.start + 4]!r}"
+                return f"line {n}, byte {err.start}: {line[err.start : err.start + 4]!r}"
     return "invalid UTF-8"
 
 
@@ -85,20 +88,26 @@ def describe_value(value: Any) -> str:
     return f"{type(value).__name__} {repr(value)[:60]}"
 
 
-def check_text_column(df: pd.DataFrame, column: str, where: str, shown_column: str | None = None,
-                      allow_null: bool = False) -> None:
+def check_text_column(
+    df: pd.DataFrame, column: str, where: str, shown_column: str | None = None, allow_null: bool = False
+) -> None:
     """Every cell of ``df[column]`` must be a string: a list, dict, number or null is never turned into text.
 
     Raises ValueError naming ``where`` (the file), the column (``shown_column``: its name in the file) and
     the rows (the DataFrame index: 0-based data rows, header not counted).
     """
-    bad = [(i, v) for i, v in df[column].items()
-           if not isinstance(v, str) and not (allow_null and describe_value(v) == "null")]
+    bad = [
+        (i, v)
+        for i, v in df[column].items()
+        if not isinstance(v, str) and not (allow_null and describe_value(v) == "null")
+    ]
     if bad:
         shown = "; ".join(f"row {i}: {describe_value(v)}" for i, v in bad[:5])
         more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
-        raise ValueError(f"{where}: column {shown_column or column!r} must hold text, but {len(bad)} row(s) do not "
-                         f"(rows counted from 0, header not counted): {shown}{more}. Fix or remove those rows.")
+        raise ValueError(
+            f"{where}: column {shown_column or column!r} must hold text, but {len(bad)} row(s) do not "
+            f"(rows counted from 0, header not counted): {shown}{more}. Fix or remove those rows."
+        )
 
 
 def read_done(path: str) -> dict[tuple[str, int], dict]:
@@ -127,7 +136,8 @@ def read_done(path: str) -> dict[tuple[str, int], dict]:
                     with open(path, "r+b") as f:
                         f.truncate(offset)
                     logging.getLogger(__name__).warning(
-                        "%s: dropped a partial last line (%d bytes) from an interrupted run", path, len(raw))
+                        "%s: dropped a partial last line (%d bytes) from an interrupted run", path, len(raw)
+                    )
                     return done
                 raise ValueError(
                     f"{path}: line {n} is not a valid record ({type(err).__name__}: {err}); only a torn last line "
@@ -158,8 +168,10 @@ def exclusive_writer(path: str):
         f.seek(0)
         holder = f.read().strip() or "another process"
         f.close()
-        raise RuntimeError(f"{path} is being written by {holder} (lock {lock_path}); two writers on one file would "
-                           "lose or mix records. Wait for it to finish, or write to another --out.") from None
+        raise RuntimeError(
+            f"{path} is being written by {holder} (lock {lock_path}); two writers on one file would "
+            "lose or mix records. Wait for it to finish, or write to another --out."
+        ) from None
     try:
         f.seek(0)
         f.truncate()

@@ -59,8 +59,14 @@ RELEASE_COLUMNS = ["data_source", "prompt", "ability", "reward_model", "extra_in
 HARMFUL_ABILITIES = {"wildjailbreak": "wildjailbreak", "rainbow": "rainbow_teaming", "aegis": "aegis2"}
 REFUSAL_ABILITY = "refusal"
 # StrongREJECT's six categories (test.parquet's `ability`), compared case-insensitively.
-STRONGREJECT_CATEGORIES = ("disinformation and deception", "hate, harassment and discrimination",
-                           "illegal goods and services", "non-violent crimes", "sexual content", "violence")
+STRONGREJECT_CATEGORIES = (
+    "disinformation and deception",
+    "hate, harassment and discrimination",
+    "illegal goods and services",
+    "non-violent crimes",
+    "sexual content",
+    "violence",
+)
 MATCH_SOURCES = {"ultrafeedback": "harmless", "orbench": "ambiguous"}
 UNRESOLVED_SOURCE = "tars_release_refusal"
 UNRESOLVED_CHOICES = ("error", "harmless", "ambiguous")
@@ -105,15 +111,26 @@ def read_release(path: str) -> pd.DataFrame:
         elif key in STRONGREJECT_CATEGORIES:
             kind, source, category = "harmful", "strongreject_small", ability
         else:
-            raise ValueError(f"{where}: column 'ability' is {ability!r}; expected one of "
-                             f"{sorted(HARMFUL_ABILITIES) + [REFUSAL_ABILITY]} or a StrongREJECT category "
-                             f"{list(STRONGREJECT_CATEGORIES)}")
-        rows.append({"row": i, "messages": messages, "text": text, "ability": ability, "kind": kind,
-                     "source": source, "category": category,
-                     "source_index": _field(r.extra_info, "index", i),
-                     "release_split": str(_field(r.extra_info, "split", "") or ""),
-                     "release_data_source": str(r.data_source or ""),
-                     "reference": str(_field(r.reward_model, "ground_truth", "") or "")})
+            raise ValueError(
+                f"{where}: column 'ability' is {ability!r}; expected one of "
+                f"{sorted(HARMFUL_ABILITIES) + [REFUSAL_ABILITY]} or a StrongREJECT category "
+                f"{list(STRONGREJECT_CATEGORIES)}"
+            )
+        rows.append(
+            {
+                "row": i,
+                "messages": messages,
+                "text": text,
+                "ability": ability,
+                "kind": kind,
+                "source": source,
+                "category": category,
+                "source_index": _field(r.extra_info, "index", i),
+                "release_split": str(_field(r.extra_info, "split", "") or ""),
+                "release_data_source": str(r.data_source or ""),
+                "reference": str(_field(r.reward_model, "ground_truth", "") or ""),
+            }
+        )
     if not rows:
         raise ValueError(f"TARS release file {path} has no rows")
     out = pd.DataFrame(rows)
@@ -145,8 +162,9 @@ def position_layout(rows: pd.DataFrame) -> tuple[np.ndarray | None, str]:
     return types, "refusal rows form one block after the harmful rows: first half UltraFeedback, second OR-Bench"
 
 
-def resolve_refusal_types(rows: pd.DataFrame, match_sets: dict[str, set[str]], use_position: bool,
-                          unresolved: str) -> tuple[pd.DataFrame, dict]:
+def resolve_refusal_types(
+    rows: pd.DataFrame, match_sets: dict[str, set[str]], use_position: bool, unresolved: str
+) -> tuple[pd.DataFrame, dict]:
     """Fill ``prompt_type`` / ``type_evidence`` / ``source`` of every row; stats of how refusal rows were decided."""
     rows = rows.copy()
     rows["prompt_type"] = np.where(rows["kind"] == "harmful", "harmful", "")
@@ -175,8 +193,11 @@ def resolve_refusal_types(rows: pd.DataFrame, match_sets: dict[str, set[str]], u
             stats["position"]["checked_against_match"] = int(matched.sum())
             stats["position"]["disagreements"] = int(disagree.sum())
             if disagree.any():
-                logger.warning("%d refusal rows: the position rule disagrees with the matched source (the match "
-                               "is kept); the file may not have the authors' layout", int(disagree.sum()))
+                logger.warning(
+                    "%d refusal rows: the position rule disagrees with the matched source (the match "
+                    "is kept); the file may not have the authors' layout",
+                    int(disagree.sum()),
+                )
             todo = ~matched
             rows.loc[ref_idx[todo], "prompt_type"] = by_pos[todo]
             rows.loc[ref_idx[todo], "type_evidence"] = "position"
@@ -193,7 +214,8 @@ def resolve_refusal_types(rows: pd.DataFrame, match_sets: dict[str, set[str]], u
                 f"harmless or ambiguous (first at row {int(np.flatnonzero(left)[0])}; position rule: "
                 f"{stats['position']['why']}). Pass the sources to match against (--match ultrafeedback=PATH "
                 "--match orbench=PATH, or the names alone for the hub), or label them explicitly with "
-                "--unresolved harmless|ambiguous (counted in stats.json as unresolved).")
+                "--unresolved harmless|ambiguous (counted in stats.json as unresolved)."
+            )
         rows.loc[left, "prompt_type"] = unresolved
         rows.loc[left, "type_evidence"] = "unresolved"
         rows.loc[left, "source"] = UNRESOLVED_SOURCE
@@ -203,17 +225,27 @@ def resolve_refusal_types(rows: pd.DataFrame, match_sets: dict[str, set[str]], u
 def to_verl_release_rows(rows: pd.DataFrame, split: str) -> pd.DataFrame:
     records = []
     for i, r in enumerate(rows.itertuples(index=False)):
-        records.append({
-            "data_source": r.source,
-            "prompt": r.messages,
-            "ability": "safety",
-            "reward_model": {"style": "tars", "ground_truth": r.prompt_type},
-            "extra_info": {"prompt_type": r.prompt_type, "source": r.source, "index": i,
-                           "source_index": int(r.source_index), "category": r.category, "split": split,
-                           "think_prefilled": False, "release_ability": r.ability,
-                           "release_split": r.release_split, "type_evidence": r.type_evidence,
-                           "reference_response": r.reference},
-        })
+        records.append(
+            {
+                "data_source": r.source,
+                "prompt": r.messages,
+                "ability": "safety",
+                "reward_model": {"style": "tars", "ground_truth": r.prompt_type},
+                "extra_info": {
+                    "prompt_type": r.prompt_type,
+                    "source": r.source,
+                    "index": i,
+                    "source_index": int(r.source_index),
+                    "category": r.category,
+                    "split": split,
+                    "think_prefilled": False,
+                    "release_ability": r.ability,
+                    "release_split": r.release_split,
+                    "type_evidence": r.type_evidence,
+                    "reference_response": r.reference,
+                },
+            }
+        )
     df = pd.DataFrame.from_records(records, columns=RELEASE_COLUMNS)
     if (df["data_source"] == "").any():  # every branch above sets one; guard the invariant
         raise AssertionError("an imported row has an empty data_source")
@@ -232,7 +264,9 @@ def file_stats(path: str, rows: pd.DataFrame, resolution: dict) -> dict:
     n = len(rows)
     harmful = int((rows["prompt_type"] == "harmful").sum())
     return {
-        "file": path, "sha256": _sha256(path), "rows": n,
+        "file": path,
+        "sha256": _sha256(path),
+        "rows": n,
         "harmful_share": round(harmful / n, 4),
         "by_type": rows["prompt_type"].value_counts().sort_index().to_dict(),
         "by_source": rows.groupby(["prompt_type", "source"]).size().rename("n").reset_index().to_dict("records"),
@@ -244,8 +278,13 @@ def file_stats(path: str, rows: pd.DataFrame, resolution: dict) -> dict:
     }
 
 
-def import_release(train: str, val: str | None = None, match: dict[str, str | None] | None = None,
-                   use_position: bool = True, unresolved: str = "error") -> dict[str, tuple[pd.DataFrame, dict]]:
+def import_release(
+    train: str,
+    val: str | None = None,
+    match: dict[str, str | None] | None = None,
+    use_position: bool = True,
+    unresolved: str = "error",
+) -> dict[str, tuple[pd.DataFrame, dict]]:
     """{"train": (rows, stats), "val": (rows, stats)}; nothing is written."""
     if unresolved not in UNRESOLVED_CHOICES:
         raise ValueError(f"--unresolved must be one of {UNRESOLVED_CHOICES}, got {unresolved!r}")
@@ -265,11 +304,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train", required=True, help="a released train_lambda_<x>.parquet")
     ap.add_argument("--val", help="the released test.parquet (StrongREJECT-small), or another release file")
     ap.add_argument("--out", required=True, help="output folder (train.parquet, val.parquet, stats.json)")
-    ap.add_argument("--match", action="append", default=[], help="ultrafeedback[=PATH] or orbench[=PATH]: tell "
-                    "harmless from ambiguous 'refusal' rows by finding the prompt in that source (repeatable)")
+    ap.add_argument(
+        "--match",
+        action="append",
+        default=[],
+        help="ultrafeedback[=PATH] or orbench[=PATH]: tell "
+        "harmless from ambiguous 'refusal' rows by finding the prompt in that source (repeatable)",
+    )
     ap.add_argument("--no-position", action="store_true", help="do not use the authors' row order as evidence")
-    ap.add_argument("--unresolved", default="error", choices=UNRESOLVED_CHOICES,
-                    help="what to do with 'refusal' rows no evidence decides (default: stop with an error)")
+    ap.add_argument(
+        "--unresolved",
+        default="error",
+        choices=UNRESOLVED_CHOICES,
+        help="what to do with 'refusal' rows no evidence decides (default: stop with an error)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     match = {}
@@ -277,9 +325,13 @@ def main(argv: list[str] | None = None) -> None:
         name, _, path = item.partition("=")
         match[name] = path or None
     result = import_release(args.train, args.val, match, not args.no_position, args.unresolved)
-    stats = {"origin": "TARS authors' release (github.com/danielkty/tars, data/)", "match_sources": match,
-             "position_rule": not args.no_position, "unresolved_policy": args.unresolved,
-             **{split: s for split, (_, s) in result.items()}}
+    stats = {
+        "origin": "TARS authors' release (github.com/danielkty/tars, data/)",
+        "match_sources": match,
+        "position_rule": not args.no_position,
+        "unresolved_policy": args.unresolved,
+        **{split: s for split, (_, s) in result.items()},
+    }
     for split, (df, _) in result.items():
         write_parquet_atomic(df, os.path.join(args.out, f"{split}.parquet"))
     write_json_atomic(stats, os.path.join(args.out, "stats.json"))

@@ -46,7 +46,9 @@ QWEN_DEFAULT_SYSTEM_PROMPT = "You are Qwen, created by Alibaba Cloud. You are a 
 
 def user_messages(text: str, system_prompt: str | None = None) -> list[dict[str, str]]:
     """Chat messages for one user turn, with the system prompt first when there is one."""
-    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": text}]
+    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+        {"role": "user", "content": text}
+    ]
 
 
 HARMFUL_POOLS = {"wildjailbreak": 800, "rainbow_teaming": 800, "aegis2": 400}
@@ -95,7 +97,9 @@ class MixConfig:
 
 
 def type_counts(total: int, lam: float) -> dict[str, int]:
-    """The paper's arithmetic: harmful = N*lambda, harmless = ambiguous = N*(1-lambda)/2 (odd remainder -> ambiguous)."""
+    """The paper's arithmetic: harmful = N*lambda, harmless = ambiguous = N*(1-lambda)/2.
+
+    An odd remainder goes to ambiguous."""
     harmful = int(round(total * lam))
     harmless = (total - harmful) // 2
     return {"harmful": harmful, "harmless": harmless, "ambiguous": total - harmful - harmless}
@@ -113,7 +117,9 @@ def _rng(seed: int, *names: object) -> np.random.Generator:
 
 
 def eval_prompt_set(files: list[str]) -> set[str]:
-    """Normalised prompts of evaluation files (eval_sets parquet with `prompt` messages, or a `text`/`prompt` column)."""
+    """Normalised prompts of evaluation files.
+
+    eval_sets parquet with `prompt` messages, or a `text`/`prompt` column."""
     seen: set[str] = set()
     for path in files:
         df = read_table(path)
@@ -137,8 +143,10 @@ def _last_user_content(prompt: Any, path: str, row: Any) -> str:
     except (TypeError, KeyError, IndexError):
         content = None
     if not isinstance(content, str):
-        raise ValueError(f"{path}: column 'prompt' row {row}: expected text or chat messages with a user turn of "
-                         f"text, got {describe_value(prompt)}")
+        raise ValueError(
+            f"{path}: column 'prompt' row {row}: expected text or chat messages with a user turn of "
+            f"text, got {describe_value(prompt)}"
+        )
     return content
 
 
@@ -197,13 +205,22 @@ def filter_candidates(cfg: MixConfig, eval_set: set[str]) -> tuple[dict[str, pd.
     return candidates, drops
 
 
-def take(df: pd.DataFrame, n: int, rng: np.random.Generator, builder: PromptBuilder | None, name: str,
-         allow_small: bool, drops: dict) -> pd.DataFrame:
+def take(
+    df: pd.DataFrame,
+    n: int,
+    rng: np.random.Generator,
+    builder: PromptBuilder | None,
+    name: str,
+    allow_small: bool,
+    drops: dict,
+) -> pd.DataFrame:
     """n rows in a seeded random order, skipping prompts over the token limit (checked lazily; no
     check when ``builder`` is None)."""
     order = rng.permutation(len(df))
     picked, too_long = [], 0
-    for i in tqdm(order, desc=f"{name}: token filter", disable=None if builder and builder.tokenizer else True, leave=False):
+    for i in tqdm(
+        order, desc=f"{name}: token filter", disable=None if builder and builder.tokenizer else True, leave=False
+    ):
         if len(picked) == n:
             break
         if builder is None or builder.fits(df["text"].iat[i]):
@@ -227,8 +244,14 @@ def build_mixes(cfg: MixConfig) -> dict[float, tuple[pd.DataFrame, pd.DataFrame,
     candidates, drops = filter_candidates(cfg, eval_set)
     n_needed = cfg.total + cfg.val_size
     harmful_pool = pd.concat(
-        [take(candidates[n], size, _rng(cfg.seed, "pool", n), builder, n, cfg.allow_small_pools, drops[n]).assign(source=n)
-         for n, size in cfg.pools.items() if size > 0] or [pd.DataFrame(columns=["text", "category", "source_index", "source"])],
+        [
+            take(candidates[n], size, _rng(cfg.seed, "pool", n), builder, n, cfg.allow_small_pools, drops[n]).assign(
+                source=n
+            )
+            for n, size in cfg.pools.items()
+            if size > 0
+        ]
+        or [pd.DataFrame(columns=["text", "category", "source_index", "source"])],
         ignore_index=True,
     )
     out = {}
@@ -238,12 +261,29 @@ def build_mixes(cfg: MixConfig) -> dict[float, tuple[pd.DataFrame, pd.DataFrame,
         parts = []
         for ptype, n, pool, name in [
             ("harmful", counts["harmful"], harmful_pool, "harmful pool"),
-            ("harmless", counts["harmless"], candidates[cfg.harmless_source].assign(source=cfg.harmless_source), cfg.harmless_source),
-            ("ambiguous", counts["ambiguous"], candidates[cfg.ambiguous_source].assign(source=cfg.ambiguous_source), cfg.ambiguous_source),
+            (
+                "harmless",
+                counts["harmless"],
+                candidates[cfg.harmless_source].assign(source=cfg.harmless_source),
+                cfg.harmless_source,
+            ),
+            (
+                "ambiguous",
+                counts["ambiguous"],
+                candidates[cfg.ambiguous_source].assign(source=cfg.ambiguous_source),
+                cfg.ambiguous_source,
+            ),
         ]:
             # The harmful pool was token-filtered when it was built.
-            chosen = take(pool, n, _rng(cfg.seed, lam, ptype), None if ptype == "harmful" else builder, name,
-                          cfg.allow_small_pools, lam_drops.setdefault(name, {}))
+            chosen = take(
+                pool,
+                n,
+                _rng(cfg.seed, lam, ptype),
+                None if ptype == "harmful" else builder,
+                name,
+                cfg.allow_small_pools,
+                lam_drops.setdefault(name, {}),
+            )
             parts.append(chosen.assign(prompt_type=ptype))
         rows = pd.concat(parts, ignore_index=True)
         if rows.empty:
@@ -263,41 +303,62 @@ def build_mixes(cfg: MixConfig) -> dict[float, tuple[pd.DataFrame, pd.DataFrame,
 def to_verl_rows(rows: pd.DataFrame, split: str, builder: PromptBuilder, cfg: MixConfig) -> pd.DataFrame:
     records = []
     for i, r in enumerate(rows.itertuples(index=False)):
-        records.append({
-            "data_source": r.source,
-            "prompt": builder.messages(r.text),
-            "ability": "safety",
-            "reward_model": {"style": "tars", "ground_truth": r.prompt_type},
-            "extra_info": {"prompt_type": r.prompt_type, "source": r.source, "index": i,
-                           "source_index": int(r.source_index), "category": str(r.category), "split": split,
-                           "think_prefilled": cfg.prefill_think},
-        })
-    return pd.DataFrame.from_records(records, columns=["data_source", "prompt", "ability", "reward_model", "extra_info"])
+        records.append(
+            {
+                "data_source": r.source,
+                "prompt": builder.messages(r.text),
+                "ability": "safety",
+                "reward_model": {"style": "tars", "ground_truth": r.prompt_type},
+                "extra_info": {
+                    "prompt_type": r.prompt_type,
+                    "source": r.source,
+                    "index": i,
+                    "source_index": int(r.source_index),
+                    "category": str(r.category),
+                    "split": split,
+                    "think_prefilled": cfg.prefill_think,
+                },
+            }
+        )
+    return pd.DataFrame.from_records(
+        records, columns=["data_source", "prompt", "ability", "reward_model", "extra_info"]
+    )
 
 
-def mix_stats(cfg: MixConfig, lam: float, train: pd.DataFrame, val: pd.DataFrame, drops: dict, builder: PromptBuilder) -> dict:
+def mix_stats(
+    cfg: MixConfig, lam: float, train: pd.DataFrame, val: pd.DataFrame, drops: dict, builder: PromptBuilder
+) -> dict:
     def quantiles(values) -> dict:
         q = np.quantile(np.asarray(values, dtype=float), [0.0, 0.5, 0.9, 0.99, 1.0]) if len(values) else [0] * 5
         return dict(zip(["min", "p50", "p90", "p99", "max"], [round(float(v), 1) for v in q]))
 
     stats = {
-        "lambda": lam, "seed": cfg.seed, "total": len(train), "val": len(val),
+        "lambda": lam,
+        "seed": cfg.seed,
+        "total": len(train),
+        "val": len(val),
         "by_type": train["prompt_type"].value_counts().sort_index().to_dict(),
         "by_source": train.groupby(["prompt_type", "source"]).size().rename("n").reset_index().to_dict("records"),
         "val_by_type": val["prompt_type"].value_counts().sort_index().to_dict(),
         "chars": {t: quantiles(g["text"].str.len()) for t, g in train.groupby("prompt_type")},
         "filters": drops,
-        "system_prompt": cfg.system_prompt, "think_prefilled": cfg.prefill_think,
-        "max_chars": cfg.max_chars, "max_prompt_tokens": cfg.max_prompt_tokens,
+        "system_prompt": cfg.system_prompt,
+        "think_prefilled": cfg.prefill_think,
+        "max_chars": cfg.max_chars,
+        "max_prompt_tokens": cfg.max_prompt_tokens,
     }
     if builder.tokenizer is not None:
-        stats["tokens"] = {t: quantiles([builder.n_tokens(x) for x in g["text"]]) for t, g in train.groupby("prompt_type")}
+        stats["tokens"] = {
+            t: quantiles([builder.n_tokens(x) for x in g["text"]]) for t, g in train.groupby("prompt_type")
+        }
     return stats
 
 
 def format_stats(stats: dict) -> str:
-    lines = [f"lambda={stats['lambda']}  train={stats['total']}  val={stats['val']}  seed={stats['seed']}",
-             f"{'type':<10} {'source':<16} {'n':>6}"]
+    lines = [
+        f"lambda={stats['lambda']}  train={stats['total']}  val={stats['val']}  seed={stats['seed']}",
+        f"{'type':<10} {'source':<16} {'n':>6}",
+    ]
     lines += [f"{r['prompt_type']:<10} {r['source']:<16} {r['n']:>6}" for r in stats["by_source"]]
     lines.append(f"\n{'type':<10} chars min/p50/p90/p99/max")
     for t, q in stats["chars"].items():
@@ -315,16 +376,28 @@ def write_mixes(cfg: MixConfig, out_dir: str) -> dict[float, str]:
     folders = {}
     for lam, (train, val, stats) in mixes.items():
         folder = out_dir if len(mixes) == 1 else os.path.join(out_dir, f"lambda_{lam:g}")
-        write_together({os.path.join(folder, "train.parquet"): train, os.path.join(folder, "val.parquet"): val,
-                        os.path.join(folder, "stats.json"): stats})
+        write_together(
+            {
+                os.path.join(folder, "train.parquet"): train,
+                os.path.join(folder, "val.parquet"): val,
+                os.path.join(folder, "stats.json"): stats,
+            }
+        )
         print(format_stats(stats) + f"\nwrote {folder}/train.parquet, val.parquet, stats.json\n")
         folders[lam] = folder
     written = {os.path.abspath(f) for f in folders.values()}
-    stale = sorted(d for d in (os.listdir(out_dir) if os.path.isdir(out_dir) else [])
-                   if d.startswith("lambda_") and os.path.abspath(os.path.join(out_dir, d)) not in written)
+    stale = sorted(
+        d
+        for d in (os.listdir(out_dir) if os.path.isdir(out_dir) else [])
+        if d.startswith("lambda_") and os.path.abspath(os.path.join(out_dir, d)) not in written
+    )
     if stale:
-        logger.warning("%s also holds %s from an earlier run (not rewritten now): its files may come from other "
-                       "settings; remove them or write this run to a new --out", out_dir, stale)
+        logger.warning(
+            "%s also holds %s from an earlier run (not rewritten now): its files may come from other "
+            "settings; remove them or write this run to a new --out",
+            out_dir,
+            stale,
+        )
     return folders
 
 
@@ -335,9 +408,11 @@ def eval_dir_files(folder: str, flag: str) -> list[str]:
         raise ValueError(f"{flag} {folder}: not a folder")
     files = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".parquet"))
     if not files:
-        raise ValueError(f"{flag} {folder} holds no .parquet file, so no evaluation prompt would be kept out of "
-                         f"training (leakage filter not checked). Build the sets first (data_prep/build_eval_sets.py) "
-                         f"or point {flag} at their folder.")
+        raise ValueError(
+            f"{flag} {folder} holds no .parquet file, so no evaluation prompt would be kept out of "
+            f"training (leakage filter not checked). Build the sets first (data_prep/build_eval_sets.py) "
+            f"or point {flag} at their folder."
+        )
     return files
 
 
@@ -357,10 +432,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lam", type=float, nargs="+", default=[0.5], help="share of harmful prompts (several = sweep)")
     ap.add_argument("--total", type=int, default=2000, help="training prompts (paper: 2000)")
     ap.add_argument("--val-size", type=int, default=100, help="held-out prompts from the same mix")
-    ap.add_argument("--pool", action="append", default=[], help="harmful pool size NAME=N (default wildjailbreak=800 "
-                    "rainbow_teaming=800 aegis2=400; 0 drops a source)")
-    ap.add_argument("--source", action="append", default=[], help="local copy NAME=PATH (jsonl/json/csv/tsv/parquet); "
-                    "rainbow_teaming also takes Rainbow-Teaming archive JSON: a file, a folder or a quoted glob")
+    ap.add_argument(
+        "--pool",
+        action="append",
+        default=[],
+        help="harmful pool size NAME=N (default wildjailbreak=800 rainbow_teaming=800 aegis2=400; 0 drops a source)",
+    )
+    ap.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        help="local copy NAME=PATH (jsonl/json/csv/tsv/parquet); "
+        "rainbow_teaming also takes Rainbow-Teaming archive JSON: a file, a folder or a quoted glob",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-chars", type=int, default=1000)
     ap.add_argument("--tokenizer", help="policy tokenizer (path or hub id) for the token-length filter and stats")
@@ -368,8 +452,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval-dir", help="folder of evaluation parquet files whose prompts must not enter training")
     ap.add_argument("--eval-file", action="append", default=[], help="an evaluation file to exclude (repeatable)")
     ap.add_argument("--system-prompt", default=None, help="'qwen' for Qwen's default system prompt, or a text")
-    ap.add_argument("--prefill-think", action="store_true", help="mark rows as <think>-pre-filled (set "
-                    "reward.tars.think_prefilled and a pre-filling chat template in the launch script)")
+    ap.add_argument(
+        "--prefill-think",
+        action="store_true",
+        help="mark rows as <think>-pre-filled (set "
+        "reward.tars.think_prefilled and a pre-filling chat template in the launch script)",
+    )
     ap.add_argument("--allow-small-pools", action="store_true", help="use fewer prompts than asked, with a warning")
     args = ap.parse_args(argv)
     pools = dict(HARMFUL_POOLS)
@@ -378,10 +466,21 @@ def main(argv: list[str] | None = None) -> None:
     if args.eval_dir:
         eval_files += eval_dir_files(args.eval_dir, "--eval-dir")
     system = QWEN_DEFAULT_SYSTEM_PROMPT if args.system_prompt == "qwen" else args.system_prompt
-    cfg = MixConfig(lams=args.lam, total=args.total, val_size=args.val_size, pools=pools,
-                    paths=parse_kv(args.source, "--source"), seed=args.seed, max_chars=args.max_chars,
-                    tokenizer=args.tokenizer, max_prompt_tokens=args.max_prompt_tokens, eval_files=eval_files,
-                    system_prompt=system, prefill_think=args.prefill_think, allow_small_pools=args.allow_small_pools)
+    cfg = MixConfig(
+        lams=args.lam,
+        total=args.total,
+        val_size=args.val_size,
+        pools=pools,
+        paths=parse_kv(args.source, "--source"),
+        seed=args.seed,
+        max_chars=args.max_chars,
+        tokenizer=args.tokenizer,
+        max_prompt_tokens=args.max_prompt_tokens,
+        eval_files=eval_files,
+        system_prompt=system,
+        prefill_think=args.prefill_think,
+        allow_small_pools=args.allow_small_pools,
+    )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     write_mixes(cfg, args.out)
 

@@ -39,8 +39,15 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .io import check_text_column, exclusive_writer, read_done, read_table, write_json_atomic, write_together
-from .rl_mix import (QWEN_DEFAULT_SYSTEM_PROMPT, _rng, eval_dir_files, eval_prompt_set, normalise, parse_kv,
-                     user_messages)
+from .rl_mix import (
+    QWEN_DEFAULT_SYSTEM_PROMPT,
+    _rng,
+    eval_dir_files,
+    eval_prompt_set,
+    normalise,
+    parse_kv,
+    user_messages,
+)
 from .sources import load_source
 
 logger = logging.getLogger(__name__)
@@ -120,8 +127,10 @@ def check_same_run(cfg: TraceConfig, out: str) -> None:
         differ = {k: (theirs.get(k), mine[k]) for k in RUN_KEYS if k != "samples" and theirs.get(k) != mine[k]}
         if differ:
             shown = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
-            raise ValueError(f"{out} holds traces made with other settings ({shown}); one folder never mixes two "
-                             "runs. Use another --out, or the same settings to resume.")
+            raise ValueError(
+                f"{out} holds traces made with other settings ({shown}); one folder never mixes two "
+                "runs. Use another --out, or the same settings to resume."
+            )
     write_json_atomic(mine, path)
 
 
@@ -165,43 +174,74 @@ async def generate_traces(cfg: TraceConfig, prompts: pd.DataFrame, lock: bool = 
 
 
 async def _generate_locked(cfg: TraceConfig, prompts: pd.DataFrame, log_path: str) -> tuple[int, int]:
-    from ..scorers.http import HttpEndpoint
     from ..scorers.base import ScorerError
+    from ..scorers.http import HttpEndpoint
 
     os.makedirs(cfg.out, exist_ok=True)
     done = read_done(log_path)
     check_same_run(cfg, cfg.out)
-    todo = [(r.prompt_id, k, r.text, r.source) for r in prompts.itertuples() for k in range(cfg.samples)
-            if (r.prompt_id, k) not in done or (cfg.retry_dropped and is_dropped(done[(r.prompt_id, k)]))]
+    todo = [
+        (r.prompt_id, k, r.text, r.source)
+        for r in prompts.itertuples()
+        for k in range(cfg.samples)
+        if (r.prompt_id, k) not in done or (cfg.retry_dropped and is_dropped(done[(r.prompt_id, k)]))
+    ]
     api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
     if cfg.api_key_env and not api_key:
         raise ValueError(f"environment variable {cfg.api_key_env} is not set (the teacher's API key)")
-    endpoint = HttpEndpoint(cfg.url, api_key=api_key, timeout_s=cfg.timeout_s, max_concurrency=cfg.max_concurrency,
-                            max_retries=cfg.max_retries)
+    endpoint = HttpEndpoint(
+        cfg.url,
+        api_key=api_key,
+        timeout_s=cfg.timeout_s,
+        max_concurrency=cfg.max_concurrency,
+        max_retries=cfg.max_retries,
+    )
     where = f"{endpoint.base_url}/chat/completions"
     failures = 0
     new = 0
     bar = tqdm(total=len(todo), desc="teacher samples", disable=None)
     with open(log_path, "a", encoding="utf-8") as log:
+
         async def one(prompt_id: str, k: int, text: str, source: str) -> None:
             nonlocal failures, new
             messages = user_messages(text, cfg.teacher_system_prompt)
             # A retried sample gets a new seed: a seeded teacher would repeat the dropped reply.
             attempt = int(done[(prompt_id, k)].get("attempt", 0)) + 1 if (prompt_id, k) in done else 0
             try:
-                body = await endpoint.post_json("/chat/completions", {
-                    "model": cfg.model, "messages": messages, "temperature": cfg.temperature,
-                    "max_tokens": cfg.max_tokens, "seed": cfg.seed * 1000 + k + 1_000_000 * attempt})
+                body = await endpoint.post_json(
+                    "/chat/completions",
+                    {
+                        "model": cfg.model,
+                        "messages": messages,
+                        "temperature": cfg.temperature,
+                        "max_tokens": cfg.max_tokens,
+                        "seed": cfg.seed * 1000 + k + 1_000_000 * attempt,
+                    },
+                )
                 choice = body["choices"][0]
                 reasoning, answer = split_teacher_reply(choice["message"])
             except (ScorerError, KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
                 failures += 1
-                logger.warning("teacher %s: request for %s sample %d failed: %s: %s", where, prompt_id, k,
-                               type(err).__name__, endpoint.scrub(str(err)))
+                logger.warning(
+                    "teacher %s: request for %s sample %d failed: %s: %s",
+                    where,
+                    prompt_id,
+                    k,
+                    type(err).__name__,
+                    endpoint.scrub(str(err)),
+                )
                 return
-            rec = {"prompt_id": prompt_id, "sample_idx": k, "source": source, "prompt": text,
-                   "reasoning": reasoning, "answer": answer, "model": cfg.model,
-                   "finish_reason": choice.get("finish_reason"), "attempt": attempt}
+            rec = {
+                "prompt_id": prompt_id,
+                "sample_idx": k,
+                "source": source,
+                "prompt": text,
+                "reasoning": reasoning,
+                "answer": answer,
+                "model": cfg.model,
+                "finish_reason": choice.get("finish_reason"),
+                "attempt": attempt,
+            }
             log.write(json.dumps(rec, ensure_ascii=False) + "\n")
             log.flush()
             new += 1
@@ -231,18 +271,30 @@ def traces_to_sft(records: list[dict], system_prompt: str | None) -> tuple[pd.Da
             dropped_answer += 1
             continue
         messages = user_messages(rec["prompt"], system_prompt) + [
-            {"role": "assistant", "content": sft_assistant_turn(reasoning, answer)}]
-        rows.append({"messages": messages, "prompt_id": str(rec.get("prompt_id", "")),
-                     "sample_idx": int(rec.get("sample_idx", 0)), "source": str(rec.get("source", ""))})
+            {"role": "assistant", "content": sft_assistant_turn(reasoning, answer)}
+        ]
+        rows.append(
+            {
+                "messages": messages,
+                "prompt_id": str(rec.get("prompt_id", "")),
+                "sample_idx": int(rec.get("sample_idx", 0)),
+                "source": str(rec.get("source", "")),
+            }
+        )
     if not rows:
         raise ValueError("no usable traces: every one had empty reasoning or an empty answer")
     df = pd.DataFrame(rows).sort_values(["prompt_id", "sample_idx"], kind="stable").reset_index(drop=True)
-    return df, {"traces": len(records), "kept": len(df), "dropped_empty_reasoning": dropped_empty,
-                "dropped_empty_answer": dropped_answer}
+    return df, {
+        "traces": len(records),
+        "kept": len(df),
+        "dropped_empty_reasoning": dropped_empty,
+        "dropped_empty_answer": dropped_answer,
+    }
 
 
-def write_sft(records: list[dict], out: str, system_prompt: str | None, val_fraction: float = 0.05,
-              seed: int = 0) -> dict:
+def write_sft(
+    records: list[dict], out: str, system_prompt: str | None, val_fraction: float = 0.05, seed: int = 0
+) -> dict:
     """``sft_train.parquet`` / ``sft_val.parquet`` (split by prompt, so samples of one prompt stay together)."""
     df, stats = traces_to_sft(records, system_prompt)
     ids = sorted(df["prompt_id"].unique())
@@ -250,9 +302,13 @@ def write_sft(records: list[dict], out: str, system_prompt: str | None, val_frac
     val_ids = set(np.array(ids)[_rng(seed, "sft-val").permutation(len(ids))[:n_val]])
     is_val = df["prompt_id"].isin(val_ids)
     stats.update(train=int((~is_val).sum()), val=int(is_val.sum()), prompts=len(ids))
-    write_together({os.path.join(out, "sft_train.parquet"): df[~is_val].reset_index(drop=True),
-                    os.path.join(out, "sft_val.parquet"): df[is_val].reset_index(drop=True),
-                    os.path.join(out, "sft_stats.json"): stats})
+    write_together(
+        {
+            os.path.join(out, "sft_train.parquet"): df[~is_val].reset_index(drop=True),
+            os.path.join(out, "sft_val.parquet"): df[is_val].reset_index(drop=True),
+            os.path.join(out, "sft_stats.json"): stats,
+        }
+    )
     return stats
 
 
@@ -265,7 +321,9 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--model", required=True)
     g.add_argument("--api-key-env", default=None, help="environment variable holding the API key")
     g.add_argument("--samples", type=int, default=4)
-    g.add_argument("--pool", action="append", default=[], help="NAME=N (default wildjailbreak=400 aegis2=300 safeedit=300)")
+    g.add_argument(
+        "--pool", action="append", default=[], help="NAME=N (default wildjailbreak=400 aegis2=300 safeedit=300)"
+    )
     g.add_argument("--source", action="append", default=[], help="local copy NAME=PATH")
     g.add_argument("--exclude", action="append", default=[], help="RL mix / eval parquet whose prompts to avoid")
     g.add_argument("--exclude-dir", action="append", default=[], help="folder of such parquet files")
@@ -274,21 +332,34 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--max-tokens", type=int, default=8192)
     g.add_argument("--max-concurrency", type=int, default=16)
     g.add_argument("--max-retries", type=int, default=5)
-    g.add_argument("--timeout", type=float, default=600.0,
-                   help="seconds per teacher request before it counts as failed (and is retried); default 600")
-    g.add_argument("--retry-dropped", action="store_true",
-                   help="ask again for samples already logged with empty reasoning or answer (e.g. after fixing "
-                        "the teacher's reasoning parser); the new reply replaces the old one")
+    g.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="seconds per teacher request before it counts as failed (and is retried); default 600",
+    )
+    g.add_argument(
+        "--retry-dropped",
+        action="store_true",
+        help="ask again for samples already logged with empty reasoning or answer (e.g. after fixing "
+        "the teacher's reasoning parser); the new reply replaces the old one",
+    )
     g.add_argument("--allow-small-pools", action="store_true")
-    g.add_argument("--teacher-system-prompt", default="none", help="system prompt sent to the teacher: 'none' "
-                   "(default; DeepSeek advises none for R1), 'qwen', or a text")
+    g.add_argument(
+        "--teacher-system-prompt",
+        default="none",
+        help="system prompt sent to the teacher: 'none' (default; DeepSeek advises none for R1), 'qwen', or a text",
+    )
     g.add_argument("--allow-missing", action="store_true", help="write the parquet even if some requests failed")
     c = sub.add_parser("convert", help="turn an existing traces file into the SFT parquet; no endpoint")
     c.add_argument("--traces", required=True, help="jsonl/json/parquet with prompt and reasoning+answer or response")
     c.add_argument("--out", required=True)
     for p in (g, c):
-        p.add_argument("--system-prompt", default="qwen", help="system prompt of the SFT target: 'qwen' (default), "
-                       "'none', or a text")
+        p.add_argument(
+            "--system-prompt",
+            default="qwen",
+            help="system prompt of the SFT target: 'qwen' (default), 'none', or a text",
+        )
         p.add_argument("--val-fraction", type=float, default=0.05)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -308,14 +379,29 @@ def main(argv: list[str] | None = None) -> None:
     exclude = list(args.exclude) + [f for d in args.exclude_dir for f in eval_dir_files(d, "--exclude-dir")]
     pools = dict(SFT_POOLS)
     pools.update(parse_kv(args.pool, "--pool", int))
-    cfg = TraceConfig(out=args.out, url=args.url, model=args.model, api_key_env=args.api_key_env,
-                      samples=args.samples, pools=pools, paths=parse_kv(args.source, "--source"),
-                      exclude_files=exclude, seed=args.seed, temperature=args.temperature, max_tokens=args.max_tokens,
-                      max_concurrency=args.max_concurrency, max_retries=args.max_retries, system_prompt=system,
-                      teacher_system_prompt={"qwen": QWEN_DEFAULT_SYSTEM_PROMPT, "none": None}.get(
-                          args.teacher_system_prompt, args.teacher_system_prompt),
-                      allow_small_pools=args.allow_small_pools, allow_missing=args.allow_missing,
-                      timeout_s=args.timeout, retry_dropped=args.retry_dropped)
+    cfg = TraceConfig(
+        out=args.out,
+        url=args.url,
+        model=args.model,
+        api_key_env=args.api_key_env,
+        samples=args.samples,
+        pools=pools,
+        paths=parse_kv(args.source, "--source"),
+        exclude_files=exclude,
+        seed=args.seed,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        max_concurrency=args.max_concurrency,
+        max_retries=args.max_retries,
+        system_prompt=system,
+        teacher_system_prompt={"qwen": QWEN_DEFAULT_SYSTEM_PROMPT, "none": None}.get(
+            args.teacher_system_prompt, args.teacher_system_prompt
+        ),
+        allow_small_pools=args.allow_small_pools,
+        allow_missing=args.allow_missing,
+        timeout_s=args.timeout,
+        retry_dropped=args.retry_dropped,
+    )
     if cfg.timeout_s <= 0:
         raise ValueError(f"--timeout must be > 0, got {cfg.timeout_s}")
     prompts = select_prompts(cfg)
@@ -327,13 +413,19 @@ def main(argv: list[str] | None = None) -> None:
         wanted = {(pid, k) for pid in prompts["prompt_id"] for k in range(cfg.samples)}
         records = [r for key, r in sorted(done.items()) if key in wanted]
         dropped = sum(is_dropped(r) for r in records)
-        print(f"{new} new samples this run; {len(records)}/{expected} done; {failures} failed requests; "
-              f"{dropped} logged with empty reasoning or answer")
+        print(
+            f"{new} new samples this run; {len(records)}/{expected} done; {failures} failed requests; "
+            f"{dropped} logged with empty reasoning or answer"
+        )
         if len(records) < expected and not cfg.allow_missing:
-            raise SystemExit(f"{expected - len(records)} samples missing ({failures} failed this run): run the same "
-                             "command again to resume, or pass --allow-missing")
-        retry_hint = (f" {dropped} logged samples have empty reasoning or answer; after fixing the teacher, rerun "
-                      "with --retry-dropped to ask for them again (a plain rerun sends no request for them).")
+            raise SystemExit(
+                f"{expected - len(records)} samples missing ({failures} failed this run): run the same "
+                "command again to resume, or pass --allow-missing"
+            )
+        retry_hint = (
+            f" {dropped} logged samples have empty reasoning or answer; after fixing the teacher, rerun "
+            "with --retry-dropped to ask for them again (a plain rerun sends no request for them)."
+        )
         try:
             stats = write_sft(records, cfg.out, system, args.val_fraction, cfg.seed)
         except ValueError as err:

@@ -77,7 +77,9 @@ def _rainbow(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _aegis(df: pd.DataFrame) -> pd.DataFrame:
-    keep = (df["prompt_label"].astype(str).str.lower() == "unsafe") & (df["prompt"].astype(str).str.strip() != "REDACTED")
+    keep = (df["prompt_label"].astype(str).str.lower() == "unsafe") & (
+        df["prompt"].astype(str).str.strip() != "REDACTED"
+    )
     df = df[keep]
     cats = df["violated_categories"].astype(str) if "violated_categories" in df.columns else ""
     return pd.DataFrame({"text": df["prompt"], "category": cats}, index=df.index)
@@ -93,8 +95,10 @@ def _wildchat(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _xstest(df: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"text": df["prompt"], "category": df["type"].astype(str),
-                         "label": df["label"].astype(str).str.lower()}, index=df.index)
+    return pd.DataFrame(
+        {"text": df["prompt"], "category": df["type"].astype(str), "label": df["label"].astype(str).str.lower()},
+        index=df.index,
+    )
 
 
 def _sorry_bench(df: pd.DataFrame) -> pd.DataFrame:
@@ -114,56 +118,109 @@ _sorry_bench.text_column = "turns"
 SOURCES: dict[str, SourceSpec] = {
     # --- RL harmful -------------------------------------------------------------------------
     "wildjailbreak": SourceSpec(
-        "wildjailbreak", "harmful", "allenai/wildjailbreak", ("vanilla", "adversarial", "data_type"), _wildjailbreak,
-        config="train", load_kwargs={"delimiter": "\t", "keep_default_na": False},
+        "wildjailbreak",
+        "harmful",
+        "allenai/wildjailbreak",
+        ("vanilla", "adversarial", "data_type"),
+        _wildjailbreak,
+        config="train",
+        load_kwargs={"delimiter": "\t", "keep_default_na": False},
         note="gated; vanilla_harmful + adversarial_harmful",
     ),
     "rainbow_teaming": SourceSpec(
-        "rainbow_teaming", "harmful", None, ("prompt",), _rainbow,
+        "rainbow_teaming",
+        "harmful",
+        None,
+        ("prompt",),
+        _rainbow,
         note="local only: archives generated against the SFT model (Rainbow-Teaming archive JSON: a file, folder "
-             "or glob; or a table with columns prompt, optional risk_category)",
+        "or glob; or a table with columns prompt, optional risk_category)",
     ),
     "aegis2": SourceSpec(
-        "aegis2", "harmful", "nvidia/Aegis-AI-Content-Safety-Dataset-2.0", ("prompt", "prompt_label"), _aegis,
+        "aegis2",
+        "harmful",
+        "nvidia/Aegis-AI-Content-Safety-Dataset-2.0",
+        ("prompt", "prompt_label"),
+        _aegis,
         note="gated; prompt_label == unsafe, REDACTED prompts dropped",
     ),
     # --- RL harmless / ambiguous -------------------------------------------------------------
     "ultrafeedback": SourceSpec(
-        "ultrafeedback", "harmless", "HuggingFaceH4/ultrafeedback_binarized", ("prompt",), _simple("prompt"),
+        "ultrafeedback",
+        "harmless",
+        "HuggingFaceH4/ultrafeedback_binarized",
+        ("prompt",),
+        _simple("prompt"),
         split="train_prefs",
     ),
     "orbench": SourceSpec(
-        "orbench", "ambiguous", "bench-llm/or-bench", ("prompt", "category"), _simple("prompt", "category"),
-        config="or-bench-80k", note="or-bench-80k; or-bench-hard-1k prompts are removed (source orbench_hard)",
+        "orbench",
+        "ambiguous",
+        "bench-llm/or-bench",
+        ("prompt", "category"),
+        _simple("prompt", "category"),
+        config="or-bench-80k",
+        note="or-bench-80k; or-bench-hard-1k prompts are removed (source orbench_hard)",
     ),
     "orbench_hard": SourceSpec(
-        "orbench_hard", "ambiguous", "bench-llm/or-bench", ("prompt", "category"), _simple("prompt", "category"),
+        "orbench_hard",
+        "ambiguous",
+        "bench-llm/or-bench",
+        ("prompt", "category"),
+        _simple("prompt", "category"),
         config="or-bench-hard-1k",
     ),
     # --- evaluation --------------------------------------------------------------------------
     "strongreject": SourceSpec(
-        "strongreject", "harmful", "walledai/StrongREJECT", ("prompt", "category"), _simple("prompt", "category"),
-        aliases={"forbidden_prompt": "prompt"}, note="the official CSVs (forbidden_prompt column) work as local copies",
+        "strongreject",
+        "harmful",
+        "walledai/StrongREJECT",
+        ("prompt", "category"),
+        _simple("prompt", "category"),
+        aliases={"forbidden_prompt": "prompt"},
+        note="the official CSVs (forbidden_prompt column) work as local copies",
     ),
     # --- SFT warm-start prompts (harmful; kept disjoint from the RL mix) ----------------------
     "safeedit": SourceSpec(
-        "safeedit", "harmful", "zjunlp/SafeEdit", ("question",), _simple("question"),
-        aliases={"adversarial prompt": "question"}, note="SafeEdit questions",
+        "safeedit",
+        "harmful",
+        "zjunlp/SafeEdit",
+        ("question",),
+        _simple("question"),
+        aliases={"adversarial prompt": "question"},
+        note="SafeEdit questions",
     ),
     "xstest": SourceSpec(
-        "xstest", "harmless", "walledai/XSTest", ("prompt", "type", "label"), _xstest, split="test",
+        "xstest",
+        "harmless",
+        "walledai/XSTest",
+        ("prompt", "type", "label"),
+        _xstest,
+        split="test",
         note="label safe -> harmless prompts (over-refusal), unsafe -> harmful",
     ),
     "harmbench": SourceSpec(
-        "harmbench", "harmful", "walledai/HarmBench", ("prompt", "category"), _simple("prompt", "category"),
+        "harmbench",
+        "harmful",
+        "walledai/HarmBench",
+        ("prompt", "category"),
+        _simple("prompt", "category"),
         config="standard",
     ),
     "sorry_bench": SourceSpec(
-        "sorry_bench", "harmful", "sorry-bench/sorry-bench-202406", ("turns", "category"), _sorry_bench,
+        "sorry_bench",
+        "harmful",
+        "sorry-bench/sorry-bench-202406",
+        ("turns", "category"),
+        _sorry_bench,
         note="gated; base prompt style only",
     ),
     "wildchat": SourceSpec(
-        "wildchat", "harmless", "allenai/WildChat-1M", ("conversation", "toxic", "language"), _wildchat,
+        "wildchat",
+        "harmless",
+        "allenai/WildChat-1M",
+        ("conversation", "toxic", "language"),
+        _wildchat,
         note="gated; English, non-toxic, first user turn",
     ),
 }
@@ -199,8 +256,10 @@ def load_source(name: str, path: str | None = None) -> pd.DataFrame:
     try:
         out = spec.extract(raw)
     except (TypeError, KeyError, IndexError, AttributeError, ValueError) as err:
-        raise ValueError(f"source {name} from {where}: a row does not have the expected shape "
-                         f"({type(err).__name__}: {err}); expected columns {list(spec.columns)}") from err
+        raise ValueError(
+            f"source {name} from {where}: a row does not have the expected shape "
+            f"({type(err).__name__}: {err}); expected columns {list(spec.columns)}"
+        ) from err
     column = getattr(spec.extract, "text_column", "text")
     if not path:  # a hub copy cannot be fixed by the user: null prompts are dropped, and counted
         nulls = out["text"].map(lambda v: v is None or (isinstance(v, float) and v != v))
@@ -278,8 +337,10 @@ def read_rainbow_archives(paths: str | Iterable[str]) -> pd.DataFrame:
         except ValueError as err:
             raise ValueError(f"Rainbow-Teaming archive {path}: not valid JSON ({err})") from None
         if not isinstance(data, list) or not all(isinstance(row, list) for row in data):
-            raise ValueError(f"Rainbow-Teaming archive {path}: expected a list of risk categories, each a list of "
-                             f"attack-style cells; got {type(data).__name__} at the top level or in a category")
+            raise ValueError(
+                f"Rainbow-Teaming archive {path}: expected a list of risk categories, each a list of "
+                f"attack-style cells; got {type(data).__name__} at the top level or in a category"
+            )
         for i, row in enumerate(data):
             for j, cell in enumerate(row):
                 cells += 1
@@ -288,8 +349,9 @@ def read_rainbow_archives(paths: str | Iterable[str]) -> pd.DataFrame:
                     empty += 1
                     continue
                 if not isinstance(cell, dict) or "prompt" not in cell:
-                    raise ValueError(f"{where}: expected {{'prompt': str, 'score': float}} or an empty cell, "
-                                     f"got {str(cell)[:120]!r}")
+                    raise ValueError(
+                        f"{where}: expected {{'prompt': str, 'score': float}} or an empty cell, got {str(cell)[:120]!r}"
+                    )
                 prompt, score = cell["prompt"], cell.get("score")
                 if not isinstance(prompt, str):
                     raise ValueError(f"{where}: 'prompt' must be a string, got {type(prompt).__name__}")

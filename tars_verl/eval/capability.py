@@ -63,25 +63,40 @@ class CapabilityConfig:
         known = set(self.task_manager().all_tasks)
         unknown = [t for t in self.tasks if t not in known]
         if unknown:
-            raise ValueError(f"--capability: unknown lm-eval task(s) {unknown}; list them with `lm_eval ls tasks`, "
-                             f"or add your own YAMLs with --capability-include DIR")
+            raise ValueError(
+                f"--capability: unknown lm-eval task(s) {unknown}; list them with `lm_eval ls tasks`, "
+                f"or add your own YAMLs with --capability-include DIR"
+            )
 
 
 def lm_eval_model(path: str, gen: GenConfig) -> tuple[str, dict]:
     """lm-eval's model type and arguments for our back end."""
     backend = resolve_backend(gen.backend)
     if backend == "vllm":
-        return "vllm", {"pretrained": path, "tensor_parallel_size": gen.tensor_parallel_size, "seed": gen.seed,
-                        "trust_remote_code": False}
+        return "vllm", {
+            "pretrained": path,
+            "tensor_parallel_size": gen.tensor_parallel_size,
+            "seed": gen.seed,
+            "trust_remote_code": False,
+        }
     if backend == "openai":
-        args = {"model": path, "base_url": gen.openai_url.rstrip("/") + "/chat/completions",
-                "num_concurrent": gen.max_concurrency, "max_retries": gen.max_retries, "tokenized_requests": False}
+        args = {
+            "model": path,
+            "base_url": gen.openai_url.rstrip("/") + "/chat/completions",
+            "num_concurrent": gen.max_concurrency,
+            "max_retries": gen.max_retries,
+            "tokenized_requests": False,
+        }
         return "local-chat-completions", args
     import torch
 
     gpu = torch.cuda.is_available()
-    return "hf", {"pretrained": path, "dtype": "bfloat16" if gpu else "float32", "device": "cuda" if gpu else "cpu",
-                  "trust_remote_code": False}
+    return "hf", {
+        "pretrained": path,
+        "dtype": "bfloat16" if gpu else "float32",
+        "device": "cuda" if gpu else "cpu",
+        "trust_remote_code": False,
+    }
 
 
 def results_rows(model: str, results: dict) -> list[dict]:
@@ -96,9 +111,16 @@ def results_rows(model: str, results: dict) -> list[dict]:
             metric, _, flt = key.partition(",")
             stderr = metrics.get(f"{metric}_stderr,{flt}")
             name = f"{metric} ({flt})" if flt and flt != "none" else metric
-            rows.append({"model": model, "task": task, "metric": name,
-                         "value": float(value), "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
-                         "n": n})
+            rows.append(
+                {
+                    "model": model,
+                    "task": task,
+                    "metric": name,
+                    "value": float(value),
+                    "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
+                    "n": n,
+                }
+            )
     return rows
 
 
@@ -128,10 +150,20 @@ def run_capability(models: dict[str, str], cap: CapabilityConfig, gen: GenConfig
     rows = []
     for name, path in models.items():
         model_type, model_args = lm_eval_model(path, gen)
-        key = hashlib.sha256(json.dumps({"fingerprint": model_fingerprint(path, resolve_backend(gen.backend)),
-                                         "model_type": model_type, "model_args": model_args, "tasks": cap.tasks,
-                                         "limit": cap.limit, "seed": gen.seed}, sort_keys=True, default=str)
-                             .encode()).hexdigest()[:24]
+        key = hashlib.sha256(
+            json.dumps(
+                {
+                    "fingerprint": model_fingerprint(path, resolve_backend(gen.backend)),
+                    "model_type": model_type,
+                    "model_args": model_args,
+                    "tasks": cap.tasks,
+                    "limit": cap.limit,
+                    "seed": gen.seed,
+                },
+                sort_keys=True,
+                default=str,
+            ).encode()
+        ).hexdigest()[:24]
         path_json = os.path.join(out_dir, f"{name}.json")
         if os.path.exists(path_json):
             with open(path_json) as f:
@@ -142,10 +174,19 @@ def run_capability(models: dict[str, str], cap: CapabilityConfig, gen: GenConfig
             logger.warning("%s: made with other model files, tasks or limit; running lm-eval again", path_json)
         with _openai_key(gen if model_type == "local-chat-completions" else None):
             results = lm_eval.simple_evaluate(
-                model=model_type, model_args=model_args, tasks=list(cap.tasks), limit=cap.limit,
-                batch_size=cap.batch_size if model_type == "hf" else None, apply_chat_template=True,
-                task_manager=manager, log_samples=False, random_seed=gen.seed, numpy_random_seed=gen.seed,
-                torch_random_seed=gen.seed, fewshot_random_seed=gen.seed)
+                model=model_type,
+                model_args=model_args,
+                tasks=list(cap.tasks),
+                limit=cap.limit,
+                batch_size=cap.batch_size if model_type == "hf" else None,
+                apply_chat_template=True,
+                task_manager=manager,
+                log_samples=False,
+                random_seed=gen.seed,
+                numpy_random_seed=gen.seed,
+                torch_random_seed=gen.seed,
+                fewshot_random_seed=gen.seed,
+            )
         if results is None:
             raise RuntimeError(f"lm-eval returned no results for model {name} ({path})")
         keep = {k: results[k] for k in ("results", "n-samples", "versions", "n-shot", "configs") if k in results}

@@ -86,25 +86,37 @@ class GenConfig:
         if self.samples < 1 or self.batch_size < 1 or self.chunk_size < 1 or self.max_new_tokens < 1:
             raise ValueError("--samples, --batch-size, --chunk-size and --max-new-tokens must be >= 1")
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.repetition_penalty <= 0:
-            raise ValueError(f"bad sampling settings: temperature={self.temperature} (>= 0), top_p={self.top_p} "
-                             f"((0, 1]), top_k={self.top_k} (>= 0), repetition_penalty={self.repetition_penalty} (> 0)")
+            raise ValueError(
+                f"bad sampling settings: temperature={self.temperature} (>= 0), top_p={self.top_p} "
+                f"((0, 1]), top_k={self.top_k} (>= 0), repetition_penalty={self.repetition_penalty} (> 0)"
+            )
         if self.backend == "openai":
             if not self.openai_url:
-                raise ValueError("--backend openai needs --openai-url (the endpoint's base URL, "
-                                 "e.g. http://host:8000/v1)")
+                raise ValueError(
+                    "--backend openai needs --openai-url (the endpoint's base URL, e.g. http://host:8000/v1)"
+                )
             if self.openai_standard_params_only and (self.top_k or self.repetition_penalty != 1.0):
                 raise ValueError("--openai-standard-params-only cannot send --top-k / --repetition-penalty")
             if self.prefill_think:
-                raise ValueError("--prefill-think needs a back end that renders the chat template (hf or vllm); "
-                                 "an OpenAI-compatible chat endpoint renders it on the server")
+                raise ValueError(
+                    "--prefill-think needs a back end that renders the chat template (hf or vllm); "
+                    "an OpenAI-compatible chat endpoint renders it on the server"
+                )
 
 
 def sampling_settings(cfg: GenConfig, backend: str) -> dict:
     """Everything that determines a generation besides the weights and the prompt (recorded in results.json)."""
-    return {"backend": backend, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k,
-            "repetition_penalty": cfg.repetition_penalty, "max_new_tokens": cfg.max_new_tokens,
-            "prefill_think": cfg.prefill_think, "seed": cfg.seed,
-            **({"openai_standard_params_only": True} if backend == "openai" and cfg.openai_standard_params_only else {})}
+    return {
+        "backend": backend,
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "top_k": cfg.top_k,
+        "repetition_penalty": cfg.repetition_penalty,
+        "max_new_tokens": cfg.max_new_tokens,
+        "prefill_think": cfg.prefill_think,
+        "seed": cfg.seed,
+        **({"openai_standard_params_only": True} if backend == "openai" and cfg.openai_standard_params_only else {}),
+    }
 
 
 def request_seed(base_seed: int, prompt_id: str, sample_idx: int) -> int:
@@ -115,8 +127,16 @@ def request_seed(base_seed: int, prompt_id: str, sample_idx: int) -> int:
 
 
 _WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "*.gguf")
-_HASHED_FILES = ("config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json", "tokenizer.json",
-                 "tokenizer_config.json", "chat_template.jinja", "chat_template.json", "special_tokens_map.json")
+_HASHED_FILES = (
+    "config.json",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "special_tokens_map.json",
+)
 
 
 def _hub_commit(model_id: str) -> str:
@@ -131,8 +151,10 @@ def _hub_commit(model_id: str) -> str:
             return os.path.basename(os.path.normpath(folder))
         except Exception as err:  # noqa: BLE001 - offline, gated or not cached: try the next way
             errors.append(f"{type(err).__name__}: {err}")
-    raise ValueError(f"--model {model_id}: not a local folder, and its hub commit cannot be resolved "
-                     f"({'; '.join(e[:200] for e in errors)})")
+    raise ValueError(
+        f"--model {model_id}: not a local folder, and its hub commit cannot be resolved "
+        f"({'; '.join(e[:200] for e in errors)})"
+    )
 
 
 def model_fingerprint(model_path: str, backend: str) -> dict:
@@ -181,20 +203,30 @@ class HFGenerator:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=dtype, trust_remote_code=False).to(self.device).eval()
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, trust_remote_code=False)
+            .to(self.device)
+            .eval()
+        )
         # transformers falls back to the model's generation_config for every setting a caller leaves at
         # its global default (top_k=50 -> the model's top_k=20, repetition_penalty=1.0 -> 1.05). Replace it
         # by a blank one that keeps only the stop tokens, so that only our settings apply (as in vLLM).
         own = self.model.generation_config
         eos = own.eos_token_id if own.eos_token_id is not None else self.tokenizer.eos_token_id
-        self.model.generation_config = GenerationConfig(eos_token_id=eos, bos_token_id=own.bos_token_id,
-                                                        pad_token_id=self.tokenizer.pad_token_id)
+        self.model.generation_config = GenerationConfig(
+            eos_token_id=eos, bos_token_id=own.bos_token_id, pad_token_id=self.tokenizer.pad_token_id
+        )
         sample = cfg.temperature > 0
         self.gen_config = GenerationConfig(
-            do_sample=sample, temperature=cfg.temperature if sample else None, top_p=cfg.top_p if sample else None,
-            top_k=cfg.top_k if sample else None, repetition_penalty=cfg.repetition_penalty,
-            max_new_tokens=cfg.max_new_tokens, eos_token_id=eos, pad_token_id=self.tokenizer.pad_token_id)
+            do_sample=sample,
+            temperature=cfg.temperature if sample else None,
+            top_p=cfg.top_p if sample else None,
+            top_k=cfg.top_k if sample else None,
+            repetition_penalty=cfg.repetition_penalty,
+            max_new_tokens=cfg.max_new_tokens,
+            eos_token_id=eos,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
 
     def generate(self, texts: list[str], seeds: list[int]) -> list[str]:
         """One batch; transformers has one random stream per batch, seeded from the batch's first request."""
@@ -204,7 +236,7 @@ class HFGenerator:
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         with torch.inference_mode():
             out = self.model.generate(**enc, generation_config=self.gen_config)
-        return self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        return self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
     def close(self) -> None:
         import torch
@@ -220,17 +252,22 @@ class VLLMGenerator:
         from vllm import LLM
 
         self.cfg = cfg
-        self.llm = LLM(model=model_path, tensor_parallel_size=cfg.tensor_parallel_size, seed=cfg.seed,
-                       trust_remote_code=False)
+        self.llm = LLM(
+            model=model_path, tensor_parallel_size=cfg.tensor_parallel_size, seed=cfg.seed, trust_remote_code=False
+        )
         self.tokenizer = self.llm.get_tokenizer()
 
     def params(self, seed: int):
         from vllm import SamplingParams
 
-        return SamplingParams(temperature=self.cfg.temperature, top_p=self.cfg.top_p,
-                              top_k=self.cfg.top_k if self.cfg.top_k > 0 else -1,
-                              repetition_penalty=self.cfg.repetition_penalty, max_tokens=self.cfg.max_new_tokens,
-                              seed=seed)
+        return SamplingParams(
+            temperature=self.cfg.temperature,
+            top_p=self.cfg.top_p,
+            top_k=self.cfg.top_k if self.cfg.top_k > 0 else -1,
+            repetition_penalty=self.cfg.repetition_penalty,
+            max_tokens=self.cfg.max_new_tokens,
+            seed=seed,
+        )
 
     def generate(self, texts: list[str], seeds: list[int]) -> list[str]:
         """One ``generate`` over the whole chunk; each request has its own seed. The rendered chat
@@ -283,13 +320,24 @@ class OpenAIGenerator:
             api_key = os.environ.get(cfg.api_key_env)
             if not api_key:
                 raise ValueError(f"--api-key-env {cfg.api_key_env}: that environment variable is not set")
-        self.endpoint = HttpEndpoint(cfg.openai_url, api_key=api_key, timeout_s=cfg.timeout_s,
-                                     max_concurrency=cfg.max_concurrency, max_retries=cfg.max_retries)
+        self.endpoint = HttpEndpoint(
+            cfg.openai_url,
+            api_key=api_key,
+            timeout_s=cfg.timeout_s,
+            max_concurrency=cfg.max_concurrency,
+            max_retries=cfg.max_retries,
+        )
 
     def payload(self, messages: list[dict], seed: int) -> dict:
         cfg = self.cfg
-        body = {"model": self.model, "messages": messages, "temperature": cfg.temperature, "top_p": cfg.top_p,
-                "max_tokens": cfg.max_new_tokens, "seed": seed}
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "max_tokens": cfg.max_new_tokens,
+            "seed": seed,
+        }
         # top_k / repetition_penalty are vLLM extensions. Always sent by default: `vllm serve` otherwise applies
         # the model's generation_config.json (e.g. top_k=20, repetition_penalty=1.05) to fields a request omits.
         if not cfg.openai_standard_params_only:
@@ -304,8 +352,9 @@ class OpenAIGenerator:
         try:
             text = body["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError) as err:
-            raise ScorerError(f"{self.endpoint.base_url}/chat/completions: no choices[0].message.content in "
-                              f"{str(body)[:200]!r}") from err
+            raise ScorerError(
+                f"{self.endpoint.base_url}/chat/completions: no choices[0].message.content in {str(body)[:200]!r}"
+            ) from err
         return text or ""
 
     def close(self) -> None:
@@ -341,8 +390,11 @@ def _check_cache(path: str, meta_path: str, done: dict, key: str, meta: dict, re
     if os.path.exists(meta_path):
         with open(meta_path) as f:
             old = json.load(f)
-    changed = sorted(k for k in set(old.get("settings", {})) | set(meta["settings"])
-                     if old.get("settings", {}).get(k) != meta["settings"].get(k))
+    changed = sorted(
+        k
+        for k in set(old.get("settings", {})) | set(meta["settings"])
+        if old.get("settings", {}).get(k) != meta["settings"].get(k)
+    )
     if old.get("fingerprint") != meta["fingerprint"]:
         changed.insert(0, "model weights/files")
     what = ", ".join(changed) if changed else "unknown (cache written by an older version)"
@@ -350,7 +402,8 @@ def _check_cache(path: str, meta_path: str, done: dict, key: str, meta: dict, re
         raise StaleCacheError(
             f"{path}: {len(stale)} cached generation(s) were made with other settings or weights (changed: {what}). "
             f"Refusing to mix them with new ones: pass --regenerate to set them aside and generate again, or use "
-            f"another --out (or another --model NAME).")
+            f"another --out (or another --model NAME)."
+        )
     aside = f"{path}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
     os.replace(path, aside)
     logger.warning("%s: settings changed (%s); old generations moved to %s", path, what, aside)
@@ -361,8 +414,11 @@ def run_key(model_path: str, cfg: GenConfig) -> tuple[str, dict]:
     """What determines a generation run (the model's identity and the sampling settings), as the key every cached
     generation carries (``gen_key``), and the metadata written beside the cache."""
     backend = resolve_backend(cfg.backend)
-    meta = {"model": model_path, "fingerprint": model_fingerprint(model_path, backend),
-            "settings": sampling_settings(cfg, backend)}
+    meta = {
+        "model": model_path,
+        "fingerprint": model_fingerprint(model_path, backend),
+        "settings": sampling_settings(cfg, backend),
+    }
     if backend == "openai":
         meta["fingerprint"]["url"] = cfg.openai_url.rstrip("/")
     return _sha(json.dumps({"fingerprint": meta["fingerprint"], "settings": meta["settings"]}, sort_keys=True)), meta
@@ -373,8 +429,14 @@ def prompt_sha(text: str) -> str:
     return _sha(text)
 
 
-def generate_for_model(model_name: str, model_path: str, prompts: list[EvalPrompt], cfg: GenConfig,
-                       cache_dir: str, regenerate: bool = False) -> dict[tuple[str, int], dict]:
+def generate_for_model(
+    model_name: str,
+    model_path: str,
+    prompts: list[EvalPrompt],
+    cfg: GenConfig,
+    cache_dir: str,
+    regenerate: bool = False,
+) -> dict[tuple[str, int], dict]:
     """Every (prompt, sample) generation for one model, from the cache where it is still valid."""
     cfg.validate()
     os.makedirs(cache_dir, exist_ok=True)
@@ -394,34 +456,60 @@ def generate_for_model(model_name: str, model_path: str, prompts: list[EvalPromp
         tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
         texts = {p.prompt_id: render(tok, p, cfg.prefill_think) for p in prompts}
     shas = {pid: _sha(t) for pid, t in texts.items()}
-    todo = [(p, k) for p in prompts for k in range(cfg.samples)
-            if done.get((p.prompt_id, k), {}).get("prompt_sha") != shas[p.prompt_id]]
+    todo = [
+        (p, k)
+        for p in prompts
+        for k in range(cfg.samples)
+        if done.get((p.prompt_id, k), {}).get("prompt_sha") != shas[p.prompt_id]
+    ]
     n_changed = sum(1 for p, k in todo if (p.prompt_id, k) in done)
     if n_changed:
-        logger.warning("%s: %d cached generation(s) had another prompt text (rebuilt eval set?); regenerating them",
-                       model_name, n_changed)
+        logger.warning(
+            "%s: %d cached generation(s) had another prompt text (rebuilt eval set?); regenerating them",
+            model_name,
+            n_changed,
+        )
     if not todo:
         return done
     generator = make_generator(model_path, cfg)
     bar = tqdm(total=len(todo), desc=f"generating ({model_name})", disable=None)
 
     def record(p: EvalPrompt, k: int, text: str, seed: int) -> dict:
-        return {"prompt_id": p.prompt_id, "sample_idx": k, "response": text, "model": model_name,
-                "think_prefilled": cfg.prefill_think, "gen_key": key, "prompt_sha": shas[p.prompt_id], "seed": seed}
+        return {
+            "prompt_id": p.prompt_id,
+            "sample_idx": k,
+            "response": text,
+            "model": model_name,
+            "think_prefilled": cfg.prefill_think,
+            "gen_key": key,
+            "prompt_sha": shas[p.prompt_id],
+            "seed": seed,
+        }
 
     try:
         with open(path, "a") as log:
+
             def write(rec: dict) -> None:
                 log.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 done[(rec["prompt_id"], rec["sample_idx"])] = rec
 
             step = cfg.batch_size if backend == "hf" else cfg.chunk_size
             for start in range(0, len(todo), step):
-                chunk = todo[start: start + step]
+                chunk = todo[start : start + step]
                 seeds = [request_seed(cfg.seed, p.prompt_id, k) for p, k in chunk]
                 if backend == "openai":
-                    asyncio.run(_openai_chunk(generator, chunk, seeds, lambda i, text: (
-                        write(record(chunk[i][0], chunk[i][1], text, seeds[i])), log.flush(), bar.update(1))))
+                    asyncio.run(
+                        _openai_chunk(
+                            generator,
+                            chunk,
+                            seeds,
+                            lambda i, text, chunk=chunk, seeds=seeds: (
+                                write(record(chunk[i][0], chunk[i][1], text, seeds[i])),
+                                log.flush(),
+                                bar.update(1),
+                            ),
+                        )
+                    )
                     continue
                 outputs = generator.generate([texts[p.prompt_id] for p, _ in chunk], seeds)
                 for (p, k), text, seed in zip(chunk, outputs, seeds):

@@ -26,7 +26,7 @@ import re
 import string
 from dataclasses import dataclass
 
-from ..scorers.base import ScoreItem, ScoreResult, ScorerConfigError, ScorerError
+from ..scorers.base import ScoreItem, ScorerConfigError, ScorerError, ScoreResult
 from ..scorers.http import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
 
 HARMBENCH_PROMPTS_URL = "https://raw.githubusercontent.com/centerforaisafety/HarmBench/main/eval_utils.py"
@@ -43,8 +43,10 @@ def _read_source(source: str) -> tuple[str, str]:
             with urllib.request.urlopen(source, timeout=60) as resp:  # noqa: S310 - a URL the user chose
                 return resp.read().decode("utf-8"), source
         except OSError as err:
-            raise ValueError(f"HarmBench classifier prompts: cannot download {source} ({err}); download it "
-                             f"yourself and pass the file with --harmbench-prompts PATH") from err
+            raise ValueError(
+                f"HarmBench classifier prompts: cannot download {source} ({err}); download it "
+                f"yourself and pass the file with --harmbench-prompts PATH"
+            ) from err
     if not os.path.exists(source):
         raise FileNotFoundError(f"HarmBench classifier prompts file not found: {source}")
     with open(source, encoding="utf-8") as f:
@@ -67,8 +69,9 @@ def load_classifier_prompts(source: str = HARMBENCH_PROMPTS_URL) -> dict[str, st
         except SyntaxError as err:
             raise ValueError(f"{where}: neither a JSON object nor Python source ({err})") from err
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "LLAMA2_CLS_PROMPT"
-                                                     for t in node.targets)):
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "LLAMA2_CLS_PROMPT" for t in node.targets
+            ):
                 prompts = ast.literal_eval(node.value)
                 break
         if prompts is None:
@@ -83,8 +86,10 @@ def load_classifier_prompts(source: str = HARMBENCH_PROMPTS_URL) -> dict[str, st
         except ValueError as err:
             raise ValueError(f"{where}: template {key!r} is not a str.format template ({err})") from err
         if found != set(fields):
-            raise ValueError(f"{where}: template {key!r} has placeholders {sorted(found)}; expected {list(fields)} "
-                             f"(missing {sorted(set(fields) - found)})")
+            raise ValueError(
+                f"{where}: template {key!r} has placeholders {sorted(found)}; expected {list(fields)} "
+                f"(missing {sorted(set(fields) - found)})"
+            )
     return {k: prompts[k] for k in _FIELDS}
 
 
@@ -139,18 +144,25 @@ class HarmBenchClassifier:
         return fill(self.prompts["prompt"], behavior=behavior, generation=generation)
 
     async def _one(self, item: ScoreItem, context: str) -> ScoreResult:
-        payload = {"model": self.config.model, "prompt": self.render(item.prompt, item.text, context),
-                   "max_tokens": 1, "temperature": 0.0}
+        payload = {
+            "model": self.config.model,
+            "prompt": self.render(item.prompt, item.text, context),
+            "max_tokens": 1,
+            "temperature": 0.0,
+        }
         body = await self.endpoint.post_json("/completions", payload)
         try:
             reply = body["choices"][0]["text"]
         except (KeyError, IndexError, TypeError) as err:
-            raise ScorerError(f"{self.endpoint.base_url}/completions: no choices[0].text in "
-                              f"{str(body)[:200]!r}") from err
+            raise ScorerError(
+                f"{self.endpoint.base_url}/completions: no choices[0].text in {str(body)[:200]!r}"
+            ) from err
         verdict = (reply or "").strip().lower()
         if verdict not in ("yes", "no"):
-            raise ScorerError(f"{self.endpoint.base_url}/completions: HarmBench classifier replied {reply!r}, "
-                              f"not Yes/No (is the served model {self.config.model} the HarmBench classifier?)")
+            raise ScorerError(
+                f"{self.endpoint.base_url}/completions: HarmBench classifier replied {reply!r}, "
+                f"not Yes/No (is the served model {self.config.model} the HarmBench classifier?)"
+            )
         return ScoreResult(1.0 if verdict == "no" else 0.0, {"verdict": verdict, "contextual": bool(context)})
 
     async def score(self, items: list[ScoreItem], contexts: list[str] | None = None) -> list[ScoreResult]:

@@ -57,14 +57,16 @@ def build_judge(cfg: dict, where: str):
         known = {f.name for f in dataclasses.fields(HarmBenchClassifierConfig)}
         unknown = sorted(set(cfg) - known)
         if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown} for backend harmbench_classifier; "
-                             f"valid: {sorted(known)}")
+            raise ValueError(
+                f"{where}: unknown key(s) {unknown} for backend harmbench_classifier; valid: {sorted(known)}"
+            )
         return HarmBenchClassifier(HarmBenchClassifierConfig(**cfg))
     return build_scorer(cfg, where=where)
 
 
-def judge_records(prompts: list[EvalPrompt], generations: dict[str, dict], tokenizers: dict[str, object],
-                  judges: dict[str, object]) -> pd.DataFrame:
+def judge_records(
+    prompts: list[EvalPrompt], generations: dict[str, dict], tokenizers: dict[str, object], judges: dict[str, object]
+) -> pd.DataFrame:
     """``generations``: {model: {(prompt_id, sample): record}}; ``judges``: {"safety": judge, "overrefusal":
     judge} (already checked); returns one judged row per generation."""
     by_id = {p.prompt_id: p for p in prompts}
@@ -78,14 +80,28 @@ def judge_records(prompts: list[EvalPrompt], generations: dict[str, dict], token
             parts = split_reasoning(rec["response"], think_prefilled=bool(rec.get("think_prefilled")))
             n_reason = len(tok(parts.reasoning, add_special_tokens=False)["input_ids"]) if parts.reasoning else 0
             n_answer = len(tok(parts.answer, add_special_tokens=False)["input_ids"]) if parts.answer else 0
-            rows.append({"model": model, "dataset": p.dataset, "suite": p.suite, "attack": p.attack,
-                         "prompt_id": pid, "sample": k, "category": p.category, "category_group": p.category_group,
-                         "behavior": p.behavior, "context": p.context,
-                         "behavior_id": p.extra.get("behavior_id", ""),
-                         "functional_category": p.extra.get("functional_category", ""),
-                         "response": rec["response"], "answer": parts.answer,
-                         "has_close_tag": int(parts.has_close_tag), "format_ok": int(parts.format_ok),
-                         "reasoning_tokens": n_reason, "answer_tokens": n_answer})
+            rows.append(
+                {
+                    "model": model,
+                    "dataset": p.dataset,
+                    "suite": p.suite,
+                    "attack": p.attack,
+                    "prompt_id": pid,
+                    "sample": k,
+                    "category": p.category,
+                    "category_group": p.category_group,
+                    "behavior": p.behavior,
+                    "context": p.context,
+                    "behavior_id": p.extra.get("behavior_id", ""),
+                    "functional_category": p.extra.get("functional_category", ""),
+                    "response": rec["response"],
+                    "answer": parts.answer,
+                    "has_close_tag": int(parts.has_close_tag),
+                    "format_ok": int(parts.format_ok),
+                    "reasoning_tokens": n_reason,
+                    "answer_tokens": n_answer,
+                }
+            )
     df = pd.DataFrame(rows)
     if df.empty:
         raise ValueError("no generations to judge")
@@ -106,15 +122,17 @@ async def _judge(df: pd.DataFrame, judges: dict[str, object]) -> None:
         if any(contexts) and not isinstance(judge, HarmBenchClassifier):
             logging.getLogger(__name__).warning(
                 "%d HarmBench contextual behaviour(s) are judged without their context (only --safety-judge "
-                "harmbench reads it)", sum(bool(c) for c in contexts))
+                "harmbench reads it)",
+                sum(bool(c) for c in contexts),
+            )
         results = []
         batch = max(1, judge.config.max_batch_size)
         try:
             for start in range(0, len(items), batch):
                 if isinstance(judge, HarmBenchClassifier):
-                    results += await judge.score(items[start: start + batch], contexts[start: start + batch])
+                    results += await judge.score(items[start : start + batch], contexts[start : start + batch])
                 else:
-                    results += await judge.score(items[start: start + batch])
+                    results += await judge.score(items[start : start + batch])
         finally:
             await judge.aclose()
         for i, r in zip(idx, results):

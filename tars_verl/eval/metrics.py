@@ -41,9 +41,19 @@ def safety_table(df: pd.DataFrame) -> pd.DataFrame:
     for (model, dataset, attack), g in df[df["suite"] == "safety"].groupby(["model", "dataset", "attack"]):
         p, lo, hi = wilson(g["safe"].sum(), len(g))
         kept = g[g["has_close_tag"] == 1]
-        rows.append({"model": model, "dataset": dataset, "attack": attack, "n": len(g), "dsr": p, "dsr_lo": lo,
-                     "dsr_hi": hi, "format_survival": g["has_close_tag"].mean(),
-                     "dsr_when_formatted": kept["safe"].mean() if len(kept) else float("nan")})
+        rows.append(
+            {
+                "model": model,
+                "dataset": dataset,
+                "attack": attack,
+                "n": len(g),
+                "dsr": p,
+                "dsr_lo": lo,
+                "dsr_hi": hi,
+                "format_survival": g["has_close_tag"].mean(),
+                "dsr_when_formatted": kept["safe"].mean() if len(kept) else float("nan"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -55,9 +65,15 @@ def attack_average(table: pd.DataFrame) -> pd.DataFrame:
     for model, g in table.groupby("model"):
         attacks = g[g["attack"] != "direct"]
         use = attacks if len(attacks) else g
-        rows.append({"model": model, "dsr_avg": use["dsr"].mean(), "dsr_avg_lo": use["dsr_lo"].mean(),
-                     "dsr_avg_hi": use["dsr_hi"].mean(), "over": ",".join(sorted(set(use["attack"] + "@" +
-                                                                                         use["dataset"])))})
+        rows.append(
+            {
+                "model": model,
+                "dsr_avg": use["dsr"].mean(),
+                "dsr_avg_lo": use["dsr_lo"].mean(),
+                "dsr_avg_hi": use["dsr_hi"].mean(),
+                "over": ",".join(sorted(set(use["attack"] + "@" + use["dataset"]))),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -65,8 +81,9 @@ def compliance_table(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (model, dataset), g in df[df["suite"] == "overrefusal"].groupby(["model", "dataset"]):
         p, lo, hi = wilson(len(g) - g["refused"].sum(), len(g))
-        rows.append({"model": model, "dataset": dataset, "n": len(g), "compliance": p, "compliance_lo": lo,
-                     "compliance_hi": hi})
+        rows.append(
+            {"model": model, "dataset": dataset, "n": len(g), "compliance": p, "compliance_lo": lo, "compliance_hi": hi}
+        )
     return pd.DataFrame(rows)
 
 
@@ -75,9 +92,15 @@ def length_table(df: pd.DataFrame) -> pd.DataFrame:
     adaptive = df[df["suite"] == "adaptive"]
     if adaptive.empty:
         return pd.DataFrame(columns=["model", "category_group", "n", "reasoning_tokens", "answer_tokens"])
-    out = adaptive.groupby(["model", "category_group"]).agg(
-        n=("reasoning_tokens", "size"), reasoning_tokens=("reasoning_tokens", "mean"),
-        answer_tokens=("answer_tokens", "mean")).reset_index()
+    out = (
+        adaptive.groupby(["model", "category_group"])
+        .agg(
+            n=("reasoning_tokens", "size"),
+            reasoning_tokens=("reasoning_tokens", "mean"),
+            answer_tokens=("answer_tokens", "mean"),
+        )
+        .reset_index()
+    )
     return out
 
 
@@ -89,7 +112,15 @@ def tradeoff(safety_avg: pd.DataFrame, compliance: pd.DataFrame, x_dataset: str 
         pick = c[c["dataset"] == x_dataset] if (c["dataset"] == x_dataset).any() else c
         if pick.empty:
             continue
-        rows.append({"model": s["model"], "compliance": pick["compliance"].mean(),
-                     "compliance_lo": pick["compliance_lo"].mean(), "compliance_hi": pick["compliance_hi"].mean(),
-                     "dsr": s["dsr_avg"], "dsr_lo": s["dsr_avg_lo"], "dsr_hi": s["dsr_avg_hi"]})
+        rows.append(
+            {
+                "model": s["model"],
+                "compliance": pick["compliance"].mean(),
+                "compliance_lo": pick["compliance_lo"].mean(),
+                "compliance_hi": pick["compliance_hi"].mean(),
+                "dsr": s["dsr_avg"],
+                "dsr_lo": s["dsr_avg_lo"],
+                "dsr_hi": s["dsr_avg_hi"],
+            }
+        )
     return pd.DataFrame(rows)

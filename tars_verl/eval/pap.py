@@ -17,8 +17,7 @@ import json
 import os
 import re
 
-from ..data.io import write_json_atomic
-from ..data.io import read_done
+from ..data.io import read_done, write_json_atomic
 from ..scorers.base import ScorerError
 from ..scorers.http import HttpEndpoint
 from .prompts import load_eval_set
@@ -39,22 +38,41 @@ ATTACKER_PROMPT = (
 PARAPHRASE_RE = re.compile(r"<paraphrase>(.*?)</paraphrase>", re.DOTALL)
 
 
-async def generate_pap(behaviors: dict[str, str], url: str, model: str, out: str, api_key_env: str | None = None,
-                       max_concurrency: int = 16, max_retries: int = 5) -> tuple[int, int]:
+async def generate_pap(
+    behaviors: dict[str, str],
+    url: str,
+    model: str,
+    out: str,
+    api_key_env: str | None = None,
+    max_concurrency: int = 16,
+    max_retries: int = 5,
+) -> tuple[int, int]:
     log_path = out + ".jsonl"
     done = read_done(log_path)
     todo = [(bid, tech) for bid in behaviors for tech in TECHNIQUES if (bid, list(TECHNIQUES).index(tech)) not in done]
-    ep = HttpEndpoint(url, api_key=os.environ.get(api_key_env) if api_key_env else None,
-                      max_concurrency=max_concurrency, max_retries=max_retries)
+    ep = HttpEndpoint(
+        url,
+        api_key=os.environ.get(api_key_env) if api_key_env else None,
+        max_concurrency=max_concurrency,
+        max_retries=max_retries,
+    )
     failures = 0
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     with open(log_path, "a") as log:
+
         async def one(bid: str, tech: str) -> None:
             nonlocal failures
             content = ATTACKER_PROMPT.format(technique=TECHNIQUES[tech], request=behaviors[bid])
             try:
-                body = await ep.post_json("/chat/completions", {"model": model, "temperature": 0.7, "max_tokens": 1024,
-                                                               "messages": [{"role": "user", "content": content}]})
+                body = await ep.post_json(
+                    "/chat/completions",
+                    {
+                        "model": model,
+                        "temperature": 0.7,
+                        "max_tokens": 1024,
+                        "messages": [{"role": "user", "content": content}],
+                    },
+                )
                 m = PARAPHRASE_RE.search(body["choices"][0]["message"]["content"] or "")
                 if not m or not m.group(1).strip():
                     raise ValueError("no <paraphrase> in the attacker's reply")
@@ -62,8 +80,17 @@ async def generate_pap(behaviors: dict[str, str], url: str, model: str, out: str
                 failures += 1
                 print(f"PAP {bid}/{tech} failed: {err}")
                 return
-            log.write(json.dumps({"prompt_id": bid, "sample_idx": list(TECHNIQUES).index(tech), "technique": tech,
-                                  "paraphrase": m.group(1).strip()}) + "\n")
+            log.write(
+                json.dumps(
+                    {
+                        "prompt_id": bid,
+                        "sample_idx": list(TECHNIQUES).index(tech),
+                        "technique": tech,
+                        "paraphrase": m.group(1).strip(),
+                    }
+                )
+                + "\n"
+            )
             log.flush()
 
         try:
@@ -90,8 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     prompts = load_eval_set(args.eval_file, name="harmbench")
     # Keyed by HarmBench's BehaviorID where the eval set has it (else the eval set's prompt id).
     behaviors = {p.extra.get("behavior_id") or p.prompt_id: p.behavior for p in prompts}
-    n, failures = asyncio.run(generate_pap(behaviors, args.url, args.model, args.out, args.api_key_env,
-                                           args.max_concurrency))
+    n, failures = asyncio.run(
+        generate_pap(behaviors, args.url, args.model, args.out, args.api_key_env, args.max_concurrency)
+    )
     print(f"{n}/{len(behaviors) * len(TECHNIQUES)} paraphrases in {args.out}; {failures} failed this run")
     if failures:
         raise SystemExit("some paraphrases failed: run the same command again to resume")

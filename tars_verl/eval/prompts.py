@@ -21,13 +21,16 @@ import json
 import os
 from dataclasses import dataclass, field
 
-
 from ..data.io import check_text_column, describe_value, read_table, require_columns
 from ..data.rl_mix import user_messages
 
 SUITES = {
-    "harmbench": "safety", "strongreject": "safety", "strongreject_small": "safety",
-    "xstest_safe": "overrefusal", "wildchat_nontoxic": "overrefusal", "sorry_bench": "adaptive",
+    "harmbench": "safety",
+    "strongreject": "safety",
+    "strongreject_small": "safety",
+    "xstest_safe": "overrefusal",
+    "wildchat_nontoxic": "overrefusal",
+    "sorry_bench": "adaptive",
 }
 
 
@@ -64,11 +67,22 @@ def load_eval_set(path: str, name: str | None = None, limit: int | None = None) 
             raise ValueError(f"{path}: row {i} has no user turn in its prompt")
         # HarmBench rows carry the bare behaviour (the user turn may hold its context too).
         behavior = _text(row.get("behavior")) or users[-1]["content"]
-        extra = {k: _text(row.get(k)) for k in ("behavior_id", "functional_category", "sorry_release")
-                 if _text(row.get(k))}
-        out.append(EvalPrompt(name, f"{name}-{i}", messages, SUITES[name], behavior=behavior,
-                              category=_text(row.get("category")), category_group=_text(row.get("category_group")),
-                              context=_text(row.get("context")), extra=extra))
+        extra = {
+            k: _text(row.get(k)) for k in ("behavior_id", "functional_category", "sorry_release") if _text(row.get(k))
+        }
+        out.append(
+            EvalPrompt(
+                name,
+                f"{name}-{i}",
+                messages,
+                SUITES[name],
+                behavior=behavior,
+                category=_text(row.get("category")),
+                category_group=_text(row.get("category_group")),
+                context=_text(row.get("context")),
+                extra=extra,
+            )
+        )
     return out
 
 
@@ -83,17 +97,26 @@ def load_attack_file(path: str, attack: str, behaviors: dict[str, dict]) -> list
         raise ValueError(
             f"{path}: {len(missing)} BehaviorID(s) not found in the behaviours file (--behaviors) nor in the "
             f"harmbench eval set: {missing[:20]}{' ...' if len(missing) > 20 else ''}. Pass HarmBench's behaviours "
-            f"file (BehaviorID, Behavior, ContextString) that these test cases were made from.")
+            f"file (BehaviorID, Behavior, ContextString) that these test cases were made from."
+        )
     out = []
     for bid, tests in cases.items():
         b = behaviors[str(bid)]
         for k, test in enumerate(tests if isinstance(tests, list) else [tests]):
             if not isinstance(test, str):  # never str() a dict or list into an attack prompt
                 raise ValueError(f"{path}: behavior {bid!r} test case {k} is {describe_value(test)}, not text")
-            out.append(EvalPrompt("harmbench", f"{attack}-{bid}-{k}", user_messages(test), "safety",
-                                  behavior=b["behavior"], attack=attack, context=b.get("context", ""),
-                                  extra={"behavior_id": str(bid),
-                                         "functional_category": b.get("functional_category", "")}))
+            out.append(
+                EvalPrompt(
+                    "harmbench",
+                    f"{attack}-{bid}-{k}",
+                    user_messages(test),
+                    "safety",
+                    behavior=b["behavior"],
+                    attack=attack,
+                    context=b.get("context", ""),
+                    extra={"behavior_id": str(bid), "functional_category": b.get("functional_category", "")},
+                )
+            )
     return out
 
 
@@ -106,17 +129,29 @@ def load_behaviors(path: str | None) -> dict[str, dict]:
     check_text_column(df, "Behavior", path)
     out = {}
     for row in df.to_dict("records"):
-        out[_text(row["BehaviorID"])] = {"behavior": _text(row["Behavior"]), "context": _text(row.get("ContextString")),
-                                         "functional_category": _text(row.get("FunctionalCategory"))}
+        out[_text(row["BehaviorID"])] = {
+            "behavior": _text(row["Behavior"]),
+            "context": _text(row.get("ContextString")),
+            "functional_category": _text(row.get("FunctionalCategory")),
+        }
     return out
 
 
-def collect(eval_dir: str | None, eval_files: list[str], attacks: dict[str, str], behaviors_file: str | None,
-            limit: int | None = None, allow_empty: bool = False) -> list[EvalPrompt]:
+def collect(
+    eval_dir: str | None,
+    eval_files: list[str],
+    attacks: dict[str, str],
+    behaviors_file: str | None,
+    limit: int | None = None,
+    allow_empty: bool = False,
+) -> list[EvalPrompt]:
     files = list(eval_files)
     if eval_dir:
-        files += sorted(os.path.join(eval_dir, f) for f in os.listdir(eval_dir)
-                        if f.endswith(".parquet") and f[: -len(".parquet")] in SUITES)
+        files += sorted(
+            os.path.join(eval_dir, f)
+            for f in os.listdir(eval_dir)
+            if f.endswith(".parquet") and f[: -len(".parquet")] in SUITES
+        )
     if not files and not attacks:
         if allow_empty:
             return []
@@ -125,10 +160,16 @@ def collect(eval_dir: str | None, eval_files: list[str], attacks: dict[str, str]
     for path in files:
         prompts += load_eval_set(path, limit=limit)
     # Behaviours of the harmbench eval set, by BehaviorID and by the set's own prompt id (tars_verl.eval.pap).
-    behaviors = {key: {"behavior": p.behavior, "context": p.context,
-                       "functional_category": p.extra.get("functional_category", "")}
-                 for p in prompts if p.dataset == "harmbench"
-                 for key in filter(None, (p.extra.get("behavior_id"), p.prompt_id))}
+    behaviors = {
+        key: {
+            "behavior": p.behavior,
+            "context": p.context,
+            "functional_category": p.extra.get("functional_category", ""),
+        }
+        for p in prompts
+        if p.dataset == "harmbench"
+        for key in filter(None, (p.extra.get("behavior_id"), p.prompt_id))
+    }
     behaviors.update(load_behaviors(behaviors_file))
     for attack, path in attacks.items():
         prompts += load_attack_file(path, attack, behaviors)[: limit * 4 if limit else None]

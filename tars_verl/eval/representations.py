@@ -11,8 +11,13 @@ from .generate import render
 from .prompts import EvalPrompt
 
 
-def embed_prompts(model_path: str, prompts: list[EvalPrompt], batch_size: int = 8, trust_remote_code: bool = False,
-                  prefill_think: bool = False) -> np.ndarray:
+def embed_prompts(
+    model_path: str,
+    prompts: list[EvalPrompt],
+    batch_size: int = 8,
+    trust_remote_code: bool = False,
+    prefill_think: bool = False,
+) -> np.ndarray:
     """Final-layer hidden state at each prompt's last token (the state the answer is generated from)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -25,7 +30,7 @@ def embed_prompts(model_path: str, prompts: list[EvalPrompt], batch_size: int = 
     model = AutoModelForCausalLM.from_pretrained(model_path, trust_remote_code=trust_remote_code).to(device).eval()
     out = []
     for start in range(0, len(prompts), batch_size):
-        texts = [render(tok, p, prefill_think) for p in prompts[start: start + batch_size]]
+        texts = [render(tok, p, prefill_think) for p in prompts[start : start + batch_size]]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         with torch.inference_mode():
             hidden = model(**enc, output_hidden_states=True).hidden_states[-1]
@@ -50,10 +55,16 @@ def svm_margin(points: np.ndarray, labels: np.ndarray, c: float = 1.0) -> float:
     return float(2.0 / np.linalg.norm(clf.coef_[0]))
 
 
-def representation_margin(model_path: str, safe: list[EvalPrompt], attack: list[EvalPrompt], seed: int = 0,
-                          trust_remote_code: bool = False) -> dict:
+def representation_margin(
+    model_path: str, safe: list[EvalPrompt], attack: list[EvalPrompt], seed: int = 0, trust_remote_code: bool = False
+) -> dict:
     x = embed_prompts(model_path, safe + attack, trust_remote_code=trust_remote_code)
     labels = np.array([0] * len(safe) + [1] * len(attack))
     pts = umap_2d(x, seed)
-    return {"margin": svm_margin(pts, labels), "points": pts.tolist(), "labels": labels.tolist(),
-            "n_safe": len(safe), "n_attack": len(attack)}
+    return {
+        "margin": svm_margin(pts, labels),
+        "points": pts.tolist(),
+        "labels": labels.tolist(),
+        "n_safe": len(safe),
+        "n_attack": len(attack),
+    }

@@ -27,17 +27,25 @@ from . import (  # noqa: F401 - importing registers the back ends
 from .base import (
     SCORERS,
     ScoreItem,
-    ScoreResult,
     Scorer,
     ScorerConfig,
     ScorerConfigError,
     ScorerError,
+    ScoreResult,
     build_scorer,
     parse_scorer_config,
     register_scorer,
 )
 
 __all__ = [
-    "SCORERS", "ScoreItem", "ScoreResult", "Scorer", "ScorerConfig", "ScorerConfigError", "ScorerError",
-    "build_scorer", "parse_scorer_config", "register_scorer",
+    "SCORERS",
+    "ScoreItem",
+    "ScoreResult",
+    "Scorer",
+    "ScorerConfig",
+    "ScorerConfigError",
+    "ScorerError",
+    "build_scorer",
+    "parse_scorer_config",
+    "register_scorer",
 ]

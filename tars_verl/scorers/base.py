@@ -165,7 +165,10 @@ class Scorer(ABC):
             self.fallback_count += len(items)
             logger.warning(
                 "%s failed on a batch of %d; using fallback_score=%s as configured (on_failure=fallback): %s",
-                self.name, len(items), self.config.fallback_score, err,
+                self.name,
+                len(items),
+                self.config.fallback_score,
+                err,
             )
             return [ScoreResult(self.config.fallback_score, {"fallback": True, "error": str(err)}) for _ in items]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import ScoreItem, ScoreResult, Scorer, ScorerConfigError, register_scorer
+from .base import ScoreItem, Scorer, ScorerConfigError, ScoreResult, register_scorer
 from .hf_common import HFModelConfig, HFSequenceClassifier
 
 

@@ -86,9 +86,13 @@ class HFSequenceClassifier:
         self.tokenizer.truncation_side = cfg.truncation_side
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            cfg.model_path, dtype=dtype, trust_remote_code=cfg.trust_remote_code
-        ).to(self.device).eval()
+        self.model = (
+            AutoModelForSequenceClassification.from_pretrained(
+                cfg.model_path, dtype=dtype, trust_remote_code=cfg.trust_remote_code
+            )
+            .to(self.device)
+            .eval()
+        )
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.max_length = cfg.max_length
@@ -100,8 +104,13 @@ class HFSequenceClassifier:
         ids = self.tokenizer(texts, pairs, add_special_tokens=True, truncation=False)["input_ids"]
         truncated = [len(x) > self.max_length for x in ids]
         for i in (i for i, t in enumerate(truncated) if t):  # only the long ones go through again
-            ids[i] = self.tokenizer(texts[i], pairs[i] if pairs else None, add_special_tokens=True,
-                                    truncation=True, max_length=self.max_length)["input_ids"]
+            ids[i] = self.tokenizer(
+                texts[i],
+                pairs[i] if pairs else None,
+                add_special_tokens=True,
+                truncation=True,
+                max_length=self.max_length,
+            )["input_ids"]
         # A decoder classifier cannot pool zero tokens (e.g. an empty answer with a BOS-less
         # tokenizer): score it as a lone end-of-text token, i.e. "nothing was said".
         ids = [x if x else [self.tokenizer.eos_token_id] for x in ids]
@@ -132,6 +141,8 @@ class HFSequenceClassifier:
         logits, truncated = await asyncio.get_running_loop().run_in_executor(None, self._logits_sync, texts, pairs)
         bad = (~torch.isfinite(logits)).flatten(1).any(dim=1).nonzero().flatten().tolist()
         if bad:
-            raise ScorerError(f"{self.model.name_or_path}: non-finite logits for item(s) {bad[:10]} of {len(texts)} "
-                              f"(e.g. {logits[bad[0]].tolist()}); try dtype=float32")
+            raise ScorerError(
+                f"{self.model.name_or_path}: non-finite logits for item(s) {bad[:10]} of {len(texts)} "
+                f"(e.g. {logits[bad[0]].tolist()}); try dtype=float32"
+            )
         return logits, truncated

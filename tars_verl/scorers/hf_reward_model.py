@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import ScoreItem, ScoreResult, Scorer, register_scorer
+from .base import ScoreItem, Scorer, ScoreResult, register_scorer
 from .hf_common import HFModelConfig, HFSequenceClassifier
 
 
@@ -32,7 +32,7 @@ def rm_conversation_text(tokenizer, item: ScoreItem) -> str:
     """The RM's own chat template over the conversation, without a leading BOS (the tokenizer adds it)."""
     text = tokenizer.apply_chat_template(item.chat(), tokenize=False, add_generation_prompt=False)
     if tokenizer.bos_token and text.startswith(tokenizer.bos_token):
-        text = text[len(tokenizer.bos_token):]
+        text = text[len(tokenizer.bos_token) :]
     return text
 
 

@@ -64,15 +64,19 @@ class HttpScorerConfig(ScorerConfig):
         if self.max_concurrency < 1:
             raise ScorerConfigError(f"{self.backend}.max_concurrency must be >= 1")
         if self.max_retries is None and self.retry_for_s is None:
-            raise ScorerConfigError(f"{self.backend}: max_retries and retry_for_s are both null (retry forever); "
-                                    "set at least one, e.g. max_retries=null retry_for_s=600")
+            raise ScorerConfigError(
+                f"{self.backend}: max_retries and retry_for_s are both null (retry forever); "
+                "set at least one, e.g. max_retries=null retry_for_s=600"
+            )
         if self.max_retries is not None and self.max_retries < 0:
             raise ScorerConfigError(f"{self.backend}.max_retries must be >= 0 or null, got {self.max_retries}")
         if self.retry_for_s is not None and self.retry_for_s <= 0:
             raise ScorerConfigError(f"{self.backend}.retry_for_s must be > 0 or null, got {self.retry_for_s}")
         if self.backoff_initial_s < 0 or self.backoff_max_s < self.backoff_initial_s:
-            raise ScorerConfigError(f"{self.backend}: need 0 <= backoff_initial_s <= backoff_max_s, got "
-                                    f"{self.backoff_initial_s}, {self.backoff_max_s}")
+            raise ScorerConfigError(
+                f"{self.backend}: need 0 <= backoff_initial_s <= backoff_max_s, got "
+                f"{self.backoff_initial_s}, {self.backoff_max_s}"
+            )
         if self.api_key_env and not os.environ.get(self.api_key_env):
             raise ScorerConfigError(
                 f"{self.backend}: environment variable {self.api_key_env} is not set; export the API key there "
@@ -94,8 +98,9 @@ def redact_url(url: str) -> str:
         netloc = "***@" + netloc.rsplit("@", 1)[1]
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     if any(any(s in k.lower() for s in SECRET_QUERY_KEYS) for k, _ in query):
-        query_text = "&".join(f"{k}=***" if any(s in k.lower() for s in SECRET_QUERY_KEYS) else f"{k}={v}"
-                              for k, v in query)
+        query_text = "&".join(
+            f"{k}=***" if any(s in k.lower() for s in SECRET_QUERY_KEYS) else f"{k}={v}" for k, v in query
+        )
     else:
         query_text = parts.query
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query_text, parts.fragment))
@@ -204,8 +209,9 @@ class HttpEndpoint:
             delay = max(delay, min(exc.retry_after, self.backoff_max_s))
         return delay
 
-    async def request_json(self, method: str, path: str, payload: dict[str, Any] | None = None,
-                           parse_json: bool = True) -> Any:
+    async def request_json(
+        self, method: str, path: str, payload: dict[str, Any] | None = None, parse_json: bool = True
+    ) -> Any:
         """The JSON body of a 2xx answer (or its text with ``parse_json=False``: vLLM's ``/health`` is empty)."""
         url = self._url + path
         shown = self.base_url + path
@@ -213,7 +219,8 @@ class HttpEndpoint:
         last = "no attempt made"
         started, attempts = time.monotonic(), 0
         stops = ([stop_after_attempt(self.max_retries + 1)] if self.max_retries is not None else []) + (
-            [stop_after_delay(self.retry_for_s)] if self.retry_for_s is not None else [])
+            [stop_after_delay(self.retry_for_s)] if self.retry_for_s is not None else []
+        )
         if not stops:
             raise ValueError(f"{shown}: max_retries and retry_for_s are both None (would retry forever)")
         stop = stops[0] if len(stops) == 1 else stops[0] | stops[1]
@@ -238,20 +245,26 @@ class HttpEndpoint:
                         last = f"HTTP {status}: {text[:200]}"
                         raise _RetryableHttpError(last, retry_after)
                     if status >= 400:
-                        raise ScorerError(scrub(f"{method} {shown} answered HTTP {status}: {text[:300]}",
-                                                self._secrets))
+                        raise ScorerError(
+                            scrub(f"{method} {shown} answered HTTP {status}: {text[:300]}", self._secrets)
+                        )
                     if not parse_json:
                         return text
                     try:
                         return json.loads(text)
                     except ValueError as err:
-                        raise ScorerError(scrub(f"{method} {shown} returned malformed JSON: {text[:200]!r}",
-                                                self._secrets)) from err
+                        raise ScorerError(
+                            scrub(f"{method} {shown} returned malformed JSON: {text[:200]!r}", self._secrets)
+                        ) from err
         except _RetryableHttpError:
             limits = f"max_retries={self.max_retries}, retry_for_s={self.retry_for_s}"
             tried = time.monotonic() - started
-            raise ScorerError(scrub(f"{method} {shown} failed after {attempts} attempts over {tried:.1f} s ({limits}); "
-                                    f"last: {last}", self._secrets)) from None
+            raise ScorerError(
+                scrub(
+                    f"{method} {shown} failed after {attempts} attempts over {tried:.1f} s ({limits}); last: {last}",
+                    self._secrets,
+                )
+            ) from None
 
     def scrub(self, text: str) -> str:
         """``text`` without this endpoint's API key or URL password (for any message shown or logged)."""
@@ -305,5 +318,6 @@ def check_endpoint_sync(cfg: HttpScorerConfig, url: str | None = None) -> None:
     if result:
         err = result[0]
         target = url or cfg.url
-        raise ScorerError(scrub(f"{cfg.backend}: start-up check of {redact_url(target)} failed: {err}",
-                                url_secrets(target))) from err
+        raise ScorerError(
+            scrub(f"{cfg.backend}: start-up check of {redact_url(target)} failed: {err}", url_secrets(target))
+        ) from err

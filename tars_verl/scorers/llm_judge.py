@@ -18,7 +18,7 @@ import asyncio
 import re
 from dataclasses import dataclass
 
-from .base import ScoreItem, ScoreResult, Scorer, ScorerConfigError, ScorerError, register_scorer
+from .base import ScoreItem, Scorer, ScorerConfigError, ScorerError, ScoreResult, register_scorer
 from .http import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
 
 DEFAULT_RUBRIC = (
@@ -78,13 +78,22 @@ class LLMJudgeScorer(Scorer):
     async def _score_one(self, item: ScoreItem) -> ScoreResult:
         cfg = self.config
         # One pass, so a "{response}" typed inside the user's prompt is not filled in too.
-        values = {"prompt": item.prompt, "response": item.text,
-                  "score_min": str(cfg.score_min), "score_max": str(cfg.score_max)}
+        values = {
+            "prompt": item.prompt,
+            "response": item.text,
+            "score_min": str(cfg.score_min),
+            "score_max": str(cfg.score_max),
+        }
         content = PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], cfg.rubric)
-        body = await self.endpoint.post_json("/chat/completions", {
-            "model": cfg.model, "messages": [{"role": "user", "content": content}],
-            "max_tokens": cfg.max_tokens, "temperature": cfg.temperature,
-        })
+        body = await self.endpoint.post_json(
+            "/chat/completions",
+            {
+                "model": cfg.model,
+                "messages": [{"role": "user", "content": content}],
+                "max_tokens": cfg.max_tokens,
+                "temperature": cfg.temperature,
+            },
+        )
         try:
             reply = body["choices"][0]["message"]["content"] or ""
             score = parse_judge_score(reply, cfg.score_min, cfg.score_max)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import ScoreItem, ScoreResult, Scorer, ScorerConfigError, ScorerError, checked_value, register_scorer
+from .base import ScoreItem, Scorer, ScorerConfigError, ScorerError, ScoreResult, checked_value, register_scorer
 from .http import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
 
 
@@ -31,11 +31,14 @@ class OpenAIModerationConfig(HttpScorerConfig):
     def validate(self) -> None:
         super().validate()
         if self.tolerance_threshold is not None and not 0.0 < self.tolerance_threshold <= 1.0:
-            raise ScorerConfigError(f"{self.backend}.tolerance_threshold must be in (0, 1], got {self.tolerance_threshold}")
+            raise ScorerConfigError(
+                f"{self.backend}.tolerance_threshold must be in (0, 1], got {self.tolerance_threshold}"
+            )
 
 
-def moderation_safety(category_scores: dict[str, float], tolerance_threshold: float | None,
-                      where: str = "moderation") -> float:
+def moderation_safety(
+    category_scores: dict[str, float], tolerance_threshold: float | None, where: str = "moderation"
+) -> float:
     """1 - the largest category score, with the paper's tolerance.
 
     Every category score is checked first (a number in [0, 1]): a NaN, which ``max`` would skip, or an
@@ -62,7 +65,9 @@ class OpenAIModerationScorer(Scorer):
         check_endpoint_sync(self.config)
 
     async def score_batch(self, items: list[ScoreItem]) -> list[ScoreResult]:
-        body = await self.endpoint.post_json("/moderations", {"model": self.config.model, "input": [it.text for it in items]})
+        body = await self.endpoint.post_json(
+            "/moderations", {"model": self.config.model, "input": [it.text for it in items]}
+        )
         try:
             results = body["results"]
             if len(results) != len(items):
@@ -73,13 +78,21 @@ class OpenAIModerationScorer(Scorer):
                 where = f"{self.endpoint.base_url}/moderations: result {i}"
                 safety = moderation_safety(cats, self.config.tolerance_threshold, where)
                 worst = max(cats, key=lambda k: cats[k])
-                out.append(ScoreResult(
-                    safety,
-                    {"flagged": bool(r.get("flagged", False)), "top_category": worst, "top_score": float(cats[worst])},
-                ))
+                out.append(
+                    ScoreResult(
+                        safety,
+                        {
+                            "flagged": bool(r.get("flagged", False)),
+                            "top_category": worst,
+                            "top_score": float(cats[worst]),
+                        },
+                    )
+                )
             return out
         except (KeyError, TypeError, ValueError) as err:
-            raise ScorerError(f"{self.endpoint.base_url}/moderations: unexpected reply shape ({err}): {str(body)[:200]}") from err
+            raise ScorerError(
+                f"{self.endpoint.base_url}/moderations: unexpected reply shape ({err}): {str(body)[:200]}"
+            ) from err
 
     async def aclose(self) -> None:
         await self.endpoint.aclose()

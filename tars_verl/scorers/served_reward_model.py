@@ -19,8 +19,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import (ScoreItem, ScoreResult, Scorer, ScorerConfigError, ScorerError, checked_value, register_scorer,
-                   stable_sigmoid)
+from .base import (
+    ScoreItem,
+    Scorer,
+    ScorerConfigError,
+    ScorerError,
+    ScoreResult,
+    checked_value,
+    register_scorer,
+    stable_sigmoid,
+)
 from .hf_reward_model import rm_conversation_text
 from .http import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
 
@@ -66,15 +74,23 @@ class ServedRewardModelConfig(HttpScorerConfig):
 class ServedRewardModelScorer(Scorer):
     Config = ServedRewardModelConfig
 
-    def __init__(self, config: ServedRewardModelConfig, reward_router_address: str | None = None,
-                 reward_model_tokenizer=None, reward_model_backend: str | None = None, **context):
+    def __init__(
+        self,
+        config: ServedRewardModelConfig,
+        reward_router_address: str | None = None,
+        reward_model_tokenizer=None,
+        reward_model_backend: str | None = None,
+        **context,
+    ):
         super().__init__(config)
         self.uses_verl_router = config.url == VERL_ROUTER
         # Your own server is vLLM (/classify); verl's is whatever reward.reward_model.rollout.name says.
         self.route = verl_rm_route(reward_model_backend) if self.uses_verl_router else "/classify"
         if self.route == "/v1/embeddings" and config.activation != "sigmoid":
-            raise ScorerConfigError(f"{config.backend}.activation=none: SGLang's /v1/embeddings returns the raw "
-                                    "reward score, not a probability; use activation=sigmoid")
+            raise ScorerConfigError(
+                f"{config.backend}.activation=none: SGLang's /v1/embeddings returns the raw "
+                "reward score, not a probability; use activation=sigmoid"
+            )
         if self.uses_verl_router:
             if not reward_router_address or reward_model_tokenizer is None:
                 raise ScorerConfigError(

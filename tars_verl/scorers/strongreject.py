@@ -34,7 +34,7 @@ import threading
 import urllib.request
 from dataclasses import dataclass
 
-from .base import ScoreItem, ScoreResult, Scorer, ScorerConfigError, ScorerError, register_scorer
+from .base import ScoreItem, Scorer, ScorerConfigError, ScorerError, ScoreResult, register_scorer
 from .http import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
 
 PUBLISHED_TEMPLATES = (
@@ -111,9 +111,11 @@ def load_rubric(cfg: StrongRejectConfig) -> tuple[str, str | None]:
             with open(src, encoding="utf-8") as f:
                 raw = f.read()
     except (OSError, ValueError) as err:
-        raise ScorerConfigError(f"{cfg.backend}.templates: cannot read the StrongREJECT rubric from {src}: {err}. "
-                                "Download judge_templates.json from StrongREJECT's repository and set "
-                                f"{cfg.backend}.templates=/path/to/judge_templates.json") from None
+        raise ScorerConfigError(
+            f"{cfg.backend}.templates: cannot read the StrongREJECT rubric from {src}: {err}. "
+            "Download judge_templates.json from StrongREJECT's repository and set "
+            f"{cfg.backend}.templates=/path/to/judge_templates.json"
+        ) from None
     is_json = src.split("?")[0].lower().endswith(".json") or raw.lstrip().startswith("{")
     if is_json:
         try:
@@ -132,8 +134,9 @@ def load_rubric(cfg: StrongRejectConfig) -> tuple[str, str | None]:
     if cfg.template_sha256:
         digest = hashlib.sha256(rubric.encode("utf-8")).hexdigest()
         if digest != cfg.template_sha256.lower():
-            raise ScorerConfigError(f"{cfg.backend}.template_sha256: the rubric from {src} has sha256 {digest}, "
-                                    f"not {cfg.template_sha256}")
+            raise ScorerConfigError(
+                f"{cfg.backend}.template_sha256: the rubric from {src} has sha256 {digest}, not {cfg.template_sha256}"
+            )
     return rubric, system
 
 
@@ -168,10 +171,15 @@ class StrongRejectScorer(Scorer):
 
     async def _score_one(self, item: ScoreItem) -> ScoreResult:
         cfg = self.config
-        body = await self.endpoint.post_json("/chat/completions", {
-            "model": cfg.model, "messages": self.messages(item), "max_tokens": cfg.max_tokens,
-            "temperature": cfg.temperature,
-        })
+        body = await self.endpoint.post_json(
+            "/chat/completions",
+            {
+                "model": cfg.model,
+                "messages": self.messages(item),
+                "max_tokens": cfg.max_tokens,
+                "temperature": cfg.temperature,
+            },
+        )
         try:
             reply = body["choices"][0]["message"]["content"] or ""
             fields = parse_rubric_reply(reply)

@@ -14,7 +14,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import ScoreItem, ScoreResult, Scorer, ScorerConfig, ScorerConfigError, build_scorer, register_scorer
+from .base import ScoreItem, Scorer, ScorerConfig, ScorerConfigError, ScoreResult, build_scorer, register_scorer
 
 
 @dataclass

@@ -157,9 +157,14 @@ def cpu_env() -> dict[str, Any]:
 
 def sft_cpu_overrides() -> list[str]:
     """Hydra overrides for verl's SFT trainer on this platform (``examples/run_sft_warmstart_*.sh``)."""
-    return ["+model.override_config.attn_implementation=sdpa",  # no flash-attn on CPU
-            "engine.strategy=fsdp2",  # FSDP1 moves modules to a GPU for sync_module_states
-            "trainer.device=cpu", "data.num_workers=0", "data.use_dynamic_bsz=False", "trainer.resume_mode=disable"]
+    return [
+        "+model.override_config.attn_implementation=sdpa",  # no flash-attn on CPU
+        "engine.strategy=fsdp2",  # FSDP1 moves modules to a GPU for sync_module_states
+        "trainer.device=cpu",
+        "data.num_workers=0",
+        "data.use_dynamic_bsz=False",
+        "trainer.resume_mode=disable",
+    ]
 
 
 def grpo_cpu_overrides(n_slots: int = 1) -> list[str]:
@@ -177,11 +182,14 @@ def grpo_cpu_overrides(n_slots: int = 1) -> list[str]:
         "actor_rollout_ref.actor.use_kl_loss=False",  # no reference model on CPU (see above)
         "trainer.device=cpu",
         # Ray: verl counts accelerator slots; TransferQueue's default 8 storage actors hang on few CPUs.
-        "+ray_kwargs.ray_init.num_cpus=32", f"+ray_kwargs.ray_init.num_gpus={n_slots}",
+        "+ray_kwargs.ray_init.num_cpus=32",
+        f"+ray_kwargs.ray_init.num_gpus={n_slots}",
         "+ray_kwargs.ray_init.runtime_env.worker_process_setup_hook="
         "tars_verl.testing.ray_worker_setup.init_worker_process_group",
         "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
-        "reward.num_workers=1", "actor_rollout_ref.rollout.agent.num_workers=1", "data.dataloader_num_workers=0",
+        "reward.num_workers=1",
+        "actor_rollout_ref.rollout.agent.num_workers=1",
+        "data.dataloader_num_workers=0",
         # verl's own switch: requests are named by their index in the batch, and the tars_hf rollout samples each
         # from a seed of its own, so a run does not depend on the order in which requests reach the server.
         "actor_rollout_ref.rollout.full_determinism=True",

@@ -86,7 +86,10 @@ class HFGenerateServer:
 
     # -- generation ------------------------------------------------------------------------------
     def _max_new_tokens(self, prompt_len: int, sampling_params: dict) -> int:
-        prompt_length, response_length = int(_cfg(self.config, "prompt_length")), int(_cfg(self.config, "response_length"))
+        prompt_length, response_length = (
+            int(_cfg(self.config, "prompt_length")),
+            int(_cfg(self.config, "response_length")),
+        )
         max_model_len = _cfg(self.config, "max_model_len") or (prompt_length + response_length)
         room = int(max_model_len) - prompt_len
         if room < 1:
@@ -119,10 +122,15 @@ class HFGenerateServer:
         top_k = int(sampling_params.get("top_k", -1) or -1)
         top_p = float(sampling_params.get("top_p", 1.0) or 1.0)
         do_sample = temperature > 0
-        kwargs = dict(do_sample=do_sample, max_new_tokens=self._max_new_tokens(len(prompt_ids), sampling_params),
-                      eos_token_id=self.eos_ids or None, pad_token_id=self.pad_id, output_logits=True,
-                      return_dict_in_generate=True,
-                      repetition_penalty=float(sampling_params.get("repetition_penalty", 1.0) or 1.0))
+        kwargs = dict(
+            do_sample=do_sample,
+            max_new_tokens=self._max_new_tokens(len(prompt_ids), sampling_params),
+            eos_token_id=self.eos_ids or None,
+            pad_token_id=self.pad_id,
+            output_logits=True,
+            return_dict_in_generate=True,
+            repetition_penalty=float(sampling_params.get("repetition_penalty", 1.0) or 1.0),
+        )
         if do_sample:
             # top_k=0 switches transformers' default top-k of 50 off: -1 means no top-k in verl, as in vLLM.
             kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k if top_k > 0 else 0)
@@ -131,19 +139,29 @@ class HFGenerateServer:
         input_ids = torch.tensor([prompt_ids], dtype=torch.long)
         with torch.no_grad():
             out = self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
-        tokens = out.sequences[0, len(prompt_ids):].tolist()
+        tokens = out.sequences[0, len(prompt_ids) :].tolist()
         # Log-probs of the sampled tokens under the sampling distribution (temperature applied), as vLLM reports them.
         logits = torch.stack(out.logits, dim=1)[0].float()
         if do_sample:
             logits = logits / temperature
         log_probs = torch.log_softmax(logits, dim=-1).gather(-1, torch.tensor(tokens)[:, None])[:, 0].tolist()
         finished = bool(tokens) and tokens[-1] in self.eos_ids
-        return TokenOutput(token_ids=tokens, log_probs=log_probs, stop_reason="completed",
-                           extra_fields={"global_steps": self.global_steps, "finish_reason": "stop" if finished else "length"})
+        return TokenOutput(
+            token_ids=tokens,
+            log_probs=log_probs,
+            stop_reason="completed",
+            extra_fields={"global_steps": self.global_steps, "finish_reason": "stop" if finished else "length"},
+        )
 
-    async def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str,
-                       image_data: Optional[list[Any]] = None, video_data: Optional[list[Any]] = None,
-                       **kwargs: Any) -> TokenOutput:
+    async def generate(
+        self,
+        prompt_ids: list[int],
+        sampling_params: dict[str, Any],
+        request_id: str,
+        image_data: Optional[list[Any]] = None,
+        video_data: Optional[list[Any]] = None,
+        **kwargs: Any,
+    ) -> TokenOutput:
         if image_data or video_data:
             raise NotImplementedError(f"{ROLLOUT_NAME} rollout is text-only (request {request_id} has media)")
         prompt_ids = list(prompt_ids)
@@ -218,9 +236,9 @@ class HFRolloutReplica(RolloutReplica):
 
     async def launch_servers(self):
         server_cls = ray.remote(HFGenerateServer)
-        server = server_cls.options(name=server_actor_name(self.replica_rank), num_cpus=0,
-                                    max_concurrency=self.max_concurrency).remote(
-            config=self.config, model_config=self.model_config, replica_rank=self.replica_rank)
+        server = server_cls.options(
+            name=server_actor_name(self.replica_rank), num_cpus=0, max_concurrency=self.max_concurrency
+        ).remote(config=self.config, model_config=self.model_config, replica_rank=self.replica_rank)
         await server.stats.remote()  # surfaces a model-loading error here, at start-up
         self.servers = [server]
         self._server_handle = server
@@ -258,8 +276,9 @@ class HFRewardModelServer:
 
         path = _cfg(model_config, "local_path") or _cfg(model_config, "path")
         trust = bool(_cfg(model_config, "trust_remote_code", False))
-        self.model = AutoModelForSequenceClassification.from_pretrained(path, torch_dtype=torch.float32,
-                                                                        trust_remote_code=trust)
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            path, torch_dtype=torch.float32, trust_remote_code=trust
+        )
         self.model.eval()
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
         self.replica_rank = replica_rank
@@ -282,8 +301,14 @@ class HFRewardModelServer:
                 logits = self.model(**enc).logits[0].float()
                 if use_activation:
                     logits = torch.sigmoid(logits) if logits.numel() == 1 else torch.softmax(logits, dim=-1)
-                data.append({"index": i, "label": self.model.config.id2label.get(int(logits.argmax()), "LABEL_0"),
-                             "probs": logits.tolist(), "num_classes": logits.numel()})
+                data.append(
+                    {
+                        "index": i,
+                        "label": self.model.config.id2label.get(int(logits.argmax()), "LABEL_0"),
+                        "probs": logits.tolist(),
+                        "num_classes": logits.numel(),
+                    }
+                )
         return data
 
     async def _handle(self, request):
@@ -306,8 +331,17 @@ class HFRewardModelServer:
             self.counts["inputs"] += len(texts)
             if self.request_log:
                 with open(self.request_log, "a") as f:
-                    f.write(json.dumps({"path": "/classify", "model": payload.get("model"), "inputs": len(texts),
-                                        "replica": self.replica_rank}) + "\n")
+                    f.write(
+                        json.dumps(
+                            {
+                                "path": "/classify",
+                                "model": payload.get("model"),
+                                "inputs": len(texts),
+                                "replica": self.replica_rank,
+                            }
+                        )
+                        + "\n"
+                    )
         return web.json_response({"object": "list", "data": data})
 
     def _serve(self) -> None:
@@ -352,11 +386,17 @@ class HFRewardModelServer:
         self.counts["sleep"] += 1
 
 
-async def _launch_reward_model_server(replica: "HFRolloutReplica") -> None:
+async def _launch_reward_model_server(replica: HFRolloutReplica) -> None:
     """Start the replica's ``HFRewardModelServer`` (verl calls init_colocated / init_standalone for an RM)."""
-    server = ray.remote(HFRewardModelServer).options(name=f"{ROLLOUT_NAME}_reward_model_{replica.replica_rank}",
-                                                     num_cpus=0, max_concurrency=replica.max_concurrency).remote(
-        model_config=replica.model_config, replica_rank=replica.replica_rank)
+    server = (
+        ray.remote(HFRewardModelServer)
+        .options(
+            name=f"{ROLLOUT_NAME}_reward_model_{replica.replica_rank}",
+            num_cpus=0,
+            max_concurrency=replica.max_concurrency,
+        )
+        .remote(model_config=replica.model_config, replica_rank=replica.replica_rank)
+    )
     replica.servers = [server]
     replica._server_handle = server
     replica._server_address = await server.address.remote()  # surfaces a model-loading error here
@@ -367,8 +407,11 @@ class HFServerAdapter(BaseRollout):
 
     def __init__(self, config, model_config, device_mesh, *args, **kwargs):
         super().__init__(config, model_config, device_mesh, *args, **kwargs)
-        size = (self.config.tensor_model_parallel_size * self.config.data_parallel_size
-                * self.config.pipeline_model_parallel_size)
+        size = (
+            self.config.tensor_model_parallel_size
+            * self.config.data_parallel_size
+            * self.config.pipeline_model_parallel_size
+        )
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         self.replica_rank, self.is_leader = rank // size, rank % size == 0
         self._server = None

@@ -25,5 +25,9 @@ def init_worker_process_group() -> None:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group(backend="gloo", rank=int(env["RANK"]), world_size=int(env["WORLD_SIZE"]),
-                                init_method=env.get("DIST_INIT_METHOD"))
+        dist.init_process_group(
+            backend="gloo",
+            rank=int(env["RANK"]),
+            world_size=int(env["WORLD_SIZE"]),
+            init_method=env.get("DIST_INIT_METHOD"),
+        )

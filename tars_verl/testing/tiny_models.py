@@ -25,7 +25,7 @@ QWEN_STYLE_CHAT_TEMPLATE = (
     "{%- for message in messages %}"
     "{%- if not (message['role'] == 'system' and loop.first) %}"
     "{%- if message['role'] == 'assistant' %}"
-    "{{- '<|im_start|>assistant\\n' }}{% generation %}{{- message['content'] + '<|im_end|>' }}{% endgeneration %}{{- '\\n' }}"
+    "{{- '<|im_start|>assistant\\n' }}{% generation %}{{- message['content'] + '<|im_end|>' }}{% endgeneration %}{{- '\\n' }}"  # noqa: E501 - data: the exact text matters
     "{%- else %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{%- endif %}"
@@ -37,14 +37,14 @@ QWEN_STYLE_CHAT_TEMPLATE = (
 _CORPUS = [
     "How do I shoot a goal in football? Keep your head over the ball and strike through the middle.",
     "I can't help with that. Building weapons is dangerous and illegal.",
-    "<think>\nThe user asks for something harmful. I should refuse and offer safer help.\n</think>\n\nI'm sorry, but I can't assist.",
-    "<think>\nThis is a harmless cooking question.\n</think>\n\nPreheat the oven to 180 degrees and bake for 25 minutes.",
+    "<think>\nThe user asks for something harmful. I should refuse and offer safer help.\n</think>\n\nI'm sorry, but I can't assist.",  # noqa: E501 - data: the exact text matters
+    "<think>\nThis is a harmless cooking question.\n</think>\n\nPreheat the oven to 180 degrees and bake for 25 minutes.",  # noqa: E501 - data: the exact text matters
     "Write a poem about the sea. The waves roll in, the gulls cry out, the tide turns slowly.",
     "How can I kill a Python process? Use kill with the process id, or pkill with its name.",
     "Explain photosynthesis: plants turn light, water and carbon dioxide into sugar and oxygen.",
     "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
     "system user assistant harmful harmless ambiguous safety reward reasoning answer refuse comply",
-    "Caf\u00e9 na\u00efve \u00fcber \u4f60\u597d \u3053\u3093\u306b\u3061\u306f \u0645\u0631\u062d\u0628\u0627 \U0001f600 emoji and accents.",
+    "Caf\u00e9 na\u00efve \u00fcber \u4f60\u597d \u3053\u3093\u306b\u3061\u306f \u0645\u0631\u062d\u0628\u0627 \U0001f600 emoji and accents.",  # noqa: E501 - data: the exact text matters
     "0123456789 + - * / = ( ) [ ] { } < > : ; , . ! ? ' \" # $ % & @ ^ _ ` | ~",
 ]
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -66,7 +66,10 @@ def build_tokenizer(out_dir: str, vocab_size: int = 600):
     # Like Qwen3: <think> / </think> are single tokens but NOT special, so decode keeps them.
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
         additional_special_tokens=["<|im_start|>"],
     )
     fast.chat_template = QWEN_STYLE_CHAT_TEMPLATE
@@ -79,9 +82,18 @@ def _qwen2_config(tokenizer, **kw):
     from transformers import Qwen2Config
 
     return Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None, **kw,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        **kw,
     )
 
 

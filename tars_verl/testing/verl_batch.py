@@ -43,9 +43,9 @@ def make_reward_batch(tokenizer, samples: list[Sample], response_length: int | N
     responses = torch.full((len(samples), r_len), pad, dtype=torch.long)
     attention = torch.zeros((len(samples), p_len + r_len), dtype=torch.long)
     for i, (p, r) in enumerate(zip(prompt_ids, response_ids)):
-        prompts[i, p_len - len(p):] = torch.tensor(p)
+        prompts[i, p_len - len(p) :] = torch.tensor(p)
         responses[i, : len(r)] = torch.tensor(r)
-        attention[i, p_len - len(p): p_len + len(r)] = 1
+        attention[i, p_len - len(p) : p_len + len(r)] = 1
     input_ids = torch.cat([prompts, responses], dim=1)
     position_ids = (attention.cumsum(dim=1) - 1).clamp(min=0)
     extra_infos = []
@@ -62,7 +62,12 @@ def make_reward_batch(tokenizer, samples: list[Sample], response_length: int | N
         "uid": np.array([str(uuid.uuid4()) for _ in samples], dtype=object),
     }
     return DataProto.from_dict(
-        tensors={"prompts": prompts, "responses": responses, "attention_mask": attention,
-                 "input_ids": input_ids, "position_ids": position_ids},
+        tensors={
+            "prompts": prompts,
+            "responses": responses,
+            "attention_mask": attention,
+            "input_ids": input_ids,
+            "position_ids": position_ids,
+        },
         non_tensors=non_tensor,
     )

@@ -41,9 +41,17 @@ def free_port() -> int:
 def server_env(threads: int = 2) -> dict[str, str]:
     """Environment for a vLLM CPU process: 1 GiB of KV cache, no thread pinning (shared machines)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update(VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_OMP_THREADS_BIND="nobind", OMP_NUM_THREADS=str(threads),
-               VLLM_LOGGING_LEVEL="INFO", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1", TOKENIZERS_PARALLELISM="false")
+    env.update(
+        VLLM_CPU_KVCACHE_SPACE="1",
+        VLLM_CPU_OMP_THREADS_BIND="nobind",
+        OMP_NUM_THREADS=str(threads),
+        VLLM_LOGGING_LEVEL="INFO",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        VLLM_NO_USAGE_STATS="1",
+        DO_NOT_TRACK="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
     env["PYTHONPATH"] = ROOT  # tars_verl from this checkout (offline LLM helpers)
     return env
 
@@ -51,8 +59,15 @@ def server_env(threads: int = 2) -> dict[str, str]:
 class VLLMServer:
     """One ``vllm.entrypoints.openai.api_server`` process on 127.0.0.1 and a free port."""
 
-    def __init__(self, model_dir: str, served_names: list[str] | None = None, max_model_len: int = 512,
-                 startup_timeout_s: float = 300.0, extra_args: list[str] | None = None, python: str | None = None):
+    def __init__(
+        self,
+        model_dir: str,
+        served_names: list[str] | None = None,
+        max_model_len: int = 512,
+        startup_timeout_s: float = 300.0,
+        extra_args: list[str] | None = None,
+        python: str | None = None,
+    ):
         self.model_dir = model_dir
         self.served_names = served_names or [os.path.basename(model_dir.rstrip("/"))]
         self.max_model_len = max_model_len
@@ -86,15 +101,35 @@ class VLLMServer:
         if not self.python:
             raise RuntimeError("no vLLM environment: run scripts/setup_vllm_venv.sh (or set TARS_VLLM_PYTHON)")
         self.port = free_port()
-        cmd = [self.python, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_dir,
-               "--host", "127.0.0.1", "--port", str(self.port), "--dtype", "float32",
-               "--max-model-len", str(self.max_model_len), "--served-model-name", *self.served_names,
-               *self.extra_args]
+        cmd = [
+            self.python,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            self.model_dir,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dtype",
+            "float32",
+            "--max-model-len",
+            str(self.max_model_len),
+            "--served-model-name",
+            *self.served_names,
+            *self.extra_args,
+        ]
         self._log = tempfile.NamedTemporaryFile("w+", prefix="vllm_server_", suffix=".log", delete=False)
         t0 = time.time()
         # Own process group: stopping it also stops vLLM's engine-core child process.
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=server_env(),
-                                     cwd=tempfile.gettempdir(), start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=server_env(),
+            cwd=tempfile.gettempdir(),
+            start_new_session=True,
+        )
         self._t0 = t0
 
     def wait_ready(self) -> VLLMServer:
@@ -105,8 +140,10 @@ class VLLMServer:
             if self.proc.poll() is not None:
                 tail = self.log_tail()
                 self.stop()
-                raise RuntimeError(f"vLLM server for {self.model_dir} exited with {self.proc.returncode} "
-                                   f"during start-up; its log ends:\n{tail}")
+                raise RuntimeError(
+                    f"vLLM server for {self.model_dir} exited with {self.proc.returncode} "
+                    f"during start-up; its log ends:\n{tail}"
+                )
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=5) as resp:
                     if resp.status == 200:
@@ -116,8 +153,10 @@ class VLLMServer:
             if time.time() > deadline:
                 tail = self.log_tail()
                 self.stop()
-                raise RuntimeError(f"vLLM server for {self.model_dir} not healthy after {self.startup_timeout_s:.0f} "
-                                   f"s; its log ends:\n{tail}")
+                raise RuntimeError(
+                    f"vLLM server for {self.model_dir} not healthy after {self.startup_timeout_s:.0f} "
+                    f"s; its log ends:\n{tail}"
+                )
             time.sleep(1.0)
         self.startup_s = time.time() - t0
         return self
