@@ -29,10 +29,10 @@ import importlib.util
 import json
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
+
+from .tiny_models import build_folder_once
 
 BOS = "<s>"
 LLAMA_GUARD_REPLY = "\n\nunsafe\nS1"
@@ -328,25 +328,14 @@ def build_reward_model(out_dir: str, seed: int = 2):
 
 def ensure_served_models(root: str, log=print) -> str:
     """Build ``root/responder`` (trained causal LM) and ``root/reward_model`` once (atomically); returns ``root``."""
-    root = os.path.abspath(root)
-    if os.path.exists(os.path.join(root, ".complete")):
-        return root
-    parent = os.path.dirname(root)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tars_served_", dir=parent)
-    try:
+
+    def build(tmp: str) -> None:
         t0 = time.time()
         steps = train_responder(os.path.join(tmp, "responder"), log=log)
         log(f"responder trained in {steps} steps, {time.time() - t0:.1f} s")
         build_reward_model(os.path.join(tmp, "reward_model"))
-        open(os.path.join(tmp, ".complete"), "w").close()
-        if os.path.exists(root):
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return root
+
+    return build_folder_once(root, build, ".tars_served_")
 
 
 if __name__ == "__main__":

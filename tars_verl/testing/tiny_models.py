@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 
 QWEN_STYLE_CHAT_TEMPLATE = (
     "{%- if messages[0]['role'] == 'system' %}"
@@ -125,19 +126,17 @@ def build_classifier(out_dir: str, tokenizer, num_labels: int, seed: int = 0, id
     return model
 
 
-def ensure_tiny_models(root: str | None = None) -> str:
-    """Build the tiny models under ``root`` once (atomically) and return ``root``."""
-    root = os.path.abspath(root or os.environ.get("TARS_TINY_DIR", "/tmp/tars_tiny"))
+def build_folder_once(root: str, build: Callable[[str], None], prefix: str = ".tars_") -> str:
+    """Run ``build(tmp)`` in a temporary folder beside ``root`` and rename it to ``root``, unless ``root`` is already
+    complete: a folder is either whole or absent, never half-written, even when a build is interrupted."""
+    root = os.path.abspath(root)
     if os.path.exists(os.path.join(root, ".complete")):
         return root
     parent = os.path.dirname(root)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tars_tiny_", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
     try:
-        tokenizer = build_tokenizer(os.path.join(tmp, "tokenizer"))
-        build_policy(os.path.join(tmp, "policy"), tokenizer)
-        build_classifier(os.path.join(tmp, "classifier"), tokenizer, 2, seed=1, id2label={0: "UNSAFE", 1: "SAFE"})
-        build_classifier(os.path.join(tmp, "reward_model"), tokenizer, 1, seed=2)
+        build(tmp)
         open(os.path.join(tmp, ".complete"), "w").close()
         if os.path.exists(root):
             shutil.rmtree(root)
@@ -146,6 +145,18 @@ def ensure_tiny_models(root: str | None = None) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return root
+
+
+def ensure_tiny_models(root: str | None = None) -> str:
+    """Build the tiny models under ``root`` once (atomically) and return ``root``."""
+
+    def build(tmp: str) -> None:
+        tokenizer = build_tokenizer(os.path.join(tmp, "tokenizer"))
+        build_policy(os.path.join(tmp, "policy"), tokenizer)
+        build_classifier(os.path.join(tmp, "classifier"), tokenizer, 2, seed=1, id2label={0: "UNSAFE", 1: "SAFE"})
+        build_classifier(os.path.join(tmp, "reward_model"), tokenizer, 1, seed=2)
+
+    return build_folder_once(root or os.environ.get("TARS_TINY_DIR", "/tmp/tars_tiny"), build, ".tars_tiny_")
 
 
 if __name__ == "__main__":
