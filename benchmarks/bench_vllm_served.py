@@ -124,7 +124,6 @@ EVAL_CHILD = r"""
 import json, sys, time
 if __name__ == "__main__":
     model, n, max_tokens, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    from vllm import LLM, SamplingParams
     from tars_verl.eval.generate import GenConfig, generate_for_model, render
     from tars_verl.eval.prompts import EvalPrompt
     prompts = [EvalPrompt("bench", f"bench-{i}", [{"role": "user", "content": f"Tell me about topic {i}."}], "safety")
@@ -143,12 +142,15 @@ if __name__ == "__main__":
     gen.VLLMGenerator(model, cfg)
     llm, tok = llm_holder["llm"], llm_holder["tok"]
     texts = [render(tok, p, True) for p in prompts]
-    params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
-    llm.generate(texts[:4], params, use_tqdm=False)  # warm-up
+    # The same settings as our path: token-id prompts (one BOS) and a seed per request (reproducible samples).
+    shared = gen.VLLMGenerator(model, cfg)
+    ids = [{"prompt_token_ids": tok(t, add_special_tokens=False)["input_ids"]} for t in texts]
+    params = [shared.params(gen.request_seed(cfg.seed, p.prompt_id, 0)) for p in prompts]
+    llm.generate(ids[:4], params[:4], use_tqdm=False)  # warm-up
     res = {"ours": [], "one_generate": []}
     for r in range(int(sys.argv[5])):
         t0 = time.perf_counter()
-        llm.generate(texts, params, use_tqdm=False)
+        llm.generate(ids, params, use_tqdm=False)
         res["one_generate"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         generate_for_model("bench", model, prompts, cfg, f"{out}/cache{r}")
