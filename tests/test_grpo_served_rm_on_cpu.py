@@ -61,6 +61,7 @@ def run_open_preset_with_served_rm(data, tiny_dir, tmp_path, server, *extra, n_s
         "LR": "1e-3",
         "EPOCHS": "1",
         "TEST_FREQ": str(STEPS),
+        "VAL_N": "1",  # one sample per validation prompt (the launch script's default is the paper's 8)
         "SAVE_FREQ": "0",
         "CKPT_DIR": str(tmp_path / "grpo"),
     }
