@@ -32,7 +32,7 @@ from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
 # Absolute imports: verl may load this file by path (source=importlib), outside its package.
 from tars_verl.batching import MicroBatcher
-from tars_verl.parsing import THINK_OPEN, split_reasoning
+from tars_verl.parsing import THINK_OPEN, format_reward, split_reasoning
 from tars_verl.reward_config import PROMPT_TYPES, TarsConfig, tars_config_from
 from tars_verl.reward_log import per_type_reward_key, reward_log_keys
 from tars_verl.scorers import ScoreItem, Scorer, ScorerConfigError, ScoreResult, build_scorer
@@ -178,7 +178,8 @@ class TarsRewardManager(RewardManagerBase):
         except PromptTypeError as err:
             raise PromptTypeError(f"{err}{_missing_row_hint(item.non_tensor_batch)}") from None
         response, prompt_tail, messages, n_resp = self._decode(item)
-        parts = split_reasoning(response, self._think_prefilled(prompt_tail))
+        think_prefilled = self._think_prefilled(prompt_tail)
+        parts = split_reasoning(response, think_prefilled)
         prompt = _last_user_text(messages)
         weights = self.tars.weights()[prompt_type]
 
@@ -197,7 +198,7 @@ class TarsRewardManager(RewardManagerBase):
                 jobs["reasoning_safety"] = submit("safety", parts.reasoning)
         results: dict[str, ScoreResult] = dict(zip(jobs, await asyncio.gather(*jobs.values())))
 
-        fmt = 1.0 if parts.format_ok else 0.0
+        fmt = format_reward(response, think_prefilled)
         if val_judged:
             combined = results["val_judge"].score
         else:

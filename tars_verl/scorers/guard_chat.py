@@ -42,8 +42,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .base import ScoreItem, Scorer, ScorerConfigError, ScorerError, ScoreResult, checked_value, register_scorer
-from .http import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
+from .base import ScoreItem, ScorerConfigError, ScoreResult, checked_value, register_scorer
+from .http import HttpScorerConfig
+from .http_scorer import HttpScorer
 
 logger = logging.getLogger(__name__)
 
@@ -253,16 +254,12 @@ def parse_guard_reply(text: str, fmt_name: str, controversial_score: float = 0.5
 
 
 @register_scorer("guard_chat")
-class GuardChatScorer(Scorer):
+class GuardChatScorer(HttpScorer):
     Config = GuardChatConfig
 
     def __init__(self, config: GuardChatConfig, **context):
         super().__init__(config)
         self.fmt = FORMATS[config.format]
-        self.endpoint = HttpEndpoint.from_config(config)
-
-    def check_ready(self) -> None:
-        check_endpoint_sync(self.config)
 
     def _payload(self, item: ScoreItem) -> tuple[str, dict[str, Any]]:
         cfg = self.config
@@ -284,17 +281,15 @@ class GuardChatScorer(Scorer):
             payload["logprobs"] = cfg.top_logprobs
         return "/completions", payload
 
-    async def _score_one(self, item: ScoreItem) -> ScoreResult:
+    async def score_one(self, item: ScoreItem) -> ScoreResult:
         path, payload = self._payload(item)
         body = await self.endpoint.post_json(path, payload)
-        try:
+        where = self.where(path)
+        with self.reading_reply(f"{where}: cannot read a guard verdict"):
             choice = body["choices"][0]
             text = choice["message"]["content"] if self.fmt.chat else choice["text"]
             score, details = parse_guard_reply(text or "", self.config.format, self.config.controversial_score)
             tokens = _token_stream(choice)
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
-            raise ScorerError(f"{self.endpoint.base_url}{path}: cannot read a guard verdict: {err}") from err
-        where = f"{self.endpoint.base_url}{path}"
         check_logprobs(tokens, where)  # a broken number from the server is an error, never a score
         word_scores = verdict_scores(self.config.format, self.config.controversial_score)
         graded = graded_verdict(tokens, self.fmt, word_scores)
@@ -317,12 +312,3 @@ class GuardChatScorer(Scorer):
             score = graded
         details["graded"] = graded is not None
         return ScoreResult(score, details)
-
-    async def score_batch(self, items: list[ScoreItem]) -> list[ScoreResult]:
-        import asyncio
-
-        # Chat endpoints take one conversation per request: fan out, the endpoint bounds concurrency.
-        return list(await asyncio.gather(*(self._score_one(it) for it in items)))
-
-    async def aclose(self) -> None:
-        await self.endpoint.aclose()

@@ -14,12 +14,12 @@ Example config::
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass
 
-from .base import ScoreItem, Scorer, ScorerConfigError, ScorerError, ScoreResult, register_scorer
-from .http import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
+from .base import ScoreItem, ScorerConfigError, ScoreResult, register_scorer
+from .http import HttpScorerConfig
+from .http_scorer import HttpScorer
 
 DEFAULT_RUBRIC = (
     "You are grading how helpful an AI assistant's response is to the user's request.\n"
@@ -65,17 +65,10 @@ def parse_judge_score(reply: str, score_min: int, score_max: int) -> float:
 
 
 @register_scorer("llm_judge")
-class LLMJudgeScorer(Scorer):
+class LLMJudgeScorer(HttpScorer):
     Config = LLMJudgeConfig
 
-    def __init__(self, config: LLMJudgeConfig, **context):
-        super().__init__(config)
-        self.endpoint = HttpEndpoint.from_config(config)
-
-    def check_ready(self) -> None:
-        check_endpoint_sync(self.config)
-
-    async def _score_one(self, item: ScoreItem) -> ScoreResult:
+    async def score_one(self, item: ScoreItem) -> ScoreResult:
         cfg = self.config
         # One pass, so a "{response}" typed inside the user's prompt is not filled in too.
         values = {
@@ -94,15 +87,7 @@ class LLMJudgeScorer(Scorer):
                 "temperature": cfg.temperature,
             },
         )
-        try:
+        with self.reading_reply(self.where("/chat/completions")):
             reply = body["choices"][0]["message"]["content"] or ""
             score = parse_judge_score(reply, cfg.score_min, cfg.score_max)
-        except (KeyError, IndexError, TypeError, ValueError) as err:
-            raise ScorerError(f"{self.endpoint.base_url}/chat/completions: {err}") from err
         return ScoreResult(score, {"judge_raw": score * (cfg.score_max - cfg.score_min) + cfg.score_min})
-
-    async def score_batch(self, items: list[ScoreItem]) -> list[ScoreResult]:
-        return list(await asyncio.gather(*(self._score_one(it) for it in items)))
-
-    async def aclose(self) -> None:
-        await self.endpoint.aclose()

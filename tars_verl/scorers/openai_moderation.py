@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import ScoreItem, Scorer, ScorerConfigError, ScorerError, ScoreResult, checked_value, register_scorer
-from .http import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
+from .base import ScoreItem, ScorerConfigError, ScorerError, ScoreResult, checked_value, register_scorer
+from .http import HttpScorerConfig
+from .http_scorer import HttpScorer
 
 
 @dataclass
@@ -54,29 +55,23 @@ def moderation_safety(
 
 
 @register_scorer("openai_moderation")
-class OpenAIModerationScorer(Scorer):
+class OpenAIModerationScorer(HttpScorer):
     Config = OpenAIModerationConfig
 
-    def __init__(self, config: OpenAIModerationConfig, **context):
-        super().__init__(config)
-        self.endpoint = HttpEndpoint.from_config(config)
-
-    def check_ready(self) -> None:
-        check_endpoint_sync(self.config)
-
     async def score_batch(self, items: list[ScoreItem]) -> list[ScoreResult]:
+        # The API takes a list of inputs: one request per batch, not one per item.
         body = await self.endpoint.post_json(
             "/moderations", {"model": self.config.model, "input": [it.text for it in items]}
         )
-        try:
+        where = self.where("/moderations")
+        with self.reading_reply(where, body):
             results = body["results"]
             if len(results) != len(items):
                 raise ValueError(f"{len(results)} results for {len(items)} inputs")
             out = []
             for i, r in enumerate(results):
                 cats = r["category_scores"]
-                where = f"{self.endpoint.base_url}/moderations: result {i}"
-                safety = moderation_safety(cats, self.config.tolerance_threshold, where)
+                safety = moderation_safety(cats, self.config.tolerance_threshold, f"{where}: result {i}")
                 worst = max(cats, key=lambda k: cats[k])
                 out.append(
                     ScoreResult(
@@ -89,10 +84,3 @@ class OpenAIModerationScorer(Scorer):
                     )
                 )
             return out
-        except (KeyError, TypeError, ValueError) as err:
-            raise ScorerError(
-                f"{self.endpoint.base_url}/moderations: unexpected reply shape ({err}): {str(body)[:200]}"
-            ) from err
-
-    async def aclose(self) -> None:
-        await self.endpoint.aclose()

@@ -19,18 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import (
-    ScoreItem,
-    Scorer,
-    ScorerConfigError,
-    ScorerError,
-    ScoreResult,
-    checked_value,
-    register_scorer,
-    stable_sigmoid,
-)
+from .base import ScoreItem, ScorerConfigError, ScoreResult, checked_value, register_scorer, stable_sigmoid
 from .hf_reward_model import rm_conversation_text
-from .http import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
+from .http import HttpScorerConfig
+from .http_scorer import HttpScorer
 
 VERL_ROUTER = "verl"
 
@@ -71,7 +63,7 @@ class ServedRewardModelConfig(HttpScorerConfig):
 
 
 @register_scorer("served_reward_model")
-class ServedRewardModelScorer(Scorer):
+class ServedRewardModelScorer(HttpScorer):
     Config = ServedRewardModelConfig
 
     def __init__(
@@ -82,7 +74,6 @@ class ServedRewardModelScorer(Scorer):
         reward_model_backend: str | None = None,
         **context,
     ):
-        super().__init__(config)
         self.uses_verl_router = config.url == VERL_ROUTER
         # Your own server is vLLM (/classify); verl's is whatever reward.reward_model.rollout.name says.
         self.route = verl_rm_route(reward_model_backend) if self.uses_verl_router else "/classify"
@@ -106,11 +97,12 @@ class ServedRewardModelScorer(Scorer):
             self.tokenizer = AutoTokenizer.from_pretrained(
                 config.tokenizer_path or config.model, trust_remote_code=config.trust_remote_code
             )
-        self.endpoint = HttpEndpoint.from_config(config, url)
+        super().__init__(config, endpoint_url=url)
 
     def check_ready(self) -> None:
+        # With url=verl, config.url is no address: verl starts its RM server and router itself.
         if not self.uses_verl_router:
-            check_endpoint_sync(self.config)
+            super().check_ready()
 
     async def score_batch(self, items: list[ScoreItem]) -> list[ScoreResult]:
         texts = [rm_conversation_text(self.tokenizer, it) for it in items]
@@ -123,23 +115,16 @@ class ServedRewardModelScorer(Scorer):
                 self.route, {"model": self.config.model, "input": texts, "use_activation": use_activation}
             )
             value_key = "probs"
-        try:
+        where = self.where(self.route)
+        with self.reading_reply(where, body):
             data = sorted(body["data"], key=lambda d: d.get("index", 0))
             if len(data) != len(items):
                 raise ValueError(f"{len(data)} results for {len(items)} inputs")
             values = [d[value_key][-1] for d in data]
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
-            raise ScorerError(
-                f"{self.endpoint.base_url}{self.route}: unexpected reply shape ({err}): {str(body)[:200]}"
-            ) from err
         # Checked before use: a probability must lie in [0, 1], a logit must be finite.
         bounds = (0.0, 1.0) if use_activation else (None, None)
         kind = "prob" if use_activation else "logit"
-        where = f"{self.endpoint.base_url}{self.route}"
         raw = [checked_value(v, f"{where}: item {i} {kind}", *bounds) for i, v in enumerate(values)]
         if use_activation:
             return [ScoreResult(r, {"prob": r}) for r in raw]
         return [ScoreResult(stable_sigmoid(r), {"logit": r}) for r in raw]
-
-    async def aclose(self) -> None:
-        await self.endpoint.aclose()

@@ -34,8 +34,9 @@ import threading
 import urllib.request
 from dataclasses import dataclass
 
-from .base import ScoreItem, Scorer, ScorerConfigError, ScorerError, ScoreResult, register_scorer
-from .http import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
+from .base import ScoreItem, ScorerConfigError, ScoreResult, register_scorer
+from .http import HttpScorerConfig
+from .http_scorer import HttpScorer
 
 PUBLISHED_TEMPLATES = (
     "https://raw.githubusercontent.com/dsbowen/strong_reject/main/strong_reject/eval_files/judge_templates.json"
@@ -141,14 +142,13 @@ def load_rubric(cfg: StrongRejectConfig) -> tuple[str, str | None]:
 
 
 @register_scorer("strongreject")
-class StrongRejectScorer(Scorer):
+class StrongRejectScorer(HttpScorer):
     """Score 1 - StrongREJECT (1 = refused or harmless, 0 = a convincing, specific harmful answer)."""
 
     Config = StrongRejectConfig
 
     def __init__(self, config: StrongRejectConfig, **context):
         super().__init__(config)
-        self.endpoint = HttpEndpoint.from_config(config)
         self._rubric: tuple[str, str | None] | None = None
         self._lock = threading.Lock()
 
@@ -160,7 +160,7 @@ class StrongRejectScorer(Scorer):
 
     def check_ready(self) -> None:
         self.rubric()
-        check_endpoint_sync(self.config)
+        super().check_ready()
 
     def messages(self, item: ScoreItem) -> list[dict[str, str]]:
         rubric, system = self.rubric()
@@ -169,7 +169,7 @@ class StrongRejectScorer(Scorer):
         content = PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], rubric)
         return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
 
-    async def _score_one(self, item: ScoreItem) -> ScoreResult:
+    async def score_one(self, item: ScoreItem) -> ScoreResult:
         cfg = self.config
         body = await self.endpoint.post_json(
             "/chat/completions",
@@ -180,18 +180,13 @@ class StrongRejectScorer(Scorer):
                 "temperature": cfg.temperature,
             },
         )
-        try:
+        with self.reading_reply(f"{self.where('/chat/completions')} (StrongREJECT judge)"):
             reply = body["choices"][0]["message"]["content"] or ""
             fields = parse_rubric_reply(reply)
-        except (KeyError, IndexError, TypeError, ValueError) as err:
-            raise ScorerError(f"{self.endpoint.base_url}/chat/completions (StrongREJECT judge): {err}") from err
         sr = strongreject_score(fields["refused"], fields["convincing"], fields["specific"])
         return ScoreResult(1.0 - sr, {"strongreject": sr, **fields})
 
     async def score_batch(self, items: list[ScoreItem]) -> list[ScoreResult]:
         if self._rubric is None:
             await asyncio.to_thread(self.rubric)  # a URL fetch must not block the event loop
-        return list(await asyncio.gather(*(self._score_one(it) for it in items)))
-
-    async def aclose(self) -> None:
-        await self.endpoint.aclose()
+        return await super().score_batch(items)

@@ -93,6 +93,7 @@ class ScorerServer:
         self.script: list[Any] = []
         self.latency_s = 0.0
         self.requests: list[tuple[str, dict]] = []
+        self.auth_headers: list[str | None] = []  # each POST's Authorization header, in the order of requests
         self.logprobs = True
         self.p_unsafe = 0.8  # guard's probability of its verdict token when text is UNSAFE
         self.files: dict[str, str] = {}  # GET path -> body
@@ -126,6 +127,7 @@ class ScorerServer:
         payload = await request.json()
         with self._lock:
             self.requests.append((request.path, payload))
+            self.auth_headers.append(request.headers.get("Authorization"))
             action = self.script.pop(0) if self.script else "ok"
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
