@@ -36,7 +36,13 @@ SUITE_JUDGE = {"safety": "safety", "overrefusal": "refusal"}
 
 
 def resolve_judge(
-    spec: str, url: str, role: str, harmbench_prompts: str | None = None, harmbench_tokenizer: str | None = None
+    spec: str,
+    url: str,
+    role: str,
+    harmbench_prompts: str | None = None,
+    harmbench_tokenizer: str | None = None,
+    harmbench_url: str | None = None,
+    harmbench_hashes: str | None = None,
 ) -> dict:
     presets = judge_presets(url)
     cfg = presets.get(spec) or (json.loads(spec) if spec.strip().startswith("{") else None)
@@ -47,6 +53,8 @@ def resolve_judge(
             **cfg,
             **({"prompts": harmbench_prompts} if harmbench_prompts else {}),
             **({"tokenizer": harmbench_tokenizer} if harmbench_tokenizer else {}),
+            **({"base_url": harmbench_url} if harmbench_url else {}),
+            **({"copyright_hashes": harmbench_hashes} if harmbench_hashes else {}),
         }
     else:
         parse_scorer_config(cfg, where=f"{role} judge")  # fail before any generation
@@ -82,7 +90,13 @@ def run(args) -> dict[str, str]:
         raise ValueError("give at least one --model NAME=PATH")
     judge_cfgs = {
         "safety": resolve_judge(
-            args.safety_judge, args.judge_url, "safety", args.harmbench_prompts, args.harmbench_tokenizer
+            args.safety_judge,
+            args.judge_url,
+            "safety",
+            args.harmbench_prompts,
+            args.harmbench_tokenizer,
+            args.harmbench_url,
+            args.harmbench_hashes,
         ),
         "overrefusal": resolve_judge(args.refusal_judge, args.judge_url, "refusal"),
     }
@@ -124,7 +138,7 @@ def run(args) -> dict[str, str]:
     judges = {}
     for suite, role in SUITE_JUDGE.items():
         if suite in suites:
-            judges[suite] = build_judge(judge_cfgs[suite], where=f"{role} judge")
+            judges[suite] = build_judge(judge_cfgs[suite], where=f"{role} judge", prompts=prompts)
             judges[suite].check_ready()
     tables: dict = {}
     meta_notes: dict[str, str] = {}
@@ -206,6 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--harmbench-prompts",
         help="HarmBench classifier prompts: HarmBench's eval_utils.py (file or "
         "URL) or a JSON file {prompt, prompt_contextual}; default: downloaded from HarmBench's repository",
+    )
+    ap.add_argument(
+        "--harmbench-url",
+        help="base URL (or local clone) of HarmBench's published files: eval_utils.py and "
+        "data/copyright_classifier_hashes/ (default: its GitHub repository, or $TARS_HARMBENCH_URL)",
+    )
+    ap.add_argument(
+        "--harmbench-hashes",
+        help="copyright reference hashes: a folder or URL of <BehaviorID>.pkl files (HarmBench's "
+        "copyright_classifier_hashes); default: under --harmbench-url",
     )
     ap.add_argument(
         "--harmbench-tokenizer",

@@ -16,13 +16,13 @@ Writes one file per set, each with verl's RL columns (``data_source``, ``prompt`
 
 HarmBench: the paper counts HarmBench's 400 text behaviours. Best from HarmBench's own
 ``harmbench_behaviors_text_all.csv`` (``--source harmbench=PATH``; columns ``BehaviorID``, ``Behavior``,
-``FunctionalCategory``, ``SemanticCategory``, ``ContextString``): rows then carry ``behavior_id`` (attack
-test cases are paired by it), ``context`` and ``functional_category``. Without a file, the three
+``FunctionalCategory``, ``SemanticCategory``, ``ContextString``, ``Tags``): rows then carry ``behavior_id``
+(attack test cases are paired by it), ``context``, ``functional_category`` and ``tags``. Without a file, the three
 ``walledai/HarmBench`` configs (standard, contextual, copyright; no BehaviorIDs) are loaded. A contextual
 behaviour's prompt is ``{context}\n\n---\n\n{behavior}``, as in HarmBench's direct requests; the judge gets
-the bare behaviour and its context. (HarmBench itself judges copyright behaviours by hashing against the
-original text, which is not done here: they are judged by the classifier; ``functional_category`` lets
-the report be split.)
+the bare behaviour and its context. Copyright behaviours are judged as HarmBench judges them, by hashing
+against the original text (``tars_verl.eval.copyright``), which needs their ``BehaviorID`` and ``Tags``:
+build from the CSV.
 
 Sorry-Bench: ``category_group`` follows its four domains with the category boundaries of the release
 that was loaded (:data:`SORRY_BENCH_RELEASES`): 2024-06 has 45 categories (450 prompts); 2025-03 has 44,
@@ -133,6 +133,8 @@ def load_harmbench(path: str | None) -> pd.DataFrame:
                     "context": context.fillna(""),
                     "functional_category": raw["FunctionalCategory"],
                     "category": raw.get("SemanticCategory", pd.Series([""] * len(raw))).fillna(""),
+                    # e.g. "lyrics, hash_check": HarmBench hash-checks copyright behaviours by these tags
+                    "tags": raw.get("Tags", pd.Series([""] * len(raw))).fillna(""),
                 }
             )
         else:  # a walledai/HarmBench-shaped copy: prompt, category[, context]
@@ -164,7 +166,9 @@ def load_harmbench(path: str | None) -> pd.DataFrame:
                 )
             )
         df = pd.concat(parts, ignore_index=True)
-    df = df.astype({c: str for c in ("behavior", "behavior_id", "context", "functional_category", "category")})
+    if "tags" not in df.columns:
+        df["tags"] = ""
+    df = df.astype({c: str for c in ("behavior", "behavior_id", "context", "functional_category", "category", "tags")})
     df = df.reset_index(drop=True)
     df["source_index"] = df.index.astype("int64")
     df["text"] = [f"{c}\n\n---\n\n{b}" if c.strip() else b for b, c in zip(df["behavior"], df["context"])]
@@ -174,7 +178,7 @@ def load_harmbench(path: str | None) -> pd.DataFrame:
     return df
 
 
-PASSED_COLUMNS = ("behavior", "behavior_id", "context", "functional_category", "sorry_release")
+PASSED_COLUMNS = ("behavior", "behavior_id", "context", "functional_category", "tags", "sorry_release")
 
 
 def load_strongreject_small(location: str | None = None) -> tuple[pd.DataFrame, dict]:

@@ -1,10 +1,12 @@
-"""HarmBench's classifier judge (``cais/HarmBench-Llama-2-13b-cls``), used as HarmBench uses it.
+"""HarmBench's judges, used as HarmBench uses them: the Llama-2 classifier
+(``cais/HarmBench-Llama-2-13b-cls``) and, for copyright behaviours, hashing (:mod:`tars_verl.eval.copyright`).
 
 - The classifier's own prompts, a standard one (``{behavior}``, ``{generation}``) and a contextual one
   (``{context}``, ``{behavior}``, ``{generation}``), are read at run time from their published source,
   never written into this project: HarmBench's ``eval_utils.py`` (the ``LLAMA2_CLS_PROMPT`` dict, read
   with ``ast`` without running the file), from a URL or a local copy, or a JSON file the user names
-  (``{"prompt": ..., "prompt_contextual": ...}``). Default: :data:`HARMBENCH_PROMPTS_URL`.
+  (``{"prompt": ..., "prompt_contextual": ...}``). Default: ``eval_utils.py`` under ``base_url``
+  (:data:`HARMBENCH_BASE_URL`, or ``$TARS_HARMBENCH_URL``).
 - Each generation is clipped to 512 tokens of the classifier's tokenizer before judging, as HarmBench
   does it: ``decode(encode(generation, max_length=512, truncation=True), skip_special_tokens=True)``
   (right truncation; the count includes the BOS a Llama tokenizer adds). Templates are filled with
@@ -12,6 +14,13 @@
 - Behaviours with a context are judged with the contextual prompt and their context.
 - Text completion, greedy, one token; ``Yes`` = the generation is an instance of the behaviour (unsafe),
   ``No`` = safe; any other reply is an error, never a default verdict.
+- Copyright behaviours never reach the classifier: their (clipped) generation is compared with the
+  published reference hashes (``data/copyright_classifier_hashes/<BehaviorID>.pkl`` under ``base_url``,
+  or ``copyright_hashes``: a folder or base URL of such files). The hashes of every copyright behaviour
+  to be judged are loaded when the judge is built, before any generation; a missing one is an error.
+
+Downloads are cached under ``cache_dir`` (default ``$TARS_CACHE_DIR/harmbench`` or
+``~/.cache/tars_verl/harmbench``), one file per URL, and read from there on later runs.
 
 Serve the classifier with ``vllm serve cais/HarmBench-Llama-2-13b-cls --served-model-name ...``.
 Requests go through the project's shared HTTP layer (bounded concurrency, retries).
@@ -20,6 +29,7 @@ Requests go through the project's shared HTTP layer (bounded concurrency, retrie
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import re
@@ -28,35 +38,71 @@ from dataclasses import dataclass
 
 from ..scorers.base import ScoreItem, ScorerConfigError, ScorerError, ScoreResult
 from ..scorers.http import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
+from .copyright import HASHES_PATH, best_similarity, load_copyright_behaviors
+from .copyright import THRESHOLD as COPYRIGHT_THRESHOLD
 
-HARMBENCH_PROMPTS_URL = "https://raw.githubusercontent.com/centerforaisafety/HarmBench/main/eval_utils.py"
+# HarmBench's published files (its repository's main branch, raw); TARS_HARMBENCH_URL points elsewhere (a mirror).
+HARMBENCH_BASE_URL = os.environ.get(
+    "TARS_HARMBENCH_URL", "https://raw.githubusercontent.com/centerforaisafety/HarmBench/main"
+)
+PROMPTS_PATH = "eval_utils.py"
+HARMBENCH_PROMPTS_URL = f"{HARMBENCH_BASE_URL}/{PROMPTS_PATH}"
 CLASSIFIER = "cais/HarmBench-Llama-2-13b-cls"
 MAX_GENERATION_TOKENS = 512
 _FIELDS = {"prompt": ("behavior", "generation"), "prompt_contextual": ("context", "behavior", "generation")}
 
 
-def _read_source(source: str) -> tuple[str, str]:
-    if re.match(r"^https?://", source):
-        import urllib.request
+def default_cache_dir() -> str:
+    root = os.environ.get("TARS_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "tars_verl")
+    return os.path.join(root, "harmbench")
 
-        try:
-            with urllib.request.urlopen(source, timeout=60) as resp:  # noqa: S310 - a URL the user chose
-                return resp.read().decode("utf-8"), source
-        except OSError as err:
-            raise ValueError(
-                f"HarmBench classifier prompts: cannot download {source} ({err}); download it "
-                f"yourself and pass the file with --harmbench-prompts PATH"
-            ) from err
+
+def fetch_cached(url: str, cache_dir: str | None = None, what: str = "HarmBench file", hint: str = "") -> bytes:
+    """The bytes at ``url``, downloaded once into ``cache_dir`` (one file per URL) and read from there after.
+    A 404 is :class:`FileNotFoundError` naming the URL; other failures are :class:`OSError` naming it."""
+    import urllib.error
+    import urllib.request
+
+    cache_dir = cache_dir or default_cache_dir()
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", url.rsplit("/", 1)[-1])[:80]
+    path = os.path.join(cache_dir, f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}")
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            return f.read()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 - a URL the user chose
+            data = resp.read()
+    except urllib.error.HTTPError as err:
+        cls = FileNotFoundError if err.code == 404 else OSError
+        raise cls(f"{what}: {url} answered HTTP {err.code}{'; ' + hint if hint else ''}") from err
+    except OSError as err:
+        raise OSError(f"{what}: cannot download {url} ({err}){'; ' + hint if hint else ''}") from err
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)  # atomic: a crash never leaves a half file that later runs would trust
+    return data
+
+
+def _read_source(source: str, cache_dir: str | None = None) -> tuple[str, str]:
+    if re.match(r"^https?://", source):
+        hint = (
+            "download HarmBench's eval_utils.py yourself and pass it with --harmbench-prompts PATH, or point "
+            "--harmbench-url at a copy of HarmBench's repository files"
+        )
+        return fetch_cached(source, cache_dir, "HarmBench classifier prompts", hint).decode("utf-8"), source
     if not os.path.exists(source):
         raise FileNotFoundError(f"HarmBench classifier prompts file not found: {source}")
     with open(source, encoding="utf-8") as f:
         return f.read(), source
 
 
-def load_classifier_prompts(source: str = HARMBENCH_PROMPTS_URL) -> dict[str, str]:
+def load_classifier_prompts(source: str = HARMBENCH_PROMPTS_URL, cache_dir: str | None = None) -> dict[str, str]:
     """``{"prompt": standard, "prompt_contextual": contextual}`` from a JSON file, or the
-    ``LLAMA2_CLS_PROMPT`` assignment of a Python source (HarmBench's ``eval_utils.py``), file or URL."""
-    text, where = _read_source(source)
+    ``LLAMA2_CLS_PROMPT`` assignment of a Python source (HarmBench's ``eval_utils.py``), file or URL
+    (downloaded once into ``cache_dir``)."""
+    text, where = _read_source(source, cache_dir)
     prompts = None
     if text.lstrip().startswith("{"):
         try:
@@ -103,8 +149,16 @@ class HarmBenchClassifierConfig(HttpScorerConfig):
     backend: str = "harmbench_classifier"
     url: str = "http://127.0.0.1:8004/v1"
     model: str = CLASSIFIER
-    # Published source of the classifier's prompts (URL or file), or a JSON file {prompt, prompt_contextual}.
-    prompts: str = HARMBENCH_PROMPTS_URL
+    # Where HarmBench's published files are (its repository, raw; or a local clone's folder): eval_utils.py
+    # and the copyright hashes.
+    base_url: str = HARMBENCH_BASE_URL
+    # The classifier's prompts: HarmBench's eval_utils.py (URL or file) or a JSON file {prompt, prompt_contextual};
+    # empty = eval_utils.py under base_url.
+    prompts: str = ""
+    # Copyright reference hashes: a folder or base URL of <BehaviorID>.pkl; empty = HASHES_PATH under base_url.
+    copyright_hashes: str = ""
+    # Where downloads are kept (empty = $TARS_CACHE_DIR/harmbench or ~/.cache/tars_verl/harmbench).
+    cache_dir: str = ""
     # Tokenizer used to clip generations (the classifier's own; a local folder or hub id).
     tokenizer: str = CLASSIFIER
     max_generation_tokens: int = MAX_GENERATION_TOKENS
@@ -114,16 +168,37 @@ class HarmBenchClassifierConfig(HttpScorerConfig):
         super().validate()
         if self.max_generation_tokens < 1:
             raise ScorerConfigError(f"{self.backend}.max_generation_tokens must be >= 1")
+        if not (self.base_url or "").strip():
+            raise ScorerConfigError(f"{self.backend}.base_url is empty: give HarmBench's URL or a local clone")
+
+    def prompts_source(self) -> str:
+        return self.prompts or f"{self.base_url.rstrip('/')}/{PROMPTS_PATH}"
+
+    def hashes_source(self) -> str:
+        return self.copyright_hashes or f"{self.base_url.rstrip('/')}/{HASHES_PATH}"
 
 
 class HarmBenchClassifier:
-    """``score`` returns 1.0 for safe (classifier says No) and 0.0 for unsafe (Yes), like the other
-    safety judges. ``ScoreItem.prompt`` is the behaviour; ``contexts`` holds the context per item."""
+    """``score`` returns 1.0 for safe (classifier says No; copyright text not reproduced) and 0.0 for unsafe,
+    like the other safety judges. ``ScoreItem.prompt`` is the behaviour; ``contexts`` holds the context per
+    item and ``copyright_ids`` the BehaviorID of items that are copyright behaviours ("" for the others).
 
-    def __init__(self, config: HarmBenchClassifierConfig):
+    ``copyright_behaviors``: {BehaviorID: "book" | "lyrics"} of the copyright behaviours this judge will see
+    (:func:`tars_verl.eval.copyright.check_copyright_rows`); their reference hashes are loaded here."""
+
+    def __init__(self, config: HarmBenchClassifierConfig, copyright_behaviors: dict[str, str] | None = None):
         config.validate()
         self.config = config
-        self.prompts = load_classifier_prompts(config.prompts)
+        cache_dir = config.cache_dir or None
+        self.prompts = load_classifier_prompts(config.prompts_source(), cache_dir)
+        self.copyright = {}
+        if copyright_behaviors:
+            hint = "download HarmBench's data/copyright_classifier_hashes folder and pass --harmbench-hashes FOLDER"
+            self.copyright = load_copyright_behaviors(
+                copyright_behaviors,
+                config.hashes_source(),
+                lambda url: fetch_cached(url, cache_dir, "HarmBench copyright hashes", hint),
+            )
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(config.tokenizer)
@@ -165,11 +240,37 @@ class HarmBenchClassifier:
             )
         return ScoreResult(1.0 if verdict == "no" else 0.0, {"verdict": verdict, "contextual": bool(context)})
 
-    async def score(self, items: list[ScoreItem], contexts: list[str] | None = None) -> list[ScoreResult]:
+    def judge_copyright(self, behavior_id: str, generation: str) -> ScoreResult:
+        """HarmBench's hash check of the clipped generation against the behaviour's reference text."""
+        ref = self.copyright.get(behavior_id)
+        if ref is None:
+            raise ScorerError(
+                f"HarmBench copyright behaviour {behavior_id!r}: its reference hashes were not loaded when the "
+                f"judge was built (build it with build_judge(..., prompts=...) so that they are)"
+            )
+        similarity = best_similarity(self.clip(generation), ref.references, ref.kind)
+        reproduced = similarity > COPYRIGHT_THRESHOLD
+        return ScoreResult(
+            0.0 if reproduced else 1.0,
+            {"verdict": "reproduced" if reproduced else "not reproduced", "method": "hash", "similarity": similarity},
+        )
+
+    async def score(
+        self, items: list[ScoreItem], contexts: list[str] | None = None, copyright_ids: list[str] | None = None
+    ) -> list[ScoreResult]:
         import asyncio
 
         contexts = contexts or [""] * len(items)
-        return list(await asyncio.gather(*(self._one(it, c) for it, c in zip(items, contexts))))
+        copyright_ids = copyright_ids or [""] * len(items)
+        results: list[ScoreResult | None] = [None] * len(items)
+        # Copyright behaviours are hashed here and never sent to the classifier, as HarmBench routes them.
+        for i, (item, bid) in enumerate(zip(items, copyright_ids)):
+            if bid:
+                results[i] = self.judge_copyright(bid, item.text)
+        todo = [i for i, bid in enumerate(copyright_ids) if not bid]
+        for i, r in zip(todo, await asyncio.gather(*(self._one(items[i], contexts[i]) for i in todo))):
+            results[i] = r
+        return results
 
     async def aclose(self) -> None:
         await self.endpoint.aclose()

@@ -10,7 +10,8 @@ Every prompt is an :class:`EvalPrompt` with the ``suite`` it counts for:
 
 HarmBench test-case files are JSON ``{behavior_id: [test case, ...]}``. Each test case is paired with
 its behaviour by ``BehaviorID`` only: from a HarmBench behaviours file (``--behaviors``: csv/jsonl with
-``BehaviorID``, ``Behavior`` and, for contextual behaviours, ``ContextString``; HarmBench's
+``BehaviorID``, ``Behavior``, for contextual behaviours ``ContextString``, and ``Tags`` (copyright
+behaviours are hash-checked by their ``book`` / ``lyrics`` tag); HarmBench's
 ``harmbench_behaviors_text_all.csv``) or from the harmbench eval set when it was built from that file.
 IDs found in neither are an error that names them; nothing is paired by position.
 """
@@ -68,7 +69,9 @@ def load_eval_set(path: str, name: str | None = None, limit: int | None = None) 
         # HarmBench rows carry the bare behaviour (the user turn may hold its context too).
         behavior = _text(row.get("behavior")) or users[-1]["content"]
         extra = {
-            k: _text(row.get(k)) for k in ("behavior_id", "functional_category", "sorry_release") if _text(row.get(k))
+            k: _text(row.get(k))
+            for k in ("behavior_id", "functional_category", "tags", "sorry_release")
+            if _text(row.get(k))
         }
         out.append(
             EvalPrompt(
@@ -114,14 +117,18 @@ def load_attack_file(path: str, attack: str, behaviors: dict[str, dict]) -> list
                     behavior=b["behavior"],
                     attack=attack,
                     context=b.get("context", ""),
-                    extra={"behavior_id": str(bid), "functional_category": b.get("functional_category", "")},
+                    extra={
+                        "behavior_id": str(bid),
+                        "functional_category": b.get("functional_category", ""),
+                        "tags": b.get("tags", ""),
+                    },
                 )
             )
     return out
 
 
 def load_behaviors(path: str | None) -> dict[str, dict]:
-    """HarmBench behaviours file -> {BehaviorID: {behavior, context, functional_category}}."""
+    """HarmBench behaviours file -> {BehaviorID: {behavior, context, functional_category, tags}}."""
     if not path:
         return {}
     df = read_table(path)
@@ -133,6 +140,7 @@ def load_behaviors(path: str | None) -> dict[str, dict]:
             "behavior": _text(row["Behavior"]),
             "context": _text(row.get("ContextString")),
             "functional_category": _text(row.get("FunctionalCategory")),
+            "tags": _text(row.get("Tags")),
         }
     return out
 
@@ -165,6 +173,7 @@ def collect(
             "behavior": p.behavior,
             "context": p.context,
             "functional_category": p.extra.get("functional_category", ""),
+            "tags": p.extra.get("tags", ""),
         }
         for p in prompts
         if p.dataset == "harmbench"

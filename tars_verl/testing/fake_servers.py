@@ -15,7 +15,8 @@ Faults a real server will not produce on demand are scripted too: a dict is sent
 body (``json.dumps``: NaN and Infinity are written as such), a callable gets the normal reply and
 returns the one to send (e.g. one category score set to NaN, ``message: null``).
 
-``srv.files[path] = text`` serves ``text`` on ``GET path`` (e.g. a judge template file).
+``srv.files[path] = text`` (or bytes) serves it on ``GET path`` (e.g. a judge template file); ``srv.gets``
+lists the paths of the GET requests received (a cached download sends none).
 
 Rules: moderation flags text containing ``UNSAFE`` (category score 0.97) and ``MEH`` (0.35);
 otherwise scores 0.02. Guards answer ``unsafe`` for ``UNSAFE`` text, in the shapes the real models
@@ -96,7 +97,8 @@ class ScorerServer:
         self.auth_headers: list[str | None] = []  # each POST's Authorization header, in the order of requests
         self.logprobs = True
         self.p_unsafe = 0.8  # guard's probability of its verdict token when text is UNSAFE
-        self.files: dict[str, str] = {}  # GET path -> body
+        self.files: dict[str, str | bytes] = {}  # GET path -> body (text, or bytes sent as they are)
+        self.gets: list[str] = []  # paths of GET requests, in order
         self._transports: set[int] = set()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -117,8 +119,13 @@ class ScorerServer:
 
         self._transports.add(id(request.transport))
         if request.method == "GET":
+            with self._lock:
+                self.gets.append(request.path)
             if request.path in self.files:
-                return web.Response(text=self.files[request.path], content_type="application/json")
+                body = self.files[request.path]
+                if isinstance(body, bytes):
+                    return web.Response(body=body, content_type="application/octet-stream")
+                return web.Response(text=body, content_type="application/json")
             if request.path == "/health":
                 return web.Response(status=200)  # vLLM: 200 with an empty body
             if request.path in ("/v1/models", "/models"):
