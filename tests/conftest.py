@@ -32,12 +32,13 @@ def run(coro):
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_example(script, env_extra, *args, timeout=300):
-    """Run ``examples/<script>`` as a user would; ``env_extra`` values of None unset that variable."""
+def run_example(script, env_extra, *args, timeout=300, examples=os.path.join(ROOT, "examples")):
+    """Run ``examples/<script>`` (or ``<examples>/<script>``) as a user would; ``env_extra`` values of None unset
+    that variable."""
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], **env_extra}
     env = {k: v for k, v in env.items() if v is not None}
     return subprocess.run(
-        ["bash", os.path.join(ROOT, "examples", script), *args],
+        ["bash", os.path.join(examples, script), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -1,12 +1,16 @@
-"""The launch scripts users run: every one in --dry-run mode, and the SFT warm start for real on CPU."""
+"""The launch scripts users run: every one in --dry-run mode, the commands they run (--print-cmd, each stage's
+overrides, defaults in one file), and the SFT warm start for real on CPU."""
 
 import json
 import os
 import re
+import shutil
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
-from conftest import run_example
+from conftest import ROOT, run_example
 
 from tars_verl.data.rl_mix import MixConfig, write_mixes
 from tars_verl.testing.cpu_platform import cpu_env, sft_cpu_overrides
@@ -123,8 +127,9 @@ def test_7b_without_warm_start_says_which_variable_to_set(tiny_dir, tmp_path):
 
 
 def test_7b_runs_the_sft_stage_first_when_no_checkpoint_is_given(data, tiny_dir, tmp_path):
-    env = tiny_env(data, tiny_dir, tmp_path, SFT_EXTRA_ARGS=" ".join(NO_FLASH_ATTN["sft"]))
-    out = run_example("run_tars_qwen7b.sh", env, "--dry-run", *NO_FLASH_ATTN["grpo"])
+    # Each stage's dry run passes only with its own flash-attn overrides: a mix-up of --sft and GRPO's would fail.
+    env = tiny_env(data, tiny_dir, tmp_path)
+    out = run_example("run_tars_qwen7b.sh", env, "--dry-run", *NO_FLASH_ATTN["grpo"], "--sft", *NO_FLASH_ATTN["sft"])
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "running the SFT warm start" in out.stdout
     assert "[dry-run] sft OK" in out.stdout and "[dry-run] grpo OK" in out.stdout
@@ -231,3 +236,151 @@ def test_dry_run_rejects_unregistered_rollout_and_trainer_mode(data, tiny_dir, t
     ok = run_example("run_tars_qwen1.5b.sh", {**env, **cpu_env()}, "--dry-run", *NO_FLASH_ATTN["grpo"])
     assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
     assert "rollout=tars_hf" in ok.stdout
+
+
+# -- the commands the scripts run: a stub `python` and `torchrun` first on PATH record each argv instead -----------
+LIB = os.path.join(ROOT, "examples", "lib")
+KNOBS = sorted(set(re.findall(r"\$\{(\w+):=", open(os.path.join(LIB, "defaults.sh")).read())))
+SFT_OVERRIDE = """trainer.experiment_name=it's a "quoted" $HOME run"""  # one argument: spaces, both quotes, a `$`
+GRPO_OVERRIDE = "trainer.experiment_name=grpo with spaces"
+STUB = """#!{python}
+import json, os, sys
+with open(os.environ["TARS_ARGV_LOG"], "a") as f:
+    record = {{"argv": [os.path.basename(sys.argv[0]), *sys.argv[1:]], "GPU_MEM_GIB": os.environ.get("GPU_MEM_GIB")}}
+    f.write(json.dumps(record) + "\\n")
+"""
+
+
+@pytest.fixture
+def stubs(tmp_path):
+    """PATH with recording stubs first, every knob of defaults.sh unset (so the defaults apply), SFT data present."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("python", "torchrun"):
+        (bin_dir / name).write_text(STUB.format(python=sys.executable))
+        (bin_dir / name).chmod(0o755)
+    for name in ("train", "val"):
+        (tmp_path / f"sft_{name}.parquet").touch()  # the recipe only checks that they exist
+    env = {name: None for name in KNOBS}
+    env.update(
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        TARS_ARGV_LOG=str(tmp_path / "argv.jsonl"),
+        SFT_TRAIN=str(tmp_path / "sft_train.parquet"),
+        SFT_VAL=str(tmp_path / "sft_val.parquet"),
+        SFT_OUT=str(tmp_path / "sft out"),  # a space in a path, too
+        SFT_EXTRA_ARGS=None,
+    )
+    return env
+
+
+def recorded(env) -> list[dict]:
+    log = env["TARS_ARGV_LOG"]
+    if not os.path.exists(log):
+        return []
+    with open(log) as f:
+        records = [json.loads(line) for line in f]
+    os.remove(log)
+    return records
+
+
+def run_pasted(commands: str, env) -> subprocess.CompletedProcess:
+    """What a user gets who pastes the --print-cmd output into bash (comments included)."""
+    full = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
+    return subprocess.run(["bash", "-e"], input=commands, cwd=ROOT, env=full, capture_output=True, text=True)
+
+
+CASES = {
+    "recipe": ("run_tars_qwen1.5b.sh", {}, [], ["torchrun", "python", "python"]),
+    "recipe --dry-run": ("run_tars_qwen1.5b.sh", {}, ["--dry-run"], ["python", "python"]),
+    "sft, node 1 of 2": (
+        "run_sft_warmstart_qwen7b.sh",
+        {"NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "10.0.0.1"},
+        [],
+        ["torchrun"],  # node 0 exports, not this one
+    ),
+    "sft, own torchrun flags": (
+        "run_sft_warmstart_qwen7b.sh",
+        {"NNODES": "2", "TORCHRUN_ARGS": "--rdzv_backend=c10d  --rdzv_endpoint=h:29400 --node_rank 0"},
+        [],
+        ["torchrun", "python"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_print_cmd_prints_the_commands_that_run(case, stubs):
+    script, env_extra, flags, programs = CASES[case]
+    env = {**stubs, **env_extra}
+    stage_args = ["--sft", SFT_OVERRIDE] if "sft" in script else [GRPO_OVERRIDE, "--sft", SFT_OVERRIDE, "--grpo", "x=1"]
+    printed = run_example(script, env, "--print-cmd", *flags, *stage_args)
+    assert printed.returncode == 0, printed.stderr
+    assert recorded(env) == []  # printed, nothing run
+    ran = run_example(script, env, *flags, *stage_args)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    run_records = recorded(env)
+    assert [r["argv"][0] for r in run_records] == programs, run_records
+    pasted = run_pasted(printed.stdout, env)
+    assert pasted.returncode == 0, pasted.stderr
+    assert recorded(env) == run_records, printed.stdout  # the same argv, word for word, and GPU_MEM_GIB
+
+    # Each stage got its own overrides, each as one argument.
+    assert run_records[0]["argv"][-1] == SFT_OVERRIDE  # torchrun, or the SFT dry run: the SFT stage comes first
+    if "sft" not in script:
+        grpo = run_records[-1]
+        assert grpo["argv"][-2:] == [GRPO_OVERRIDE, "x=1"] and SFT_OVERRIDE not in grpo["argv"]
+        assert grpo["GPU_MEM_GIB"] == ("48" if "--dry-run" in flags else None)  # the layout's, for the memory plan
+    assert not any("--sft" in r["argv"] or "--grpo" in r["argv"] for r in run_records)
+
+
+def test_sft_extra_args_and_a_misplaced_separator_are_refused(stubs):
+    out = run_example("run_tars_qwen7b.sh", {**stubs, "SFT_EXTRA_ARGS": "data.max_length=64"}, "--print-cmd")
+    assert out.returncode == 2 and "SFT_EXTRA_ARGS is no longer read" in out.stderr and "--sft" in out.stderr
+    out = run_example("run_sft_warmstart_qwen7b.sh", stubs, "--grpo", "x=1")
+    assert out.returncode == 2 and "runs the sft stage only" in out.stderr
+    assert recorded(stubs) == []
+
+
+def test_unused_sft_overrides_are_named(stubs):
+    env = {**stubs, "SFT_MODEL_PATH": "some/warm-start"}
+    out = run_example("run_tars_qwen7b.sh", env, "--print-cmd", "--sft", "a=1")
+    assert out.returncode == 0 and "the 1 override(s) after --sft are unused" in out.stdout
+    assert "torchrun" not in out.stdout and "actor_rollout_ref.model.path=some/warm-start" in out.stdout
+
+
+def test_no_default_is_set_outside_defaults_sh():
+    """`${X:-value}` / `${X:=value}` anywhere else would be a second default that can disagree with the first."""
+    scripts = [os.path.join(ROOT, "examples", f) for f in os.listdir(os.path.join(ROOT, "examples"))]
+    scripts += [os.path.join(LIB, f) for f in os.listdir(LIB) if f != "defaults.sh"]
+    found = {}
+    for path in scripts:
+        if path.endswith(".sh"):
+            text = open(path).read()
+            hits = re.findall(r"\$\{\w+:?[-=][^}]+\}", text) + re.findall(r"^\s*export\s+\w+=", text, re.M)
+            if hits:
+                found[os.path.relpath(path, ROOT)] = hits
+    assert found == {}
+    assert {"SFT_TRAIN", "SFT_OUT", "NNODES", "GPU_MEM_GIB", "MODEL_PATH", "TRAIN_FILE"} <= set(KNOBS)
+
+
+def test_one_edit_of_defaults_sh_changes_both_stages(stubs, tmp_path):
+    """SFT_OUT's default decides where the SFT stage writes and what GRPO loads; SFT_TRAIN's what the recipe checks
+    and what SFT trains on (the recipe and the SFT script once had one copy each)."""
+    examples = tmp_path / "examples"
+    shutil.copytree(os.path.join(ROOT, "examples"), examples)
+    defaults = examples / "lib" / "defaults.sh"
+    text = defaults.read_text()
+    edited = text.replace("${SFT_OUT:=checkpoints/tars_sft_qwen1.5b}", "${SFT_OUT:=elsewhere/sft15}")
+    edited = edited.replace("${SFT_TRAIN:=data/sft/sft_train.parquet}", f"${{SFT_TRAIN:={tmp_path}/other.parquet}}")
+    assert edited.count("elsewhere/sft15") == 1 and edited.count("other.parquet") == 1
+    defaults.write_text(edited)
+    (tmp_path / "other.parquet").touch()
+    env = {**stubs, "SFT_OUT": None, "SFT_TRAIN": None}
+
+    out = run_example("run_tars_qwen1.5b.sh", env, "--print-cmd", examples=str(examples))
+    assert out.returncode == 0, out.stderr
+    sft, merge, grpo = (line for line in out.stdout.splitlines() if not line.startswith("#"))
+    assert f"data.train_files={tmp_path}/other.parquet" in sft and "trainer.default_local_dir=elsewhere/sft15 " in sft
+    assert merge.endswith("--target_dir elsewhere/sft15/hf_best")
+    assert "actor_rollout_ref.model.path=elsewhere/sft15/hf_best " in grpo
+    alone = run_example("run_sft_warmstart_qwen1.5b.sh", env, "--print-cmd", examples=str(examples))
+    assert alone.stdout.splitlines()[1:] == [sft, merge]

@@ -131,7 +131,6 @@ def test_tars_recipe_trains_on_cpu_and_resumes(data, tiny_dir, tmp_path):
         "SFT_EPOCHS": "6",
         "SFT_LR": "5e-3",
         "SFT_PATIENCE": "6",
-        "SFT_EXTRA_ARGS": " ".join(sft_cpu_overrides()),
         # GRPO stage
         "TRAIN_FILE": str(data / "tars" / "train.parquet"),
         "VAL_FILE": str(data / "tars" / "val.parquet"),
@@ -156,7 +155,7 @@ def test_tars_recipe_trains_on_cpu_and_resumes(data, tiny_dir, tmp_path):
         "trainer.total_training_steps=2",
         "actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]",
     ]
-    out = run_recipe(env, *overrides)
+    out = run_recipe(env, *overrides, "--sft", *sft_cpu_overrides())  # after --sft: the SFT stage's overrides
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-6000:]
     assert "running the SFT warm start" in log
