@@ -64,11 +64,11 @@ OVERRIDES=(
 )
 
 if [ "$DRY_RUN" = "1" ]; then
-  exec python -m tars_verl.dry_run sft "${OVERRIDES[@]}"
+  exec python -m tars_verl.training.dry_run sft "${OVERRIDES[@]}"
 fi
 
 # shellcheck disable=SC2086  # TORCHRUN_ARGS is a list of flags
-torchrun --nnodes="$NNODES" --nproc_per_node="$NPROC_PER_NODE" $TORCHRUN_ARGS -m tars_verl.sft "${OVERRIDES[@]}"
+torchrun --nnodes="$NNODES" --nproc_per_node="$NPROC_PER_NODE" $TORCHRUN_ARGS -m tars_verl.training.sft "${OVERRIDES[@]}"
 
 if [ "$IS_NODE0" != "1" ]; then
   echo "[tars] SFT done on this node; node 0 exports the best checkpoint to $SFT_EXPORT"

@@ -117,7 +117,7 @@ OVERRIDES=("${DATA[@]}" "${MODEL[@]}" "${ACTOR[@]}" "${ROLLOUT[@]}" "${REF[@]}" 
            "${TRAINER[@]}" "${EXTRA[@]}")
 
 if [ "$DRY_RUN" = "1" ]; then
-  exec python -m tars_verl.dry_run grpo "${OVERRIDES[@]}"
+  exec python -m tars_verl.training.dry_run grpo "${OVERRIDES[@]}"
 fi
-# tars_verl.main_ppo is verl's main_ppo plus the scorers' env vars and secrets (by name) for Ray workers on every node.
-exec python -m tars_verl.main_ppo --config-path=pkg://tars_verl.config --config-name=tars_grpo "${OVERRIDES[@]}"
+# tars_verl.training.main_ppo is verl's main_ppo plus the scorers' env vars and secrets (by name) for Ray workers on every node.
+exec python -m tars_verl.training.main_ppo --config-path=pkg://tars_verl.config --config-name=tars_grpo "${OVERRIDES[@]}"

@@ -26,8 +26,8 @@ import re
 import string
 from dataclasses import dataclass
 
-from ..scorers.base import ScoreItem, ScorerConfigError, ScorerError, ScoreResult
-from ..scorers.http import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
+from tars_verl.scorers.base import ScoreItem, ScorerConfigError, ScorerError, ScoreResult
+from tars_verl.scorers.http import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
 
 HARMBENCH_PROMPTS_URL = "https://raw.githubusercontent.com/centerforaisafety/HarmBench/main/eval_utils.py"
 CLASSIFIER = "cais/HarmBench-Llama-2-13b-cls"
