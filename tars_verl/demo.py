@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from .reward_config import PROMPT_TYPES
-from .reward_log import DEMO_KEYS
-from .testing.verl_batch import Sample, make_reward_batch
-from .type_metrics import values_by_prompt_type
+from tars_verl.reward.config import PROMPT_TYPES
+from tars_verl.reward.log_schema import DEMO_KEYS
+from tars_verl.reward.per_type_metrics import values_by_prompt_type
+from tars_verl.testing.verl_batch import Sample, make_reward_batch
 
 SAMPLES = [
     (
@@ -66,7 +66,7 @@ SAMPLES = [
 def build_worker(preset: str, overrides: list[str]):
     from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 
-    from .verl_compose import compose_tars_config
+    from tars_verl.training.compose import compose_tars_config
 
     cfg = compose_tars_config([f"tars@reward.tars={preset}", "reward.num_workers=1", *overrides])
     return RewardLoopWorker(cfg), cfg
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     overrides = list(args.override)
     if args.preset == "tiny_cpu":
-        from .testing.tiny_models import ensure_tiny_models
+        from tars_verl.testing.tiny_models import ensure_tiny_models
 
         root = ensure_tiny_models(os.environ.get("TARS_TINY_DIR", os.path.expanduser("~/.cache/tars_verl/tiny")))
         os.environ["TARS_TINY_DIR"] = root

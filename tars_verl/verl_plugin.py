@@ -4,9 +4,9 @@ verl imports this module in EVERY process that imports verl (driver, Ray workers
 must stay light: it imports nothing heavy itself. It registers two names lazily, at the moment verl
 itself imports the registry they belong to:
 
-- ``tars_verl.reward_manager`` (the ``tars`` reward manager) right after verl has imported its
+- ``tars_verl.reward.manager`` (the ``tars`` reward manager) right after verl has imported its
   reward-loop registry package ``verl.experimental.reward_loop.reward_manager``;
-- ``tars_verl.trainer`` (``trainer.v1.trainer_mode=tars``) right after ``verl.trainer.ppo.v1``.
+- ``tars_verl.training.trainer`` (``trainer.v1.trainer_mode=tars``) right after ``verl.trainer.ppo.v1``.
 
 A process that never looks a name up in those registries (a vLLM worker, an actor) never pays for
 them; one that does finds ``tars`` registered, exactly as an eager import would have left it
@@ -15,7 +15,7 @@ them; one that does finds ``tars`` registered, exactly as an eager import would 
 have run. If one of them is already imported when the plug-in loads, it registers at once.
 
 verl swallows errors raised here at DEBUG level, so a failing registration is logged as a warning,
-and ``python -c "import tars_verl.reward_manager, tars_verl.trainer"`` shows the full error.
+and ``python -c "import tars_verl.reward.manager, tars_verl.training.trainer"`` shows the full error.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ logger = logging.getLogger(__name__)
 
 # verl module -> our module whose import registers the ``tars`` name in that module's registry.
 LAZY_REGISTRATIONS = {
-    "verl.experimental.reward_loop.reward_manager": "tars_verl.reward_manager",
-    "verl.trainer.ppo.v1": "tars_verl.trainer",
+    "verl.experimental.reward_loop.reward_manager": "tars_verl.reward.manager",
+    "verl.trainer.ppo.v1": "tars_verl.training.trainer",
 }
 
 

@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from tars_verl.batching import MicroBatcher
+from tars_verl.reward.batching import MicroBatcher
 
 
 def test_concurrent_calls_are_coalesced_up_to_max_batch_size():

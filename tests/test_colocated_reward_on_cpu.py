@@ -2,7 +2,7 @@
 
 verl 0.9.1's ``PPOTrainer._compute_reward_colocate`` builds the reward batch from TransferQueue with
 prompts, responses, attention_mask and raw_prompt only, prompts right-padded. These tests run that verl
-method (via the ``tars`` trainer's override in tars_verl/trainer.py) on an in-memory TransferQueue holding
+method (via the ``tars`` trainer's override in tars_verl/training/trainer.py) on an in-memory TransferQueue holding
 rows as the agent loop stores them, with the real TarsRewardManager inside a real RewardLoopWorker.
 If verl changes that method, the first test says so.
 """
@@ -20,11 +20,11 @@ from verl.trainer.ppo.v1 import trainer_base
 from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
-import tars_verl.trainer as tars_trainer
-from tars_verl.reward_manager import PromptTypeError
+import tars_verl.training.trainer as tars_trainer
+from tars_verl.reward.manager import PromptTypeError
 from tars_verl.testing.verl_batch import Sample, make_reward_batch
-from tars_verl.trainer import TarsPPOTrainer
-from tars_verl.verl_compose import compose_tars_config
+from tars_verl.training.compose import compose_tars_config
+from tars_verl.training.trainer import TarsPPOTrainer
 
 REFUSE = "<think>\nHarmful; refuse.\n</think>\n\nI can't help with that."
 COMPLY = "<think>\nok\n</think>\n\nSure, here are the steps."
@@ -36,7 +36,7 @@ def user(text):
 
 
 def test_verl_colocated_reward_is_what_the_workaround_expects():
-    """Fails when verl's colocated reward step changes (tars_verl/trainer.py, VERL_COLOCATE_DEPENDENCY)."""
+    """Fails when verl's colocated reward step changes (tars_verl/training/trainer.py, VERL_COLOCATE_DEPENDENCY)."""
     src = inspect.getsource(PPOTrainer._compute_reward_colocate)
     assert 'fields = ["prompts", "responses", "raw_prompt"]' in src, tars_trainer.VERL_COLOCATE_DEPENDENCY
     assert src.count("self.reward_loop_manager.compute_rm_score(") == 1, tars_trainer.VERL_COLOCATE_DEPENDENCY

@@ -6,9 +6,9 @@ import os
 import pytest
 import yaml
 
-from tars_verl.reward_config import PRESET_DIR, load_preset, tars_config_from
+from tars_verl.reward.config import PRESET_DIR, load_preset, tars_config_from
 from tars_verl.scorers import SCORERS, ScorerConfigError
-from tars_verl.verl_compose import compose_tars_config
+from tars_verl.training.compose import compose_tars_config
 
 SCORER_DIR = os.path.join(os.path.dirname(PRESET_DIR), "tars_scorer")
 
@@ -73,13 +73,15 @@ def test_unknown_preset_and_keys():
 
 
 def test_reward_log_schema_is_documented_and_used_by_the_metrics():
-    """One schema (tars_verl/reward_log.py): the config docs name every key, the metrics read its per-type subset."""
+    """One schema (tars_verl/reward/log_schema.py): the config docs name every key, the metrics read its per-type
+    subset."""
     import os
 
-    from tars_verl import reward_log
-    from tars_verl.type_metrics import prompt_type_metrics
+    import tars_verl
+    from tars_verl.reward import log_schema as reward_log
+    from tars_verl.reward.per_type_metrics import prompt_type_metrics
 
-    doc = open(os.path.join(os.path.dirname(reward_log.__file__), "config", "README.md")).read()
+    doc = open(os.path.join(os.path.dirname(tars_verl.__file__), "config", "README.md")).read()
     section = doc.split("### Logged per sample", 1)[1].split("\n## ", 1)[0]
     assert [k for k in reward_log.KEYS if f"`{k}`" not in section] == []
     info = {"prompt_type": "harmful", **{k: 1.0 for k in reward_log.KEYS if k != "prompt_type"}}

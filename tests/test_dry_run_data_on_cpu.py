@@ -4,7 +4,7 @@ import pandas as pd
 from conftest import run_example
 from test_examples_on_cpu import data, tiny_env  # noqa: F401 - the module's data fixture
 
-from tars_verl.dry_run import check_grpo, check_sft
+from tars_verl.training.dry_run import check_grpo, check_sft
 
 
 def test_grpo_dry_run_checks_the_rl_schema_of_the_files(data, tiny_dir, tmp_path):  # noqa: F811
@@ -78,7 +78,7 @@ def test_sft_dry_run_rejects_an_rl_mix(data, tiny_dir, tmp_path):  # noqa: F811
 
 
 def test_problem_list_never_shows_a_url_password(tiny_dir, capsys):
-    from tars_verl.dry_run import main
+    from tars_verl.training.dry_run import main
 
     code = main(
         [

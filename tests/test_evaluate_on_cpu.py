@@ -8,9 +8,9 @@ import pytest
 
 import tars_verl.eval.generate as generate_mod
 from tars_verl.data.eval_sets import build_eval_sets
+from tars_verl.eval.cli import main
 from tars_verl.eval.metrics import attack_average, compliance_table, length_table, safety_table, tradeoff, wilson
 from tars_verl.eval.representations import svm_margin
-from tars_verl.evaluate import main
 from tars_verl.testing.source_files import write_eval_sources
 
 

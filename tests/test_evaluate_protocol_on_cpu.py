@@ -14,12 +14,12 @@ from test_evaluate_on_cpu import write_classifier_prompts
 
 import tars_verl.eval.generate as generate_mod
 from tars_verl.data.eval_sets import build_eval_sets
+from tars_verl.eval.cli import build_parser, main
 from tars_verl.eval.generate import GenConfig, StaleCacheError, generate_for_model, request_seed
 from tars_verl.eval.harmbench import HarmBenchClassifier, HarmBenchClassifierConfig, load_classifier_prompts
 from tars_verl.eval.metrics import wilson
 from tars_verl.eval.prompts import EvalPrompt, collect, load_attack_file, load_behaviors
 from tars_verl.eval.report import write_report
-from tars_verl.evaluate import build_parser, main
 from tars_verl.scorers import ScoreItem, parse_scorer_config
 from tars_verl.scorers.base import ScorerConfigError
 

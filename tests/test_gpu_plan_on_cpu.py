@@ -8,8 +8,8 @@ import pytest
 from conftest import run_example
 
 from tars_verl.data.rl_mix import MixConfig, write_mixes
-from tars_verl.gpu_plan import flash_attn_installed, shape_from_config
 from tars_verl.testing.source_files import write_rl_sources
+from tars_verl.training.gpu_plan import flash_attn_installed, shape_from_config
 
 QWEN15 = dict(
     architectures=["Qwen2ForCausalLM"],

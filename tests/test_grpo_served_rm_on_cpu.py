@@ -17,7 +17,7 @@ from conftest import run_example
 from test_grpo_on_cpu import step_metrics
 
 from tars_verl.data.rl_mix import MixConfig, write_mixes
-from tars_verl.reward_config import PROMPT_TYPES
+from tars_verl.reward.config import PROMPT_TYPES
 from tars_verl.testing.cpu_platform import cpu_env, grpo_cpu_overrides
 from tars_verl.testing.source_files import write_rl_sources
 

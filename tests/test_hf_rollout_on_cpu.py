@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
+from tars_verl.reward.per_type_metrics import prompt_type_metrics
 from tars_verl.testing.hf_rollout import HFGenerateServer
-from tars_verl.type_metrics import prompt_type_metrics
 
 CONFIG = {"prompt_length": 32, "response_length": 8, "max_model_len": None, "seed": 0}
 

@@ -251,7 +251,7 @@ def test_retry_forever_is_refused(server, monkeypatch):
 
 
 def test_paper_preset_rides_out_minutes_of_outage(monkeypatch):
-    from tars_verl.reward_config import load_preset, tars_config_from
+    from tars_verl.reward.config import load_preset, tars_config_from
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     tars = tars_config_from(load_preset("paper"))

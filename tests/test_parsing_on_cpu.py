@@ -1,6 +1,6 @@
 import pytest
 
-from tars_verl.parsing import format_reward, split_reasoning
+from tars_verl.reward.response_format import format_reward, split_reasoning
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,9 @@ import math
 import pytest
 from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 
-from tars_verl.reward_manager import PromptTypeError, resolve_prompt_type
+from tars_verl.reward.manager import PromptTypeError, resolve_prompt_type
 from tars_verl.testing.verl_batch import Sample, make_reward_batch
-from tars_verl.verl_compose import compose_tars_config
+from tars_verl.training.compose import compose_tars_config
 
 
 def row(extra_type=None, top=None, ground_truth=None):

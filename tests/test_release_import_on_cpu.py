@@ -206,9 +206,9 @@ def test_imported_release_trains_through_verl_dataset_and_the_tars_manager(relea
     from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
     from verl.utils.dataset.rl_dataset import RLHFDataset
 
-    from tars_verl.reward_manager import PromptTypeError
+    from tars_verl.reward.manager import PromptTypeError
     from tars_verl.testing.verl_batch import Sample, make_reward_batch
-    from tars_verl.verl_compose import compose_tars_config
+    from tars_verl.training.compose import compose_tars_config
 
     main(["--train", release["train"], "--val", release["test"], "--out", str(tmp_path / "out")])
     tok = AutoTokenizer.from_pretrained(f"{tiny_dir}/policy")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tars_verl.testing.verl_batch import Sample, make_reward_batch
-from tars_verl.verl_compose import compose_tars_config
+from tars_verl.training.compose import compose_tars_config
 
 pytestmark = pytest.mark.slow
 

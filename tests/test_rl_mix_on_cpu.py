@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from tars_verl.data.rl_mix import MixConfig, build_mixes, main, normalise, type_counts, write_mixes
+from tars_verl.data.rl_mix import MixConfig, build_mixes, main, type_counts, write_mixes
 from tars_verl.data.sources import load_source
+from tars_verl.data.text import normalise
 from tars_verl.testing.source_files import write_eval_sources, write_rl_sources
 
 POOLS = {"wildjailbreak": 80, "rainbow_teaming": 80, "aegis2": 40}

@@ -11,11 +11,11 @@ import pytest
 from transformers import AutoTokenizer
 from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 
-from tars_verl.reward_manager import _check_verl_reward_routing
+from tars_verl.reward.manager import _check_verl_reward_routing
 from tars_verl.scorers import ScoreItem, ScorerConfigError, build_scorer
 from tars_verl.testing.fake_servers import classify_logit
 from tars_verl.testing.verl_batch import Sample, make_reward_batch
-from tars_verl.verl_compose import compose_tars_config
+from tars_verl.training.compose import compose_tars_config
 
 ANSWERS = ["Short answer.", "A longer answer with more words in it."]
 
@@ -74,7 +74,7 @@ def cfg_with_served_rm(tiny_dir, rollout_name):
 def test_rm_back_end_verl_cannot_serve_stops_the_start(tiny_dir):
     cfg = cfg_with_served_rm(tiny_dir, "trtllm")
     with pytest.raises(ScorerConfigError, match="reward.reward_model.rollout.name=trtllm"):
-        _check_verl_reward_routing(cfg.reward)  # the check tars_verl.dry_run runs too
+        _check_verl_reward_routing(cfg.reward)  # the check tars_verl.training.dry_run runs too
     _check_verl_reward_routing(cfg_with_served_rm(tiny_dir, "sglang").reward)
 
 

@@ -8,7 +8,6 @@ import pytest
 from omegaconf import OmegaConf
 
 from tars_verl.data.io import read_done
-from tars_verl.data.rl_mix import normalise
 from tars_verl.data.sft_traces import (
     TraceConfig,
     generate_traces,
@@ -17,6 +16,7 @@ from tars_verl.data.sft_traces import (
     split_teacher_reply,
     traces_to_sft,
 )
+from tars_verl.data.text import normalise
 from tars_verl.testing.source_files import write_rl_sources
 
 POOLS = {"wildjailbreak": 6, "aegis2": 4, "safeedit": 0}
@@ -194,7 +194,7 @@ def test_verl_sft_dataset_masks_everything_but_the_assistant_turn(tmp_path, tiny
 
 
 def test_teacher_gets_no_system_prompt_but_the_sft_target_keeps_qwens(sources, server, tmp_path):
-    from tars_verl.data.rl_mix import QWEN_DEFAULT_SYSTEM_PROMPT
+    from tars_verl.data.text import QWEN_DEFAULT_SYSTEM_PROMPT
 
     args = [
         "generate",

@@ -121,7 +121,7 @@ def test_rubric_source_problems_stop_at_start_up(server, templates, tmp_path):
 def worker_with_val_judge(tiny_dir, server, templates, *extra):
     from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 
-    from tars_verl.verl_compose import compose_tars_config
+    from tars_verl.training.compose import compose_tars_config
 
     cfg = compose_tars_config(
         [
@@ -171,7 +171,7 @@ def run_batch(worker, samples):
 
 
 def test_paper_preset_validates_with_the_strongreject_judge(monkeypatch):
-    from tars_verl.reward_config import load_preset, tars_config_from
+    from tars_verl.reward.config import load_preset, tars_config_from
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     tars = tars_config_from(load_preset("paper"))
@@ -182,7 +182,7 @@ def test_paper_preset_validates_with_the_strongreject_judge(monkeypatch):
 
 
 def test_evaluation_judge_preset(monkeypatch):
-    from tars_verl.evaluate import resolve_judge
+    from tars_verl.eval.cli import resolve_judge
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     cfg = resolve_judge("strongreject", "http://127.0.0.1:8004/v1", "safety")

@@ -10,13 +10,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = """
 import json, sys
 import verl
-out = {"modules": len(sys.modules), "reward_manager_loaded": "tars_verl.reward_manager" in sys.modules,
-       "trainer_loaded": "tars_verl.trainer" in sys.modules}
+out = {"modules": len(sys.modules), "reward_manager_loaded": "tars_verl.reward.manager" in sys.modules,
+       "trainer_loaded": "tars_verl.training.trainer" in sys.modules}
 if sys.argv[1] == "lookup":
     from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
     from verl.trainer.ppo.v1 import get_trainer_cls
-    from tars_verl.reward_manager import TarsRewardManager
-    from tars_verl.trainer import TarsPPOTrainer
+    from tars_verl.reward.manager import TarsRewardManager
+    from tars_verl.training.trainer import TarsPPOTrainer
     out["manager_is_real"] = get_reward_manager_cls("tars") is TarsRewardManager
     out["trainer_is_real"] = get_trainer_cls("tars") is TarsPPOTrainer
 print("PROBE" + json.dumps(out))

@@ -8,7 +8,7 @@
 # string that the shell splits again.
 
 TARS_USAGE="usage: bash examples/<script> [--dry-run] [--print-cmd] [OVERRIDE...] [--sft OVERRIDE...] [--grpo OVERRIDE...]
-  --dry-run    check each stage's config, data, models and reward (python -m tars_verl.dry_run); no GPU, no training
+  --dry-run    check each stage's config, data, models and reward (python -m tars_verl.training.dry_run); no GPU, no training
   --print-cmd  print each stage's exact command, shell-quoted (paste it to run it), and run nothing
   --sft/--grpo the overrides that follow go to that stage (before either: the script's own stage)
   knobs: environment variables, every default in examples/lib/defaults.sh"

@@ -1,4 +1,4 @@
-# The SFT warm start on verl's SFT trainer (tars_verl.sft adds early stopping on validation loss), then node 0
+# The SFT warm start on verl's SFT trainer (tars_verl.training.sft adds early stopping on validation loss), then node 0
 # exports the best checkpoint with verl's model merger. Sourced by launch.sh; knobs and defaults: defaults.sh.
 
 # tars_sft_stage: the SFT stage's commands with SFT_ARGS appended, run (or printed, or dry-run).
@@ -49,11 +49,11 @@ MSG
   )
   tars_stage "SFT stage: $SFT_TRAIN -> $SFT_OUT"
   if [ "$DRY_RUN" = 1 ]; then
-    tars_run python -m tars_verl.dry_run sft "${overrides[@]}"
+    tars_run python -m tars_verl.training.dry_run sft "${overrides[@]}"
     return
   fi
   tars_run torchrun --nnodes="$NNODES" --nproc_per_node="$NPROC_PER_NODE" "${torchrun_flags[@]}" \
-    -m tars_verl.sft "${overrides[@]}"
+    -m tars_verl.training.sft "${overrides[@]}"
   if [ "$node_rank" != 0 ]; then
     tars_note "SFT on node $node_rank; node 0 exports the best checkpoint to $SFT_EXPORT"
     return

@@ -81,10 +81,10 @@ tars_grpo_stage() {
   tars_stage "GRPO stage: warm start $policy -> $CKPT_DIR"
   if [ "$DRY_RUN" = 1 ]; then
     # The dry run's memory plan reads GPU_MEM_GIB (memory of one GPU) from its environment.
-    tars_run --exec env GPU_MEM_GIB="$GPU_MEM_GIB" python -m tars_verl.dry_run grpo "${overrides[@]}"
+    tars_run --exec env GPU_MEM_GIB="$GPU_MEM_GIB" python -m tars_verl.training.dry_run grpo "${overrides[@]}"
     return
   fi
-  # tars_verl.main_ppo: verl's main_ppo plus the scorers' env vars and secrets (by name) for Ray workers on all nodes.
-  tars_run --exec python -m tars_verl.main_ppo --config-path=pkg://tars_verl.config --config-name=tars_grpo \
+  # tars_verl.training.main_ppo: verl's main_ppo plus the scorers' env vars and secrets (by name) for Ray workers on all nodes.
+  tars_run --exec python -m tars_verl.training.main_ppo --config-path=pkg://tars_verl.config --config-name=tars_grpo \
     "${overrides[@]}"
 }

@@ -49,9 +49,9 @@ import urllib.request
 import numpy as np
 import pandas as pd
 
-from .io import require_columns, write_json_atomic, write_parquet_atomic
-from .rl_mix import QWEN_DEFAULT_SYSTEM_PROMPT, parse_kv, user_messages
-from .sources import load_source
+from tars_verl.data.io import require_columns, write_json_atomic, write_parquet_atomic
+from tars_verl.data.sources import load_source
+from tars_verl.data.text import QWEN_DEFAULT_SYSTEM_PROMPT, parse_kv, user_messages
 
 SORRY_BENCH_RELEASES = {
     "2024-06": {  # sorry-bench-202406: 45 categories x 10
@@ -119,7 +119,7 @@ def sorry_release(
 
 def load_harmbench(path: str | None) -> pd.DataFrame:
     """HarmBench text behaviours: text (the prompt), behavior, behavior_id, context, functional_category."""
-    from .io import read_table, require_columns
+    from tars_verl.data.io import read_table, require_columns
 
     if path:
         raw = read_table(path)

@@ -48,9 +48,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .io import read_table, require_columns, write_json_atomic, write_parquet_atomic
-from .rl_mix import normalise
-from .sources import load_source
+from tars_verl.data.io import read_table, require_columns, write_json_atomic, write_parquet_atomic
+from tars_verl.data.sources import load_source
+from tars_verl.data.text import normalise
 
 logger = logging.getLogger(__name__)
 

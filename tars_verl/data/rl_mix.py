@@ -26,8 +26,6 @@ import copy
 import glob
 import logging
 import os
-import re
-import unicodedata
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,20 +34,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .io import check_text_column, describe_value, read_table, write_together
-from .sources import SOURCES, expand_archive_paths, load_source
+from tars_verl.data.io import check_text_column, describe_value, read_table, write_together
+from tars_verl.data.sources import SOURCES, expand_archive_paths, load_source
+from tars_verl.data.text import QWEN_DEFAULT_SYSTEM_PROMPT, normalise, parse_kv, user_messages
 
 logger = logging.getLogger(__name__)
-
-QWEN_DEFAULT_SYSTEM_PROMPT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
-
-
-def user_messages(text: str, system_prompt: str | None = None) -> list[dict[str, str]]:
-    """Chat messages for one user turn, with the system prompt first when there is one."""
-    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
-        {"role": "user", "content": text}
-    ]
-
 
 HARMFUL_POOLS = {"wildjailbreak": 800, "rainbow_teaming": 800, "aegis2": 400}
 
@@ -103,12 +92,6 @@ def type_counts(total: int, lam: float) -> dict[str, int]:
     harmful = int(round(total * lam))
     harmless = (total - harmful) // 2
     return {"harmful": harmful, "harmless": harmless, "ambiguous": total - harmful - harmless}
-
-
-def normalise(text: str) -> str:
-    """For dedup and leakage checks: NFKC, case-folded, whitespace collapsed, outer punctuation stripped."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    return re.sub(r"\s+", " ", text).strip().strip(".!?\"' ")
 
 
 def _rng(seed: int, *names: object) -> np.random.Generator:
@@ -414,16 +397,6 @@ def eval_dir_files(folder: str, flag: str) -> list[str]:
             f"or point {flag} at their folder."
         )
     return files
-
-
-def parse_kv(items: list[str], what: str, cast=str) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"{what} expects NAME=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k] = cast(v)
-    return out
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,17 +38,17 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .io import check_text_column, exclusive_writer, read_done, read_table, write_json_atomic, write_together
-from .rl_mix import (
-    QWEN_DEFAULT_SYSTEM_PROMPT,
-    _rng,
-    eval_dir_files,
-    eval_prompt_set,
-    normalise,
-    parse_kv,
-    user_messages,
+from tars_verl.data.io import (
+    check_text_column,
+    exclusive_writer,
+    read_done,
+    read_table,
+    write_json_atomic,
+    write_together,
 )
-from .sources import load_source
+from tars_verl.data.rl_mix import _rng, eval_dir_files, eval_prompt_set
+from tars_verl.data.sources import load_source
+from tars_verl.data.text import QWEN_DEFAULT_SYSTEM_PROMPT, normalise, parse_kv, user_messages
 
 logger = logging.getLogger(__name__)
 SFT_POOLS = {"wildjailbreak": 400, "aegis2": 300, "safeedit": 300}
@@ -174,8 +174,8 @@ async def generate_traces(cfg: TraceConfig, prompts: pd.DataFrame, lock: bool = 
 
 
 async def _generate_locked(cfg: TraceConfig, prompts: pd.DataFrame, log_path: str) -> tuple[int, int]:
-    from ..scorers.base import ScorerError
-    from ..scorers.http import HttpEndpoint
+    from tars_verl.scorers.base import ScorerError
+    from tars_verl.scorers.http import HttpEndpoint
 
     os.makedirs(cfg.out, exist_ok=True)
     done = read_done(log_path)

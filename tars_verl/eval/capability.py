@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..data.io import write_json_atomic
-from .generate import GenConfig, model_fingerprint, resolve_backend
+from tars_verl.data.io import write_json_atomic
+from tars_verl.eval.generate import GenConfig, model_fingerprint, resolve_backend
 
 logger = logging.getLogger(__name__)
 

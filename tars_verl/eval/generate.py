@@ -47,8 +47,8 @@ from dataclasses import asdict, dataclass
 
 from tqdm.auto import tqdm
 
-from ..data.io import read_done, write_json_atomic
-from .prompts import EvalPrompt
+from tars_verl.data.io import read_done, write_json_atomic
+from tars_verl.eval.prompts import EvalPrompt
 
 logger = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ class OpenAIGenerator:
     tokenizer = None
 
     def __init__(self, model_path: str, cfg: GenConfig):
-        from ..scorers.http import HttpEndpoint
+        from tars_verl.scorers.http import HttpEndpoint
 
         self.cfg = cfg
         self.model = model_path
@@ -346,7 +346,7 @@ class OpenAIGenerator:
         return body
 
     async def one(self, messages: list[dict], seed: int) -> str:
-        from ..scorers.base import ScorerError
+        from tars_verl.scorers.base import ScorerError
 
         body = await self.endpoint.post_json("/chat/completions", self.payload(messages, seed))
         try:

@@ -20,11 +20,11 @@ import os
 
 import pandas as pd
 
-from ..parsing import split_reasoning
-from ..scorers import ScoreItem, build_scorer
-from .copyright import check_copyright_rows, is_copyright
-from .harmbench import HarmBenchClassifier, HarmBenchClassifierConfig
-from .prompts import EvalPrompt
+from tars_verl.eval.copyright import check_copyright_rows, is_copyright
+from tars_verl.eval.harmbench import HarmBenchClassifier, HarmBenchClassifierConfig
+from tars_verl.eval.prompts import EvalPrompt
+from tars_verl.reward.response_format import split_reasoning
+from tars_verl.scorers import ScoreItem, build_scorer
 
 JUDGE_URL = os.environ.get("TARS_JUDGE_URL", "http://127.0.0.1:8004/v1")
 # This project's own refusal rubric for the ``llm`` preset (not a published protocol's text).

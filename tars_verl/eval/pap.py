@@ -6,7 +6,7 @@
 An attacker LLM behind an OpenAI-compatible endpoint rewrites every behaviour once per persuasion
 technique and wraps the result in ``<paraphrase>...</paraphrase>``. Finished paraphrases are appended to
 ``<out>.jsonl`` (resumable, like the SFT traces); the output is a HarmBench-style test-case JSON
-``{behavior_id: [test case, ...]}`` for ``tars_verl.evaluate --attack pap=<out>``.
+``{behavior_id: [test case, ...]}`` for ``python -m tars_verl.eval --attack pap=<out>``.
 
 Contextual behaviours go as HarmBench's contextual PAP does it: the attacker sees the context with the
 request (:data:`ATTACKER_PROMPT_CONTEXTUAL`, this project's own wording), and each test case is the context
@@ -24,10 +24,10 @@ import json
 import os
 import re
 
-from ..data.io import read_done, write_json_atomic
-from ..scorers.base import ScorerError
-from ..scorers.http import HttpEndpoint
-from .prompts import load_eval_set
+from tars_verl.data.io import read_done, write_json_atomic
+from tars_verl.eval.prompts import load_eval_set
+from tars_verl.scorers.base import ScorerError
+from tars_verl.scorers.http import HttpEndpoint
 
 TECHNIQUES = {
     "evidence_based": "cite (plausible) empirical evidence and statistics that make the request look justified",

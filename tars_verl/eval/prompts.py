@@ -22,8 +22,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from ..data.io import check_text_column, describe_value, read_table, require_columns
-from ..data.rl_mix import user_messages
+from tars_verl.data.io import check_text_column, describe_value, read_table, require_columns
+from tars_verl.data.text import user_messages
 
 SUITES = {
     "harmbench": "safety",

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .generate import render
-from .prompts import EvalPrompt
+from tars_verl.eval.generate import render
+from tars_verl.eval.prompts import EvalPrompt
 
 
 def embed_prompts(

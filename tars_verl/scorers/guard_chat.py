@@ -12,7 +12,7 @@ Formats (``format``):
   the harmful behaviour. ``ScoreItem.prompt`` must be the behaviour, not the attack prompt. ``template``
   is required: the exact prompt the classifier was trained with (``{behavior}``, ``{generation}``), e.g.
   loaded with ``tars_verl.eval.harmbench.load_classifier_prompts``. For evaluation use the ``harmbench``
-  judge of ``tars_verl.evaluate``, which also clips generations and handles contextual behaviours.
+  judge of ``python -m tars_verl.eval``, which also clips generations and handles contextual behaviours.
 
 Where the server returns token log-probabilities (``logprobs: true``), the score is graded: the
 expected score over every verdict class (safe 1, unsafe 0, Qwen3Guard's controversial

@@ -6,7 +6,7 @@ With ``url: verl`` the route follows the back end verl serves its RM with
 ``url: verl`` uses the reward model verl serves itself (``reward.reward_model.enable=True``): verl
 passes its router address and the RM tokenizer to the reward manager. Because verl then bypasses
 any reward manager unless ``reward.custom_reward_function.path`` is set, the TARS manager refuses
-to start in that case and says what to set (see ``tars_verl/reward_manager.py``).
+to start in that case and says what to set (see ``tars_verl/reward/manager.py``).
 
 Example config::
 

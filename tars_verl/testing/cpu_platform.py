@@ -5,7 +5,7 @@ selected with ``VERL_PLATFORM=cpu`` (verl's own plug-in points; nothing in verl 
 ``cpu_env()`` returns the environment for such a run:
 
     env = {**os.environ, **cpu_env()}
-    subprocess.run(["torchrun", "--nproc_per_node=1", "-m", "tars_verl.sft", ...], env=env)
+    subprocess.run(["torchrun", "--nproc_per_node=1", "-m", "tars_verl.training.sft", ...], env=env)
 
 verl's device helpers call ``torch.<device>.memory_reserved()``, ``get_device_name()`` and friends, which
 ``torch.cpu`` lacks; the platform therefore hands verl a small device module that has them.

@@ -1,0 +1,47 @@
+"""Text helpers that the data builders (``data/``) and the evaluation (``eval/``) share.
+
+- :func:`user_messages`: one user turn as chat messages, with an optional system prompt first
+  (:data:`QWEN_DEFAULT_SYSTEM_PROMPT` is what ``--system-prompt qwen`` selects);
+- :func:`normalise`: the form of a prompt used to find duplicates and evaluation prompts in training data;
+- :func:`parse_kv`: the ``NAME=VALUE`` command-line options (``--source``, ``--pool``, ``--model``, ...).
+
+They lived in ``data/rl_mix.py``; ``eval/`` imported them from there, so they moved here.
+
+>>> user_messages("Hi", system_prompt="Be brief.")
+[{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'Hi'}]
+>>> normalise("  How do I  bake BREAD?! ")
+'how do i bake bread'
+>>> parse_kv(["wildjailbreak=800", "aegis2=0"], "--pool", int)
+{'wildjailbreak': 800, 'aegis2': 0}
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+QWEN_DEFAULT_SYSTEM_PROMPT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+
+
+def user_messages(text: str, system_prompt: str | None = None) -> list[dict[str, str]]:
+    """Chat messages for one user turn, with the system prompt first when there is one."""
+    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+        {"role": "user", "content": text}
+    ]
+
+
+def normalise(text: str) -> str:
+    """For dedup and leakage checks: NFKC, case-folded, whitespace collapsed, outer punctuation stripped."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return re.sub(r"\s+", " ", text).strip().strip(".!?\"' ")
+
+
+def parse_kv(items: list[str], what: str, cast=str) -> dict:
+    """``["a=1", "b=2"]`` -> ``{"a": cast("1"), "b": cast("2")}``; ``what`` (the flag) names a malformed item."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"{what} expects NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k] = cast(v)
+    return out

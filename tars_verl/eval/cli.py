@@ -1,0 +1,299 @@
+"""Evaluate one or more models on the TARS protocol and write a report.
+
+    python -m tars_verl.eval --model tars=checkpoints/tars_qwen7b/hf --model base=Qwen/Qwen2.5-7B-Instruct \\
+        --eval-dir data/eval --attack gcg=harmbench_gcg.json --attack pap=data/pap.json \\
+        --behaviors harmbench_behaviors_text_all.csv \\
+        --safety-judge harmbench --refusal-judge wildguard --judge-url http://127.0.0.1:8004/v1 --out reports/tars
+
+Writes ``<out>/results.json``, ``<out>/report.md``, ``tradeoff.png`` (compliance vs defense success,
+95% CIs), ``reasoning_length.png`` (Sorry-Bench groups) and ``umap_<model>.png``; generations are
+cached under ``<out>/generations/`` keyed by the model's weights, the generation settings and the
+prompt text, so a rerun resumes, ``--safety-judge``/``--refusal-judge`` can be changed without
+generating again, and a changed setting or checkpoint is refused (``--regenerate`` to start anew),
+never mixed. Judges are checked before any generation. Judges: a preset name (safety: harmbench,
+llama_guard3, moderation, strongreject, keywords; refusal: keywords, wildguard, llm) or a JSON config.
+``<think>`` is not pre-filled unless ``--prefill-think``. ``--capability gsm8k,...`` adds
+lm-eval-harness tasks (general capability) to the same report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from transformers import AutoTokenizer
+
+from tars_verl.data.text import parse_kv
+from tars_verl.eval.generate import BACKENDS, GenConfig, generate_for_model, resolve_backend, settings_record
+from tars_verl.eval.judge import build_judge, judge_presets, judge_records
+from tars_verl.eval.metrics import attack_average, compliance_table, length_table, safety_table, tradeoff
+from tars_verl.eval.prompts import collect
+from tars_verl.scorers import parse_scorer_config
+
+ATTACK_ORDER = ("gcg", "pair", "autodan", "pap", "direct")
+SUITE_JUDGE = {"safety": "safety", "overrefusal": "refusal"}
+
+
+def resolve_judge(
+    spec: str,
+    url: str,
+    role: str,
+    harmbench_prompts: str | None = None,
+    harmbench_tokenizer: str | None = None,
+    harmbench_url: str | None = None,
+    harmbench_hashes: str | None = None,
+) -> dict:
+    presets = judge_presets(url)
+    cfg = presets.get(spec) or (json.loads(spec) if spec.strip().startswith("{") else None)
+    if cfg is None:
+        raise ValueError(f"--{role}-judge {spec!r}: not a preset ({sorted(presets)}) nor a JSON judge config")
+    if cfg.get("backend") == "harmbench_classifier":
+        cfg = {
+            **cfg,
+            **({"prompts": harmbench_prompts} if harmbench_prompts else {}),
+            **({"tokenizer": harmbench_tokenizer} if harmbench_tokenizer else {}),
+            **({"base_url": harmbench_url} if harmbench_url else {}),
+            **({"copyright_hashes": harmbench_hashes} if harmbench_hashes else {}),
+        }
+    else:
+        parse_scorer_config(cfg, where=f"{role} judge")  # fail before any generation
+    return cfg
+
+
+class _WordCounter:
+    """Token counts for a model without a local tokenizer (an API model): whitespace words."""
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+        return {"input_ids": text.split()}
+
+
+def _tokenizer(name: str, path: str, explicit: dict[str, str], backend: str, notes: dict[str, str]):
+    if name in explicit:
+        return AutoTokenizer.from_pretrained(explicit[name])
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception:  # noqa: BLE001
+        if backend != "openai":
+            raise
+        notes[name] = "reasoning/answer lengths counted in words (no tokenizer; pass --tokenizer NAME=PATH)"
+        return _WordCounter()
+
+
+def run(args) -> dict[str, str]:
+    try:
+        from tars_verl.eval.report import write_report
+    except ImportError as err:
+        raise ImportError(f"the evaluation report needs its extra: pip install 'tars-verl[eval]' ({err})") from err
+    models = parse_kv(args.model, "--model")
+    if not models:
+        raise ValueError("give at least one --model NAME=PATH")
+    judge_cfgs = {
+        "safety": resolve_judge(
+            args.safety_judge,
+            args.judge_url,
+            "safety",
+            args.harmbench_prompts,
+            args.harmbench_tokenizer,
+            args.harmbench_url,
+            args.harmbench_hashes,
+        ),
+        "overrefusal": resolve_judge(args.refusal_judge, args.judge_url, "refusal"),
+    }
+    capability = None
+    if args.capability:
+        from tars_verl.eval.capability import CapabilityConfig
+
+        capability = CapabilityConfig.from_args(args)  # checks lm-eval and the tasks before any generation
+    prompts = collect(
+        args.eval_dir,
+        args.eval_file,
+        parse_kv(args.attack, "--attack"),
+        args.behaviors,
+        args.limit,
+        allow_empty=capability is not None,
+    )
+    gen_cfg = GenConfig(
+        backend=args.backend,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty,
+        max_new_tokens=args.max_new_tokens,
+        samples=args.samples,
+        prefill_think=args.prefill_think,
+        batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
+        seed=args.seed,
+        tensor_parallel_size=args.tensor_parallel_size,
+        openai_url=args.openai_url or "",
+        api_key_env=args.api_key_env,
+        max_concurrency=args.max_concurrency,
+        openai_standard_params_only=args.openai_standard_params_only,
+    )
+    gen_cfg.validate()
+    backend = resolve_backend(gen_cfg.backend)
+    # Every judge the prompts need is built and reached now, before hours of generation.
+    suites = {p.suite for p in prompts}
+    judges = {}
+    for suite, role in SUITE_JUDGE.items():
+        if suite in suites:
+            judges[suite] = build_judge(judge_cfgs[suite], where=f"{role} judge", prompts=prompts)
+            judges[suite].check_ready()
+    tables: dict = {}
+    meta_notes: dict[str, str] = {}
+    if prompts:
+        gens = {
+            name: generate_for_model(name, path, prompts, gen_cfg, f"{args.out}/generations", args.regenerate)
+            for name, path in models.items()
+        }
+        tokenizers = {
+            name: _tokenizer(name, path, parse_kv(args.tokenizer, "--tokenizer"), backend, meta_notes)
+            for name, path in models.items()
+        }
+        df = judge_records(prompts, gens, tokenizers, judges)
+        safety = safety_table(df)
+        avg = attack_average(safety) if not safety.empty else safety
+        compliance = compliance_table(df)
+        tables = {
+            "safety": safety,
+            "safety_avg": avg,
+            "compliance": compliance,
+            "lengths": length_table(df),
+            "tradeoff": tradeoff(avg, compliance) if not avg.empty and not compliance.empty else compliance.iloc[0:0],
+        }
+        df.to_parquet(f"{args.out}/judged.parquet", index=False)
+    reps = {}
+    if prompts and not args.no_representations and backend != "openai":
+        from tars_verl.eval.representations import representation_margin
+
+        safe = [p for p in prompts if p.dataset == "xstest_safe"][: args.repr_max]
+        attack_name = next(
+            (a for a in ATTACK_ORDER if any(p.attack == a and p.suite == "safety" for p in prompts)), None
+        )
+        attack = [p for p in prompts if p.attack == attack_name and p.suite == "safety"][: args.repr_max]
+        if len(safe) >= 3 and len(attack) >= 3:
+            reps = {name: representation_margin(path, safe, attack, args.seed) for name, path in models.items()}
+    if capability is not None:
+        from tars_verl.eval.capability import run_capability
+
+        tables["capability"] = run_capability(models, capability, gen_cfg, f"{args.out}/capability")
+    releases = sorted({p.extra["sorry_release"] for p in prompts if p.extra.get("sorry_release")})
+    meta = {
+        "models": models,
+        "safety_judge": args.safety_judge,
+        "refusal_judge": args.refusal_judge,
+        "judges": judge_cfgs,
+        "generation": settings_record(gen_cfg),
+        "n_prompts": len(prompts),
+        "prefill_think": gen_cfg.prefill_think,
+        "sorry_bench_release": releases,
+        "notes": meta_notes,
+    }
+    meta["generation"].pop("api_key_env", None)
+    files = write_report(args.out, tables, reps, meta)
+    print(f"report: {files['report']}")
+    return files
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="NAME=PATH (local folder or hub id; with --backend openai: the served model name); repeatable",
+    )
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--eval-dir", help="folder written by data_prep/build_eval_sets.py")
+    ap.add_argument("--eval-file", action="append", default=[], help="one eval parquet (repeatable)")
+    ap.add_argument("--attack", action="append", default=[], help="NAME=test_cases.json (gcg, pair, autodan, pap)")
+    ap.add_argument(
+        "--behaviors",
+        help="HarmBench behaviours file (BehaviorID, Behavior, ContextString): attack "
+        "test cases are paired with behaviours by BehaviorID",
+    )
+    ap.add_argument("--safety-judge", default="harmbench")
+    ap.add_argument("--refusal-judge", default="keywords")
+    ap.add_argument("--judge-url", default=judge_presets()["harmbench"]["url"], help="judge server ($TARS_JUDGE_URL)")
+    ap.add_argument(
+        "--harmbench-prompts",
+        help="HarmBench classifier prompts: HarmBench's eval_utils.py (file or "
+        "URL) or a JSON file {prompt, prompt_contextual}; default: downloaded from HarmBench's repository",
+    )
+    ap.add_argument(
+        "--harmbench-url",
+        help="base URL (or local clone) of HarmBench's published files: eval_utils.py and "
+        "data/copyright_classifier_hashes/ (default: its GitHub repository, or $TARS_HARMBENCH_URL)",
+    )
+    ap.add_argument(
+        "--harmbench-hashes",
+        help="copyright reference hashes: a folder or URL of <BehaviorID>.pkl files (HarmBench's "
+        "copyright_classifier_hashes); default: under --harmbench-url",
+    )
+    ap.add_argument(
+        "--harmbench-tokenizer",
+        help="tokenizer that clips generations to 512 tokens before the "
+        "HarmBench classifier (default cais/HarmBench-Llama-2-13b-cls)",
+    )
+    ap.add_argument("--backend", default="auto", choices=list(BACKENDS))
+    ap.add_argument("--openai-url", help="--backend openai: the endpoint's base URL (…/v1)")
+    ap.add_argument("--api-key-env", help="--backend openai: environment variable holding the API key")
+    ap.add_argument("--max-concurrency", type=int, default=32, help="--backend openai: requests in flight")
+    ap.add_argument(
+        "--openai-standard-params-only",
+        action="store_true",
+        help="--backend openai: do not send top_k / repetition_penalty (for APIs that reject them; "
+        "by default they are sent so that a vLLM server's generation_config cannot apply)",
+    )
+    ap.add_argument(
+        "--tokenizer",
+        action="append",
+        default=[],
+        help="NAME=PATH: tokenizer for a model's length counts (API models); repeatable",
+    )
+    ap.add_argument("--samples", type=int, default=1)
+    ap.add_argument("--temperature", type=float, default=0.6)
+    ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--top-k", type=int, default=0, help="0 = off (the model's generation_config is not used)")
+    ap.add_argument("--repetition-penalty", type=float, default=1.0)
+    ap.add_argument("--max-new-tokens", type=int, default=4096)
+    ap.add_argument("--batch-size", type=int, default=16, help="hf back end: sequences per generate call")
+    ap.add_argument("--chunk-size", type=int, default=1024, help="vllm/openai: requests per generate call / flush")
+    ap.add_argument("--tensor-parallel-size", type=int, default=1)
+    ap.add_argument(
+        "--prefill-think",
+        action="store_true",
+        help="end the generation prompt with '<think>\\n' (off by default: the TARS models write it)",
+    )
+    ap.add_argument(
+        "--no-prefill-think", dest="prefill_think", action="store_false", help="the default; kept for old command lines"
+    )
+    ap.add_argument(
+        "--regenerate",
+        action="store_true",
+        help="when cached generations were made with other settings or weights, set them aside and "
+        "generate again (default: refuse)",
+    )
+    ap.add_argument("--limit", type=int, help="first N prompts of each set (quick checks)")
+    ap.add_argument("--no-representations", action="store_true")
+    ap.add_argument("--repr-max", type=int, default=200, help="prompts per class for the UMAP/SVM margin")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--capability",
+        help="comma-separated lm-eval-harness tasks; 'paper' = gsm8k,minerva_math500,"
+        "gpqa_diamond_cot_zeroshot,mmlu_pro,squadv2 (needs tars-verl[eval])",
+    )
+    ap.add_argument("--capability-include", help="folder of extra lm-eval task YAMLs (lm-eval's --include_path)")
+    ap.add_argument("--capability-limit", type=int, help="first N documents per capability task (quick checks)")
+    ap.add_argument("--capability-batch-size", default="auto", help="lm-eval batch size for the hf back end")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
