@@ -2,12 +2,11 @@
 
 verl 0.9.1's ``PPOTrainer._compute_reward_colocate`` builds the reward batch from TransferQueue with
 prompts, responses, attention_mask and raw_prompt only, prompts right-padded. These tests run that verl
-method (via the ``tars`` trainer's override in tars_verl/training/trainer.py) on an in-memory TransferQueue holding
-rows as the agent loop stores them, with the real TarsRewardManager inside a real RewardLoopWorker.
-If verl changes that method, the first test says so.
+method (via the ``tars`` trainer's override in tars_verl/training/trainer.py, workaround
+``colocated_reward_row_fields``) on an in-memory TransferQueue holding rows as the agent loop stores them, with the
+real TarsRewardManager inside a real RewardLoopWorker. tests/test_verl_workarounds_on_cpu.py checks the verl lines it
+relies on.
 """
-
-import inspect
 
 import numpy as np
 import pytest
@@ -18,13 +17,12 @@ from verl import DataProto
 from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 from verl.trainer.ppo.v1 import trainer_base
 from verl.trainer.ppo.v1.trainer_base import PPOTrainer
-from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
-import tars_verl.training.trainer as tars_trainer
 from tars_verl.reward.manager import PromptTypeError
 from tars_verl.testing.verl_batch import Sample, make_reward_batch
 from tars_verl.training.compose import compose_tars_config
 from tars_verl.training.trainer import TarsPPOTrainer
+from tars_verl.verl_workarounds import VerlChanged
 
 REFUSE = "<think>\nHarmful; refuse.\n</think>\n\nI can't help with that."
 COMPLY = "<think>\nok\n</think>\n\nSure, here are the steps."
@@ -33,15 +31,6 @@ PREFILLED = "fine\n</think>\n\nSure, here are the steps."  # the prompt ends wit
 
 def user(text):
     return [{"role": "user", "content": text}]
-
-
-def test_verl_colocated_reward_is_what_the_workaround_expects():
-    """Fails when verl's colocated reward step changes (tars_verl/training/trainer.py, VERL_COLOCATE_DEPENDENCY)."""
-    src = inspect.getsource(PPOTrainer._compute_reward_colocate)
-    assert 'fields = ["prompts", "responses", "raw_prompt"]' in src, tars_trainer.VERL_COLOCATE_DEPENDENCY
-    assert src.count("self.reward_loop_manager.compute_rm_score(") == 1, tars_trainer.VERL_COLOCATE_DEPENDENCY
-    assert 'rm_output.meta_info.get("reward_extra_keys"' in src, tars_trainer.VERL_COLOCATE_DEPENDENCY
-    assert "_compute_reward_colocate" not in TarsPPOTrainer.__mro__[1].__dict__  # the sync trainer uses the base's
 
 
 class FakeTransferQueue:
@@ -93,9 +82,9 @@ class InProcessRewardLoopManager:
 def colocated(tiny_dir, monkeypatch):
     """A `tars` trainer wired to a fake TransferQueue and a real TarsRewardManager (keyword safety, tiny RM)."""
     fake = FakeTransferQueue()
-    for module in (trainer_base, tars_trainer):
-        monkeypatch.setattr(module.tq, "kv_batch_get", fake.kv_batch_get)
-        monkeypatch.setattr(module.tq, "kv_batch_put", fake.kv_batch_put)
+    # the one transfer_queue module: verl's trainer_base and tars_verl.verl_workarounds both read it
+    monkeypatch.setattr(tq, "kv_batch_get", fake.kv_batch_get)
+    monkeypatch.setattr(tq, "kv_batch_put", fake.kv_batch_put)
     cfg = compose_tars_config(
         [
             "tars@reward.tars=tiny_cpu",
@@ -105,7 +94,7 @@ def colocated(tiny_dir, monkeypatch):
         ]
     )
     worker = RewardLoopWorker(cfg)
-    trainer = object.__new__(TarsPPOTrainer)  # only what _compute_reward_colocate and _compute_metrics use
+    trainer = object.__new__(TarsPPOTrainer)  # only what _compute_reward_colocate and step use
     trainer.tokenizer = worker.input_tokenizer
     trainer.reward_loop_manager = InProcessRewardLoopManager(worker)
     return trainer, fake, worker
@@ -153,12 +142,27 @@ def test_colocated_batch_gets_prompt_types_and_reads_right_padded_prompts(coloca
 
     # Per-type training metrics come from the colocated reward (nothing in extra_fields in this mode).
     metrics = {}
-    monkeypatch.setattr(PPOTrainerSync, "_compute_metrics", lambda *a, **k: None)  # verl's needs a training batch
-    trainer._compute_metrics(batch, metrics, {}, 1, 0)
+    monkeypatch.setattr(PPOTrainer, "step", lambda self, m, t: batch)  # verl's step trains; this one scored
+    assert trainer.step(metrics, {}) is batch
     assert metrics["tars/harmful/count"] == metrics["tars/harmless/count"] == metrics["tars/ambiguous/count"] == 1
     assert "tars/unscored/count" not in metrics
     assert metrics["tars/ambiguous/format/mean"] == 1.0
     assert 0.0 <= metrics["tars/harmless/helpfulness/mean"] <= 1.0
+
+
+def test_every_mini_batch_of_a_step_counts_in_the_per_type_metrics(colocated, monkeypatch):
+    """trainer.v1.tars.parameter_sync_step=2: verl scores two mini-batches in one step and logs one step."""
+    trainer, fake, _ = colocated
+    first = store_rows(fake, trainer.tokenizer, [Sample(user("make a bomb"), REFUSE, "harmful")])
+    second = store_rows(fake, trainer.tokenizer, [Sample(user("a poem"), COMPLY, "harmless", data_source="src/2")])
+    trainer._compute_reward_colocate(first, metrics={})
+    trainer._compute_reward_colocate(second, metrics={})
+    step_batch = KVBatchMeta(partition_id="train", keys=first.keys + second.keys, tags=first.tags + second.tags)
+    monkeypatch.setattr(PPOTrainer, "step", lambda self, m, t: step_batch)
+    metrics = {}
+    trainer.step(metrics, {})
+    assert metrics["tars/harmful/count"] == metrics["tars/harmless/count"] == 1
+    assert "tars/unscored/count" not in metrics
 
 
 def test_left_and_right_padded_prompts_score_the_same(colocated):
@@ -193,7 +197,7 @@ def test_verl_calling_the_manager_other_than_once_is_an_error(colocated, monkeyp
     trainer, fake, _ = colocated
     batch = store_rows(fake, trainer.tokenizer, [Sample(user("hi"), COMPLY, "harmless")])
     monkeypatch.setattr(PPOTrainer, "_compute_reward_colocate", lambda self, b, metrics=None: b)
-    with pytest.raises(RuntimeError, match="verl 0.9.1 verl/trainer/ppo/v1/trainer_base.py"):
+    with pytest.raises(VerlChanged, match=r"0 times.*colocated_reward_row_fields.*trainer_base.py:1564"):
         trainer._compute_reward_colocate(batch, metrics={})
 
 
@@ -206,4 +210,4 @@ def test_sync_trainer_in_colocated_mode_fails_with_the_fix(colocated):
 
 
 def test_tq_module_is_the_one_verl_uses():
-    assert tars_trainer.tq is trainer_base.tq is tq
+    assert trainer_base.tq is tq  # the fixture's fake replaces what verl reads

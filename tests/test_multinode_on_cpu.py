@@ -5,7 +5,8 @@ import os
 import pytest
 
 from tars_verl.training.compose import compose_tars_config
-from tars_verl.training.multinode import forwarded_env, ray_init_with_env, scorer_env_names
+from tars_verl.training.multinode import forwarded_env, scorer_env_names
+from tars_verl.verl_workarounds import ray_init_with_env
 
 
 def test_the_env_the_reward_config_reads_is_found_by_name(monkeypatch):

@@ -11,11 +11,11 @@ import pytest
 from transformers import AutoTokenizer
 from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 
-from tars_verl.reward.manager import _check_verl_reward_routing
 from tars_verl.scorers import ScoreItem, ScorerConfigError, build_scorer
 from tars_verl.testing.fake_servers import classify_logit
 from tars_verl.testing.verl_batch import Sample, make_reward_batch
 from tars_verl.training.compose import compose_tars_config
+from tars_verl.verl_workarounds import check_served_rm_routing, served_rm_overrides
 
 ANSWERS = ["Short answer.", "A longer answer with more words in it."]
 
@@ -65,8 +65,7 @@ def cfg_with_served_rm(tiny_dir, rollout_name):
             "reward.reward_model.enable=True",
             f"reward.reward_model.model_path={tiny_dir}/reward_model",
             f"reward.reward_model.rollout.name={rollout_name}",
-            "reward.custom_reward_function.path=pkg://tars_verl.verl_plugin",
-            "reward.custom_reward_function.name=compute_score",
+            *served_rm_overrides(),
         ]
     )
 
@@ -74,8 +73,8 @@ def cfg_with_served_rm(tiny_dir, rollout_name):
 def test_rm_back_end_verl_cannot_serve_stops_the_start(tiny_dir):
     cfg = cfg_with_served_rm(tiny_dir, "trtllm")
     with pytest.raises(ScorerConfigError, match="reward.reward_model.rollout.name=trtllm"):
-        _check_verl_reward_routing(cfg.reward)  # the check tars_verl.training.dry_run runs too
-    _check_verl_reward_routing(cfg_with_served_rm(tiny_dir, "sglang").reward)
+        check_served_rm_routing(cfg.reward)  # the check tars_verl.training.dry_run runs too
+    check_served_rm_routing(cfg_with_served_rm(tiny_dir, "sglang").reward)
 
 
 def test_reward_worker_with_sglang_rm_scores_through_embeddings(server, tiny_dir):

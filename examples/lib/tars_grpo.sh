@@ -59,6 +59,10 @@ tars_grpo_stage() {
       reward.reward_model.rollout.name="$RM_ROLLOUT_NAME"
       reward.reward_model.rollout.tensor_model_parallel_size="$RM_TP"
       reward.reward_model.rollout.gpu_memory_utilization="$RM_GPU_MEM_UTIL"
+      # Keeps verl from bypassing the TARS manager when it serves an RM: workaround served_rm_routing. The values
+      # are served_rm_overrides() in tars_verl/verl_workarounds.py, written out here because building a command
+      # must not start Python (--print-cmd, and the recording stubs of tests/test_examples_on_cpu.py);
+      # tests/test_verl_workarounds_on_cpu.py fails if the two differ.
       reward.custom_reward_function.path=pkg://tars_verl.verl_plugin
       reward.custom_reward_function.name=compute_score
     )

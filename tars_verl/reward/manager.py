@@ -26,7 +26,6 @@ import logging
 import os
 from typing import Any
 
-from omegaconf.errors import MissingMandatoryValue
 from verl import DataProto
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
@@ -35,9 +34,10 @@ from tars_verl.reward.batching import MicroBatcher
 from tars_verl.reward.config import PROMPT_TYPES, TarsConfig, tars_config_from
 from tars_verl.reward.log_schema import per_type_reward_key, reward_log_keys
 from tars_verl.reward.response_format import THINK_OPEN, format_reward, split_reasoning
-from tars_verl.scorers import ScoreItem, Scorer, ScorerConfigError, ScoreResult, build_scorer
+from tars_verl.scorers import ScoreItem, Scorer, ScoreResult, build_scorer
 from tars_verl.scorers.refusal_keywords import is_refusal
 from tars_verl.scorers.weighted import WeightedScorer
+from tars_verl.verl_workarounds import check_served_rm_routing, verl_rm_backend
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("TARS_LOGGING_LEVEL", "INFO"))
@@ -114,11 +114,11 @@ class TarsRewardManager(RewardManagerBase):
         super().__init__(config, tokenizer, compute_score)
         reward_cfg = config.get("reward", config)
         self.tars: TarsConfig = tars_config_from(reward_cfg.get("tars"))
-        _check_verl_reward_routing(reward_cfg)
+        check_served_rm_routing(reward_cfg)  # workaround served_rm_routing
         context = {
             "reward_router_address": reward_router_address,
             "reward_model_tokenizer": reward_model_tokenizer,
-            "reward_model_backend": _verl_rm_backend(reward_cfg),
+            "reward_model_backend": verl_rm_backend(reward_cfg),
         }
         self.scorers: dict[str, Scorer] = {}
         self.batchers: dict[str, MicroBatcher] = {}
@@ -250,37 +250,7 @@ def _missing_row_hint(non_tensor: dict[str, Any]) -> str:
     )
 
 
-def _verl_rm_backend(reward_cfg) -> str | None:
-    """The back end verl serves its own reward model with (reward.reward_model.rollout.name), or None."""
-    rm = reward_cfg.get("reward_model") or {}
-    if not rm.get("enable"):
-        return None
-    try:
-        return (rm.get("rollout") or {}).get("name")
-    except MissingMandatoryValue:  # verl's default "???": verl itself stops on it
-        return None
-
-
-def _check_verl_reward_routing(reward_cfg) -> None:
-    """The one check that a run where verl serves a reward model really reaches the TARS manager (also run by
-    ``tars_verl.training.dry_run``). verl scores with its own reward model and skips every reward manager when it serves
-    one and no custom reward function is set (RewardLoopWorker.compute_score); and a served_reward_model with
-    url=verl must speak the route of verl's RM back end. Stop here rather than train on the wrong reward."""
-    from tars_verl.scorers.served_reward_model import verl_rm_route
-
-    rm = reward_cfg.get("reward_model") or {}
-    crf = reward_cfg.get("custom_reward_function") or {}
-    if rm.get("enable") and not crf.get("path"):
-        raise ScorerConfigError(
-            "reward.reward_model.enable=True with reward.custom_reward_function.path=null makes verl bypass the "
-            "TARS reward manager and score with the served reward model alone. Set "
-            "reward.custom_reward_function.path=pkg://tars_verl.verl_plugin (name: compute_score)."
-        )
-    if rm.get("enable"):
-        verl_rm_route(_verl_rm_backend(reward_cfg))  # a back end whose RM route the scorer cannot speak
-
-
-if __name__ != "tars_verl.reward.manager":
+if __name__ != "tars_verl.reward.manager":  # workaround file_loaded_reward_manager (tars_verl/verl_workarounds.py)
     # Loaded by verl from a file path (importlib, under a hashed module name): hand out the one class
     # from the installed package so that registration and isinstance checks see a single type.
     from tars_verl.reward.manager import TarsRewardManager  # noqa: F811,E402

@@ -19,30 +19,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The route of verl's RM server per back end mirrors verl's router: workaround served_rm_routing.
+from tars_verl.verl_workarounds import verl_rm_route
+
 from .base import ScoreItem, ScorerConfigError, ScoreResult, checked_value, register_scorer, stable_sigmoid
 from .hf_reward_model import rm_conversation_text
 from .http import HttpScorerConfig
 from .http_scorer import HttpScorer
 
 VERL_ROUTER = "verl"
-
-# The route verl's own RM server answers, per reward.reward_model.rollout.name (verl 0.9.1 serves the RM with the
-# rollout back end and scores through these same routes: reward_loop.py RewardLoopWorker.compute_score_disrm).
-# vLLM: POST /classify -> data[i].probs; SGLang: POST /v1/embeddings -> data[i].embedding[-1] (the raw score).
-# tars_hf is the CPU testing rollout (tars_verl/testing/hf_rollout.py), which serves /classify like vLLM.
-VERL_RM_ROUTES = {"vllm": "/classify", "sglang": "/v1/embeddings", "tars_hf": "/classify"}
-
-
-def verl_rm_route(backend: str | None) -> str:
-    """The HTTP route of the reward model verl serves with ``backend``; a clear error for one it cannot serve."""
-    route = VERL_RM_ROUTES.get(backend or "vllm")
-    if route is None:
-        raise ScorerConfigError(
-            f"reward.reward_model.rollout.name={backend}: verl 0.9.1 cannot serve a reward model with it "
-            f"(supported: {', '.join(VERL_RM_ROUTES)}). Serve the RM with vllm or sglang, or run it yourself and "
-            f"set the served_reward_model url to its address."
-        )
-    return route
 
 
 @dataclass

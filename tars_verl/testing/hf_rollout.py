@@ -8,8 +8,8 @@ trainer (``verl.trainer.main_ppo``), agent loop, reward loop and weight sync are
   ``HFGenerateServer``, per replica; the agent loop calls its token-in/token-out ``generate``.
 - ``HFServerAdapter`` (the rollout object inside verl's hybrid actor worker): receives the actor's
   weights in ``update_weights`` and forwards them to the server actor, so every step samples from the
-  current policy. verl has no registration function for these adapters; the entry is added to
-  ``verl.workers.rollout.base._ROLLOUT_REGISTRY`` (a module-level dict) below.
+  current policy. verl has no registration function for these adapters: it is registered through
+  ``verl_workarounds.register_rollout_adapter`` (workaround ``rollout_adapter_registry``).
 
 - ``HFRewardModelServer``: when verl serves the reward model itself (``reward.reward_model.enable=True``,
   ``reward.reward_model.rollout.name=tars_hf``), the replica starts this actor instead: a
@@ -36,9 +36,10 @@ from typing import Any, Optional
 
 import ray
 import torch
-from verl.workers.rollout import base as rollout_base
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutMode, RolloutReplica, RolloutReplicaRegistry, TokenOutput
+
+from tars_verl.verl_workarounds import register_rollout_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -439,5 +440,4 @@ class HFServerAdapter(BaseRollout):
 
 
 RolloutReplicaRegistry.register(ROLLOUT_NAME, lambda: HFRolloutReplica)
-# Missing hook in verl 0.9: no register function for rollout adapters, only this module-level dict.
-rollout_base._ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = f"{__name__}.HFServerAdapter"
+register_rollout_adapter(ROLLOUT_NAME, f"{__name__}.HFServerAdapter")

@@ -6,28 +6,14 @@ module must not import verl (``import verl`` loads the plug-ins, which need the 
 
 from __future__ import annotations
 
-import os
-
 
 def init_worker_process_group() -> None:
-    """Ray ``worker_process_setup_hook``: start torch.distributed in verl's worker-group actors, on gloo.
+    """Ray ``worker_process_setup_hook``: start torch.distributed on gloo in verl's worker-group actors.
 
-    verl's workers call ``initialize_global_process_group_ray()``, whose backend string is
-    ``cpu:gloo,{device}:{backend}``; on a CPU platform that is ``cpu:gloo,cpu:gloo``, which torch
-    rejects ("Duplicate device type cpu"). verl skips its own call when a process group exists, so this
-    hook starts one first, with the same rank, world size and rendezvous verl would use. Set it with
+    verl's backend string on a CPU platform is ``cpu:gloo,cpu:gloo``, which torch rejects; see the workaround
+    ``process_group_on_cpu`` in ``tars_verl/verl_workarounds.py`` (it imports no verl either). Set it with
     ``+ray_kwargs.ray_init.runtime_env.worker_process_setup_hook=tars_verl.testing.ray_worker_setup.init_worker_process_group``.
-    Other Ray processes (task runner, reward and agent-loop workers) have no ``WG_BACKEND`` and are left alone.
     """
-    env = os.environ
-    if env.get("WG_BACKEND") != "ray" or env.get("VERL_PLATFORM") != "cpu" or "MASTER_PORT" not in env:
-        return
-    import torch.distributed as dist
+    from tars_verl.verl_workarounds import init_ray_worker_process_group_on_cpu
 
-    if not dist.is_initialized():
-        dist.init_process_group(
-            backend="gloo",
-            rank=int(env["RANK"]),
-            world_size=int(env["WORLD_SIZE"]),
-            init_method=env.get("DIST_INIT_METHOD"),
-        )
+    init_ray_worker_process_group_on_cpu()

@@ -256,11 +256,10 @@ def check_plugins(cfg: DictConfig) -> list[str]:
     if name in (None, "???"):
         problems.append("actor_rollout_ref.rollout.name is not set (vllm or sglang)")
     else:
-        from verl.workers.rollout.base import _ROLLOUT_REGISTRY
-        from verl.workers.rollout.replica import RolloutReplicaRegistry
+        from tars_verl.verl_workarounds import registered_rollouts
 
-        known = sorted(RolloutReplicaRegistry._registry)
-        if name not in known or (name, "async") not in _ROLLOUT_REGISTRY:
+        known = registered_rollouts()
+        if name not in known:
             problems.append(
                 f"actor_rollout_ref.rollout.name={name!r} is not a registered rollout (known: {known}; "
                 "tars_hf needs VERL_USE_EXTERNAL_MODULES=tars_verl.testing.hf_rollout)"
@@ -278,13 +277,13 @@ def check_plugins(cfg: DictConfig) -> list[str]:
 
 def check_reward(cfg: DictConfig) -> list[str]:
     from tars_verl.reward.config import tars_config_from
-    from tars_verl.reward.manager import _check_verl_reward_routing
     from tars_verl.scorers import build_scorer, parse_scorer_config
+    from tars_verl.verl_workarounds import check_served_rm_routing
 
     problems: list[str] = []
     try:
         tars = tars_config_from(cfg.reward.get("tars"))
-        _check_verl_reward_routing(cfg.reward)
+        check_served_rm_routing(cfg.reward)
     except Exception as err:  # noqa: BLE001
         return [f"reward.tars: {err}"]
     for role in ("safety", "helpfulness"):

@@ -8,13 +8,13 @@ travel: Ray passes only the runtime env's ``env_vars``, and verl's carry only it
 :func:`forwarded_env` lists what the reward config needs from the environment (every ``oc.env``
 variable it references and every ``api_key_env``); ``python -m tars_verl.training.main_ppo`` (the launch
 scripts' entry point; otherwise exactly ``verl.trainer.main_ppo``) adds them to the runtime env of
-the Ray job verl starts. Values are never put in the Hydra config (verl prints the config and its Ray
-init arguments) nor logged: only the names are printed. :func:`check_multinode` is the dry-run side.
+the Ray job verl starts (``verl_workarounds.ray_init_with_env``). Values are never put in the Hydra
+config (verl prints the config and its Ray init arguments) nor logged: only the names are printed.
+:func:`check_multinode` is the dry-run side.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from urllib.parse import urlparse
@@ -101,30 +101,3 @@ def check_multinode(cfg: DictConfig) -> list[str]:
                 f"script forwards it to the reward workers on every node, so export it here"
             )
     return problems
-
-
-@contextlib.contextmanager
-def ray_init_with_env(env: dict[str, str]):
-    """Within the block, ``ray.init`` also sets ``env`` in the job's runtime env (all workers, all nodes).
-
-    The values stay out of verl's printed config and Ray init arguments; only the names are printed.
-    """
-    import ray
-
-    original = ray.init
-    if not env:
-        yield
-        return
-
-    def init(*args, **kwargs):
-        runtime_env = dict(kwargs.get("runtime_env") or {})
-        runtime_env["env_vars"] = {**dict(runtime_env.get("env_vars") or {}), **env}
-        kwargs["runtime_env"] = runtime_env
-        print(f"[tars] forwarding to every Ray worker: {', '.join(sorted(env))} (values not shown)")
-        return original(*args, **kwargs)
-
-    ray.init = init
-    try:
-        yield
-    finally:
-        ray.init = original

@@ -6,9 +6,9 @@
 
 The config is ``tars_verl/config/tars_sft.yaml`` (verl's ``sft_trainer_engine`` + the paper's
 lightweight settings + ``tars_sft.*``). verl's trainer has no early-stopping hook, so this entry
-point builds verl's ``SFTTrainer`` and wraps two of its objects, without copying or patching verl:
-the training client's ``infer_batch`` (to read validation losses) and the checkpoint handler's
-``save_checkpoint`` (after each save: compare, record, stop). The result is
+point builds verl's ``SFTTrainer`` and watches it through ``verl_workarounds.watch_sft_trainer``
+(workaround ``sft_early_stopping``: validation losses in, after each save compare, record, stop),
+without copying or patching verl. The result is
 ``<default_local_dir>/tars_early_stopping.json`` (history, best step) and a ``best`` link to the
 best ``global_step_N`` folder; its ``huggingface/`` sub-folder is what the RL stage loads.
 """
@@ -18,16 +18,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-from datetime import timedelta
 
 import hydra
 import torch
 import torch.distributed as dist
 
+from tars_verl.verl_workarounds import StopSFTFit, fit_sft, init_sft_process_group, watch_sft_trainer
+
 logger = logging.getLogger(__name__)
 
 
-class EarlyStop(Exception):
+class EarlyStop(StopSFTFit):
     """Raised from inside verl's training loop to end it after a checkpoint."""
 
 
@@ -41,25 +42,13 @@ class EarlyStopping:
         self.best_loss = float("inf")
         self.bad_validations = 0
         self._pending: list[float] = []
-        client = trainer.training_client
-        infer = client.infer_batch
-
-        def infer_batch(data, *args, **kwargs):
-            out = infer(data, *args, **kwargs)
-            if trainer.engine.is_mp_src_rank_with_outputs():
-                from verl.utils import tensordict_utils as tu
-
-                self._pending.append(float(torch.as_tensor(tu.get(out, "metrics")["loss"]).float().mean()))
-            return out
-
-        client.infer_batch = infer_batch  # instance attribute: verl's class is untouched
-        trainer.ckpt_handler = _CheckpointHook(trainer.ckpt_handler, self)
+        watch_sft_trainer(trainer, self._pending.append, self.after_checkpoint)
 
     def after_checkpoint(self, step: int) -> None:
         if not self._pending:
-            return  # a save without a validation before it
+            return  # a rank that holds no model outputs (verl reads losses on output ranks only)
         loss = torch.tensor(sum(self._pending) / len(self._pending), dtype=torch.float64)
-        self._pending = []
+        self._pending.clear()  # the same list watch_sft_trainer appends to
         if dist.is_initialized() and dist.get_world_size() > 1:  # every rank must take the same decision
             dist.all_reduce(loss, op=dist.ReduceOp.SUM)
             loss /= dist.get_world_size()
@@ -104,36 +93,6 @@ class EarlyStopping:
             os.replace(tmp_link, link)
 
 
-class _CheckpointHook:
-    """verl's CheckpointHandler, with early stopping after each save."""
-
-    def __init__(self, inner, stopper: EarlyStopping):
-        self._inner, self._stopper = inner, stopper
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-    def save_checkpoint(self, step, *args, **kwargs):
-        out = self._inner.save_checkpoint(step, *args, **kwargs)
-        self._stopper.after_checkpoint(step)
-        return out
-
-
-def init_process_group() -> None:
-    """verl's process-group set-up, with the backend string de-duplicated.
-
-    verl builds ``cpu:gloo,<device>:<backend>``; on a CPU platform that is ``cpu:gloo,cpu:gloo``, which
-    torch rejects ("Duplicate device type cpu"). On GPUs this is exactly verl's ``cpu:gloo,cuda:nccl``.
-    """
-    from verl.utils.device import get_device_name, get_nccl_backend, get_torch_device
-
-    parts = list(dict.fromkeys(["cpu:gloo", f"{get_device_name()}:{get_nccl_backend()}"]))
-    dist.init_process_group(
-        backend=",".join(parts), timeout=timedelta(seconds=36000), init_method=os.environ.get("DIST_INIT_METHOD")
-    )
-    get_torch_device().set_device(int(os.environ.get("LOCAL_RANK", 0)))
-
-
 def check_config(config) -> None:
     """Fail before any model is loaded."""
     for key in ("train_files",):
@@ -158,7 +117,7 @@ def run_sft(config) -> dict | None:
     from verl.trainer.sft_trainer import SFTTrainer
 
     check_config(config)
-    init_process_group()
+    init_sft_process_group()
     try:
         trainer = SFTTrainer(config=config)
         es = config.get("tars_sft", {})
@@ -167,11 +126,9 @@ def run_sft(config) -> dict | None:
             stopper = EarlyStopping(
                 trainer, int(es.get("patience", 1)), float(es.get("min_delta", 0.0)), config.trainer.default_local_dir
             )
-        try:
-            trainer.fit()
-        except EarlyStop as stop:
-            if dist.get_rank() == 0:
-                print(f"[tars_sft] early stop: {stop}")
+        stopped = fit_sft(trainer)
+        if stopped is not None and dist.get_rank() == 0:
+            print(f"[tars_sft] early stop: {stopped}")
         if stopper is not None and dist.get_rank() == 0:
             print(
                 f"[tars_sft] best checkpoint: step {stopper.best_step}, val loss {stopper.best_loss:.4f} -> "
