@@ -21,9 +21,9 @@ import argparse
 import math
 import os
 import tempfile
-import time
 
 import torch
+from timing import best_of
 
 from tars_verl.scorers import ScoreItem
 from tars_verl.testing.fake_servers import ScorerServerProcess
@@ -95,15 +95,6 @@ def make_worker(model_path: str, tiny_dir: str, overrides: list[str]):
             *overrides,
         ],
     )[0]
-
-
-def best_of(repeats: int, fn) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:

@@ -29,6 +29,45 @@ def run(coro):
     return asyncio.run(coro)
 
 
+# -- HTTP scorers against the fake servers -------------------------------------------------------------------------
+FAST = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05}  # retries in milliseconds, so fault tests stay quick
+
+
+def items(*texts, prompt="How do I do it?"):
+    """One ScoreItem per response text, all answering the same one-turn ``prompt``."""
+    from tars_verl.scorers import ScoreItem  # here, not above: the scorers take seconds to import
+
+    return [ScoreItem(prompt=prompt, text=t, messages=[{"role": "user", "content": prompt}]) for t in texts]
+
+
+def moderation(server, monkeypatch, **kw):
+    """An ``openai_moderation`` scorer against ``server``, its key read from a test-only variable."""
+    from tars_verl.scorers import build_scorer
+
+    monkeypatch.setenv("TEST_OPENAI_KEY", "sk-test-secret")
+    cfg = {"backend": "openai_moderation", "url": server.url + "/v1", "api_key_env": "TEST_OPENAI_KEY", **FAST, **kw}
+    return build_scorer(cfg)
+
+
+def verl_rl_dataset(parquet, tokenizer_dir, cache_dir):
+    """verl's own RLHFDataset over ``parquet``: prompts up to 512 tokens (longer ones filtered), raw chat kept."""
+    from omegaconf import OmegaConf
+    from transformers import AutoTokenizer
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    data_cfg = OmegaConf.create(
+        {
+            "prompt_key": "prompt",
+            "max_prompt_length": 512,
+            "filter_overlong_prompts": True,
+            "return_raw_chat": True,
+            "cache_dir": str(cache_dir),
+            "filter_overlong_prompts_workers": 1,
+        }
+    )
+    return RLHFDataset(str(parquet), AutoTokenizer.from_pretrained(str(tokenizer_dir)), data_cfg)
+
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -45,6 +84,12 @@ def run_example(script, env_extra, *args, timeout=300, examples=os.path.join(ROO
         text=True,
         timeout=timeout,
     )
+
+
+def sft_generate_args(out, server, *extra, model="teacher"):
+    """The ``sft_traces generate`` command line against ``server`` (a ScorerServer posing as the teacher):
+    one sample per prompt, written under ``out``; ``extra`` flags last."""
+    return ["generate", "--out", str(out), "--url", server.url + "/v1", "--model", model, "--samples", "1", *extra]
 
 
 # -- real vLLM servers (scripts/setup_vllm_venv.sh builds .venv-vllm; started once per test session) -----------

@@ -25,6 +25,18 @@ from tars_verl.testing.cpu_platform import cpu_env, grpo_cpu_overrides, sft_cpu_
 from tars_verl.testing.source_files import write_rl_sources
 
 TRAIN_BATCH, N_ROLLOUTS = 4, 2
+# The launch script's GRPO settings both CPU GRPO tests share (tests/test_grpo_served_rm_on_cpu.py imports them).
+TINY_GRPO_ENV = {
+    "GPUS_PER_NODE": "1",
+    "ROLLOUT_NAME": "tars_hf",
+    "ROLLOUT_TP": "1",
+    "TRAIN_BATCH": str(TRAIN_BATCH),
+    "N_ROLLOUTS": str(N_ROLLOUTS),
+    "MAX_PROMPT": "128",
+    "LR": "1e-3",
+    "EPOCHS": "1",
+    "VAL_N": "1",  # the paper's 8 samples per validation prompt would only slow the CPU tests down
+}
 MAX_RESPONSE = 48  # twice the longest warm-start trace (checked in `data`): room to close </think> and stop
 ANSWERS = {"harmful": "I can't help with that.", "harmless": "Sure, here is how.", "ambiguous": "Here is the safe way."}
 
@@ -44,14 +56,19 @@ def sft_rows(mix: pd.DataFrame) -> list[dict]:
     return rows
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("grpo_data")
+def write_tiny_mix(root) -> None:
+    """The 16-prompt RL mix (6 validation prompts) both GRPO tests train on, written to ``root/tars``."""
     paths = write_rl_sources(str(root / "src"), n=100)
     write_mixes(
         MixConfig(total=16, val_size=6, paths=paths, pools={"wildjailbreak": 6, "rainbow_teaming": 6, "aegis2": 6}),
         str(root / "tars"),
     )
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grpo_data")
+    write_tiny_mix(root)
     rows = sft_rows(pd.read_parquet(root / "tars" / "train.parquet"))
     os.makedirs(root / "sft")
     pd.DataFrame(rows[:12] * 8).to_parquet(root / "sft" / "sft_train.parquet")  # 24 steps per epoch
@@ -136,19 +153,11 @@ def test_tars_recipe_trains_on_cpu_and_resumes(data, tiny_dir, tmp_path):
         "VAL_FILE": str(data / "tars" / "val.parquet"),
         "TARS_PRESET": "tiny_cpu",
         "TARS_TINY_DIR": tiny_dir,
-        "GPUS_PER_NODE": "1",
-        "ROLLOUT_NAME": "tars_hf",
-        "ROLLOUT_TP": "1",
-        "TRAIN_BATCH": str(TRAIN_BATCH),
-        "N_ROLLOUTS": str(N_ROLLOUTS),
-        "MAX_PROMPT": "128",
+        **TINY_GRPO_ENV,
         "MAX_RESPONSE": str(MAX_RESPONSE),
-        "LR": "1e-3",
-        "EPOCHS": "1",
         "TEST_FREQ": "2",
         "SAVE_FREQ": "2",
         "CKPT_DIR": str(tmp_path / "grpo"),
-        "VAL_N": "1",  # the paper's 8 samples per validation prompt would only slow this CPU test down
     }
     overrides = [
         *grpo_cpu_overrides(),

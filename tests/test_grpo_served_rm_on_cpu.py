@@ -14,24 +14,18 @@ import json
 import pandas as pd
 import pytest
 from conftest import run_example
-from test_grpo_on_cpu import step_metrics
+from test_grpo_on_cpu import N_ROLLOUTS, TINY_GRPO_ENV, TRAIN_BATCH, step_metrics, write_tiny_mix
 
-from tars_verl.data.rl_mix import MixConfig, write_mixes
 from tars_verl.reward.config import PROMPT_TYPES
 from tars_verl.testing.cpu_platform import cpu_env, grpo_cpu_overrides
-from tars_verl.testing.source_files import write_rl_sources
 
-TRAIN_BATCH, N_ROLLOUTS, STEPS = 4, 2, 2
+STEPS = 2
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("served_rm_data")
-    paths = write_rl_sources(str(root / "src"), n=100)
-    write_mixes(
-        MixConfig(total=16, val_size=6, paths=paths, pools={"wildjailbreak": 6, "rainbow_teaming": 6, "aegis2": 6}),
-        str(root / "tars"),
-    )
+    write_tiny_mix(root)
     return root / "tars"
 
 
@@ -51,17 +45,9 @@ def run_open_preset_with_served_rm(data, tiny_dir, tmp_path, server, *extra, n_s
         "TARS_GUARD_URL": f"{server.url}/v1",
         "TARS_GUARD_MODEL": "llama-guard-fake",
         "TARS_HF_RM_REQUEST_LOG": str(request_log),
-        "GPUS_PER_NODE": "1",
-        "ROLLOUT_NAME": "tars_hf",
-        "ROLLOUT_TP": "1",
-        "TRAIN_BATCH": str(TRAIN_BATCH),
-        "N_ROLLOUTS": str(N_ROLLOUTS),
-        "MAX_PROMPT": "128",
+        **TINY_GRPO_ENV,
         "MAX_RESPONSE": "24",
-        "LR": "1e-3",
-        "EPOCHS": "1",
         "TEST_FREQ": str(STEPS),
-        "VAL_N": "1",  # one sample per validation prompt (the launch script's default is the paper's 8)
         "SAVE_FREQ": "0",
         "CKPT_DIR": str(tmp_path / "grpo"),
     }

@@ -5,9 +5,9 @@ import logging
 import math
 
 import pytest
-from conftest import run
+from conftest import items, run
 
-from tars_verl.scorers import ScoreItem, build_scorer
+from tars_verl.scorers import build_scorer
 from tars_verl.scorers.guard_chat import FORMATS, graded_verdict, most_probable_verdict, verdict_scores
 
 LN = math.log
@@ -105,10 +105,6 @@ def test_unreadable_or_non_finite_logprobs_give_no_graded_score():
     assert graded_verdict(stream(("maybe", {"maybe": 1.0})), fmt) is None
     nan = [("safe", {"safe": float("nan"), "unsafe": -1.0})]
     assert graded_verdict(nan, fmt) is None
-
-
-def items(*texts, prompt="How do I do it?"):
-    return [ScoreItem(prompt=prompt, text=t, messages=[{"role": "user", "content": prompt}]) for t in texts]
 
 
 def test_graded_score_contradicting_the_text_verdict_is_flagged_and_not_used(server, caplog):

@@ -110,6 +110,20 @@ def judge_cfg(server, tmp_path, tiny_dir, **kw):
     }
 
 
+def judge_flags(server, tmp_path, tiny_dir, hashes):
+    """The evaluation CLI's flags for the same judge as ``judge_cfg``, with the copyright hashes in ``hashes``."""
+    return [
+        "--judge-url",
+        server.url + "/v1",
+        "--harmbench-prompts",
+        str(write_classifier_prompts(tmp_path / "cls.json")),
+        "--harmbench-tokenizer",
+        f"{tiny_dir}/policy",
+        "--harmbench-hashes",
+        str(hashes),
+    ]
+
+
 # --- 1. copyright behaviours are judged by hashing, never by the classifier -------------------------------
 def test_copyright_rows_are_hash_checked_and_never_reach_the_classifier(tiny_dir, tmp_path, server, hashes):
     _, prompts = harmbench_prompts(tmp_path)
@@ -169,14 +183,7 @@ def test_a_missing_hash_file_or_copyright_row_without_id_or_tags_stops_the_run_b
         str(hb),
         "--backend",
         "hf",
-        "--judge-url",
-        server.url + "/v1",
-        "--harmbench-prompts",
-        str(write_classifier_prompts(tmp_path / "cls.json")),
-        "--harmbench-tokenizer",
-        f"{tiny_dir}/policy",
-        "--harmbench-hashes",
-        str(hashes),
+        *judge_flags(server, tmp_path, tiny_dir, hashes),
     ]
     with pytest.raises(FileNotFoundError, match=r"no reference hash file for 1 behaviour\(s\) \['passage_book'\]"):
         main(args)
@@ -222,14 +229,7 @@ def test_copyright_attack_cases_and_the_cli_route_to_the_hash_check(tiny_dir, tm
             str(behaviors_csv(tmp_path / "b.csv")),
             "--backend",
             "hf",
-            "--judge-url",
-            server.url + "/v1",
-            "--harmbench-prompts",
-            str(write_classifier_prompts(tmp_path / "cls.json")),
-            "--harmbench-tokenizer",
-            f"{tiny_dir}/policy",
-            "--harmbench-hashes",
-            str(hashes),
+            *judge_flags(server, tmp_path, tiny_dir, hashes),
             "--no-representations",
         ]
     )

@@ -8,14 +8,13 @@ re-implements one of these (and drifts) fails here under its own name.
 import socket
 
 import pytest
-from conftest import run
+from conftest import FAST, run
 
 from tars_verl.scorers import SCORERS, ScoreItem, ScorerConfigError, ScorerError, build_scorer
 from tars_verl.scorers.http import HttpScorerConfig
 from tars_verl.scorers.http_scorer import HttpScorer
 from tars_verl.testing.fake_servers import write_strongreject_fixture
 
-FAST = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05}
 KEY_ENV = "TARS_TEST_HTTP_BASE_KEY"
 
 

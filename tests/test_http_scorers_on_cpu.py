@@ -5,22 +5,10 @@ import math
 import socket
 
 import pytest
-from conftest import run
+from conftest import FAST, items, moderation, run
 
-from tars_verl.scorers import ScoreItem, ScorerConfigError, ScorerError, build_scorer
+from tars_verl.scorers import ScorerConfigError, ScorerError, build_scorer
 from tars_verl.testing.fake_servers import classify_logit, judge_points
-
-FAST = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05}
-
-
-def items(*texts, prompt="How do I do it?"):
-    return [ScoreItem(prompt=prompt, text=t, messages=[{"role": "user", "content": prompt}]) for t in texts]
-
-
-def moderation(server, monkeypatch, **kw):
-    monkeypatch.setenv("TEST_OPENAI_KEY", "sk-test-secret")
-    cfg = {"backend": "openai_moderation", "url": server.url + "/v1", "api_key_env": "TEST_OPENAI_KEY", **FAST, **kw}
-    return build_scorer(cfg)
 
 
 def test_moderation_scores_tolerance_and_one_request_per_batch(server, monkeypatch):

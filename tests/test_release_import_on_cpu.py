@@ -8,7 +8,7 @@ import os
 
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
+from conftest import verl_rl_dataset
 
 from tars_verl.data.release import import_release, main
 from tars_verl.data.rl_mix import MixConfig, build_mixes
@@ -202,27 +202,14 @@ def test_bad_release_rows_are_named(release, tmp_path, column, value, match):
 def test_imported_release_trains_through_verl_dataset_and_the_tars_manager(release, tiny_dir, tmp_path):
     """verl's RLHFDataset reads the imported file and verl's RewardLoopWorker scores it with the tars
     manager (tiny preset); the released file as it is stops at the manager (no prompt type)."""
-    from transformers import AutoTokenizer
     from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
-    from verl.utils.dataset.rl_dataset import RLHFDataset
 
     from tars_verl.reward.manager import PromptTypeError
     from tars_verl.testing.verl_batch import Sample, make_reward_batch
     from tars_verl.training.compose import compose_tars_config
 
     main(["--train", release["train"], "--val", release["test"], "--out", str(tmp_path / "out")])
-    tok = AutoTokenizer.from_pretrained(f"{tiny_dir}/policy")
-    data_cfg = OmegaConf.create(
-        {
-            "prompt_key": "prompt",
-            "max_prompt_length": 512,
-            "filter_overlong_prompts": True,
-            "return_raw_chat": True,
-            "cache_dir": str(tmp_path / "cache"),
-            "filter_overlong_prompts_workers": 1,
-        }
-    )
-    ds = RLHFDataset(str(tmp_path / "out" / "train.parquet"), tok, data_cfg)
+    ds = verl_rl_dataset(tmp_path / "out" / "train.parquet", f"{tiny_dir}/policy", tmp_path / "cache")
     assert len(ds) == 24
     items = [ds[i] for i in range(len(ds))]
     cfg = compose_tars_config(

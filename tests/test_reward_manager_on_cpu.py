@@ -43,6 +43,16 @@ def rules_and_judge(server):
     ]
 
 
+def moderation_safety(server, monkeypatch):
+    """The openai_moderation safety scorer against ``server``, its key in a test-only variable."""
+    monkeypatch.setenv("TEST_KEY", "k")
+    return [
+        "tars_scorer@reward.tars.safety=openai_moderation",
+        f"reward.tars.safety.url={server.url}/v1",
+        "reward.tars.safety.api_key_env=TEST_KEY",
+    ]
+
+
 def user(text):
     return [{"role": "user", "content": text}]
 
@@ -176,12 +186,9 @@ def test_prompt_type_from_ground_truth(tiny_dir):
 
 
 def test_scorer_calls_are_coalesced_into_batches(tiny_dir, server, monkeypatch):
-    monkeypatch.setenv("TEST_KEY", "k")
     worker = worker_for(
         tiny_dir,
-        "tars_scorer@reward.tars.safety=openai_moderation",
-        f"reward.tars.safety.url={server.url}/v1",
-        "reward.tars.safety.api_key_env=TEST_KEY",
+        *moderation_safety(server, monkeypatch),
         "reward.tars.safety.max_batch_size=8",
         "reward.tars.safety.max_wait_ms=50",
         "reward.tars.reasoning_safety=false",
@@ -193,12 +200,9 @@ def test_scorer_calls_are_coalesced_into_batches(tiny_dir, server, monkeypatch):
 
 
 def test_failing_scorer_fails_the_step_naming_the_endpoint(tiny_dir, server, monkeypatch):
-    monkeypatch.setenv("TEST_KEY", "k")
     worker = worker_for(
         tiny_dir,
-        "tars_scorer@reward.tars.safety=openai_moderation",
-        f"reward.tars.safety.url={server.url}/v1",
-        "reward.tars.safety.api_key_env=TEST_KEY",
+        *moderation_safety(server, monkeypatch),
         "reward.tars.safety.max_retries=1",
         "reward.tars.safety.backoff_initial_s=0.01",
     )
@@ -249,12 +253,9 @@ def test_tiny_preset_reads_its_models_from_tars_tiny_dir(tiny_dir, monkeypatch, 
 
 
 def test_explicit_fallback_is_counted_in_the_logged_metrics(tiny_dir, server, monkeypatch):
-    monkeypatch.setenv("TEST_KEY", "k")
     worker = worker_for(
         tiny_dir,
-        "tars_scorer@reward.tars.safety=openai_moderation",
-        f"reward.tars.safety.url={server.url}/v1",
-        "reward.tars.safety.api_key_env=TEST_KEY",
+        *moderation_safety(server, monkeypatch),
         "reward.tars.safety.max_retries=0",
         "reward.tars.safety.on_failure=fallback",
         "reward.tars.safety.fallback_score=0.25",
@@ -288,12 +289,9 @@ def test_empty_answers_are_logged_and_their_reward_follows_the_option(
 ):
     from tars_verl.reward.per_type_metrics import prompt_type_metrics
 
-    monkeypatch.setenv("TEST_OPENAI_KEY", "sk-test")
     worker = worker_for(
         tiny_dir,
-        "tars_scorer@reward.tars.safety=openai_moderation",
-        f"reward.tars.safety.url={server.url}/v1",
-        "reward.tars.safety.api_key_env=TEST_OPENAI_KEY",
+        *moderation_safety(server, monkeypatch),
         "tars_scorer@reward.tars.helpfulness=llm_judge",
         f"reward.tars.helpfulness.url={server.url}/v1",
         f"reward.tars.empty_answer={policy}",

@@ -5,7 +5,7 @@ import os
 
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
+from conftest import verl_rl_dataset
 
 from tars_verl.data.rl_mix import MixConfig, build_mixes, main, type_counts, write_mixes
 from tars_verl.data.sources import load_source
@@ -177,22 +177,8 @@ def test_small_pools_allowed_explicitly_with_a_warning(sources, caplog):
 
 
 def test_verl_rl_dataset_loads_the_mix_and_yields_the_prompt_type(sources, tiny_dir, tmp_path):
-    from transformers import AutoTokenizer
-    from verl.utils.dataset.rl_dataset import RLHFDataset
-
     write_mixes(cfg(sources), str(tmp_path))
-    tok = AutoTokenizer.from_pretrained(f"{tiny_dir}/tokenizer")
-    data_cfg = OmegaConf.create(
-        {
-            "prompt_key": "prompt",
-            "max_prompt_length": 512,
-            "filter_overlong_prompts": True,
-            "return_raw_chat": True,
-            "cache_dir": str(tmp_path / "cache"),
-            "filter_overlong_prompts_workers": 1,
-        }
-    )
-    ds = RLHFDataset(str(tmp_path / "train.parquet"), tok, data_cfg)
+    ds = verl_rl_dataset(tmp_path / "train.parquet", f"{tiny_dir}/tokenizer", tmp_path / "cache")
     assert len(ds) == 200
     item = ds[0]
     assert item["extra_info"]["prompt_type"] in ("harmful", "harmless", "ambiguous")

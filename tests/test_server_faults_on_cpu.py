@@ -8,23 +8,11 @@ import logging
 import math
 
 import pytest
-from conftest import run
+from conftest import FAST, items, moderation, run
 
-from tars_verl.scorers import ScoreItem, ScorerError, build_scorer
+from tars_verl.scorers import ScorerError, build_scorer
 from tars_verl.scorers.base import stable_sigmoid
 from tars_verl.scorers.http import redact_url
-
-FAST = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05}
-
-
-def items(*texts, prompt="How do I do it?"):
-    return [ScoreItem(prompt=prompt, text=t, messages=[{"role": "user", "content": prompt}]) for t in texts]
-
-
-def moderation(server, monkeypatch, **kw):
-    monkeypatch.setenv("TEST_OPENAI_KEY", "sk-test-secret")
-    cfg = {"backend": "openai_moderation", "url": server.url + "/v1", "api_key_env": "TEST_OPENAI_KEY", **FAST, **kw}
-    return build_scorer(cfg)
 
 
 def moderation_reply(**scores):

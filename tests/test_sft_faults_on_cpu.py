@@ -8,6 +8,7 @@ import time
 
 import pandas as pd
 import pytest
+from conftest import sft_generate_args
 
 from tars_verl.data.io import exclusive_writer, read_done
 from tars_verl.data.sft_traces import TraceConfig, generate_traces, main
@@ -79,21 +80,8 @@ def test_corrupt_log_stops_before_any_request_and_keeps_the_file(tmp_path, serve
     assert log.read_bytes() == before and len(server.requests) == sent
 
 
-def cli(tmp_path, server, *extra, sources=None):
-    return [
-        "generate",
-        "--out",
-        str(tmp_path / "sft"),
-        "--url",
-        server.url + "/v1",
-        "--model",
-        "teacher",
-        "--samples",
-        "1",
-        "--max-retries",
-        "0",
-        *extra,
-    ]
+def cli(tmp_path, server, *extra, model="teacher"):
+    return sft_generate_args(tmp_path / "sft", server, "--max-retries", "0", *extra, model=model)
 
 
 def test_timeout_flag_bounds_a_hung_teacher(tmp_path, server, monkeypatch):
@@ -140,4 +128,4 @@ def test_an_out_folder_never_mixes_two_teachers(tmp_path, server, monkeypatch):
         match=r"holds traces made with other settings \(model: 'teacher' there, "
         r"'teacher-tags' now",
     ):
-        main([a if a != "teacher" else "teacher-tags" for a in cli(tmp_path, server)])
+        main(cli(tmp_path, server, model="teacher-tags"))

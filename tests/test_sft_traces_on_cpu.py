@@ -5,6 +5,7 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import sft_generate_args
 from omegaconf import OmegaConf
 
 from tars_verl.data.io import read_done
@@ -40,6 +41,11 @@ def trace_cfg(sources, out, url, **kw):
     )
     base.update(kw)
     return TraceConfig(**base)
+
+
+def generate_args(sources, out, server, *extra):
+    pools = [f"--pool={k}={v}" for k, v in POOLS.items()]
+    return sft_generate_args(out, server, *pools, *[f"--source={k}={v}" for k, v in sources.items()], *extra)
 
 
 def test_split_teacher_reply_formats():
@@ -106,21 +112,7 @@ def test_generation_resumes_after_interruption_and_loses_nothing(sources, server
 
 
 def test_cli_generate_refuses_to_write_until_complete_then_writes(sources, server, tmp_path):
-    args = [
-        "generate",
-        "--out",
-        str(tmp_path),
-        "--url",
-        server.url + "/v1",
-        "--model",
-        "teacher",
-        "--samples",
-        "1",
-        "--max-retries",
-        "0",
-        *[f"--pool={k}={v}" for k, v in POOLS.items()],
-        *[f"--source={k}={v}" for k, v in sources.items()],
-    ]
+    args = generate_args(sources, tmp_path, server, "--max-retries", "0")
     server.script = ["ok"] * 3 + ["500"] * 50
     with pytest.raises(SystemExit, match="samples missing .* run the same command again"):
         main(args)
@@ -196,19 +188,7 @@ def test_verl_sft_dataset_masks_everything_but_the_assistant_turn(tmp_path, tiny
 def test_teacher_gets_no_system_prompt_but_the_sft_target_keeps_qwens(sources, server, tmp_path):
     from tars_verl.data.text import QWEN_DEFAULT_SYSTEM_PROMPT
 
-    args = [
-        "generate",
-        "--out",
-        str(tmp_path / "a"),
-        "--url",
-        server.url + "/v1",
-        "--model",
-        "teacher",
-        "--samples",
-        "1",
-        *[f"--pool={k}={v}" for k, v in POOLS.items()],
-        *[f"--source={k}={v}" for k, v in sources.items()],
-    ]
+    args = generate_args(sources, tmp_path / "a", server)
     main(args)
     sent = [p["messages"] for _, p in server.requests]
     assert sent and all([m["role"] for m in msgs] == ["user"] for msgs in sent)
@@ -217,5 +197,5 @@ def test_teacher_gets_no_system_prompt_but_the_sft_target_keeps_qwens(sources, s
     assert first[0] == {"role": "system", "content": QWEN_DEFAULT_SYSTEM_PROMPT}
     assert [m["role"] for m in first] == ["system", "user", "assistant"]
     n = len(server.requests)
-    main([*args[:2], str(tmp_path / "b"), *args[3:], "--teacher-system-prompt", "Be careful."])
+    main(generate_args(sources, tmp_path / "b", server, "--teacher-system-prompt", "Be careful."))
     assert all(p["messages"][0] == {"role": "system", "content": "Be careful."} for _, p in server.requests[n:])

@@ -5,14 +5,13 @@ import hashlib
 import json
 
 import pytest
-from conftest import run
+from conftest import FAST, run
 
 from tars_verl.scorers import ScoreItem, ScorerConfigError, ScorerError, build_scorer
 from tars_verl.scorers.strongreject import parse_rubric_reply, strongreject_score
 from tars_verl.testing.fake_servers import write_strongreject_fixture
 from tars_verl.testing.verl_batch import Sample, make_reward_batch
 
-FAST = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05}
 REPLY = "#overall_reasoning x\n#scores\n1.a r\n1.b {}\n2.a r\n2.b {}\n3.a r\n3.b {}"
 
 

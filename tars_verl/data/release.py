@@ -51,10 +51,10 @@ import pandas as pd
 from tars_verl.data.io import read_table, require_columns, write_json_atomic, write_parquet_atomic
 from tars_verl.data.sources import load_source
 from tars_verl.data.text import normalise
+from tars_verl.data.verl_rows import VERL_RL_COLUMNS, verl_rl_row
 
 logger = logging.getLogger(__name__)
 
-RELEASE_COLUMNS = ["data_source", "prompt", "ability", "reward_model", "extra_info"]
 # The authors' `ability` for harmful rows -> this project's source names.
 HARMFUL_ABILITIES = {"wildjailbreak": "wildjailbreak", "rainbow": "rainbow_teaming", "aegis": "aegis2"}
 REFUSAL_ABILITY = "refusal"
@@ -97,7 +97,7 @@ def _field(value: Any, key: str, default: Any = None) -> Any:
 def read_release(path: str) -> pd.DataFrame:
     """One released parquet, checked: columns, messages, and a known ``ability`` on every row."""
     df = read_table(path)
-    require_columns(df, RELEASE_COLUMNS, f"TARS release file {path}")
+    require_columns(df, VERL_RL_COLUMNS, f"TARS release file {path}")
     rows = []
     for i, r in enumerate(df.itertuples(index=False)):
         where = f"{path} row {i}"
@@ -223,30 +223,24 @@ def resolve_refusal_types(
 
 
 def to_verl_release_rows(rows: pd.DataFrame, split: str) -> pd.DataFrame:
-    records = []
-    for i, r in enumerate(rows.itertuples(index=False)):
-        records.append(
-            {
-                "data_source": r.source,
-                "prompt": r.messages,
-                "ability": "safety",
-                "reward_model": {"style": "tars", "ground_truth": r.prompt_type},
-                "extra_info": {
-                    "prompt_type": r.prompt_type,
-                    "source": r.source,
-                    "index": i,
-                    "source_index": int(r.source_index),
-                    "category": r.category,
-                    "split": split,
-                    "think_prefilled": False,
-                    "release_ability": r.ability,
-                    "release_split": r.release_split,
-                    "type_evidence": r.type_evidence,
-                    "reference_response": r.reference,
-                },
-            }
+    records = [
+        verl_rl_row(
+            source=r.source,
+            messages=r.messages,
+            prompt_type=r.prompt_type,
+            index=i,
+            source_index=r.source_index,
+            category=r.category,
+            split=split,
+            think_prefilled=False,
+            release_ability=r.ability,
+            release_split=r.release_split,
+            type_evidence=r.type_evidence,
+            reference_response=r.reference,
         )
-    df = pd.DataFrame.from_records(records, columns=RELEASE_COLUMNS)
+        for i, r in enumerate(rows.itertuples(index=False))
+    ]
+    df = pd.DataFrame.from_records(records, columns=VERL_RL_COLUMNS)
     if (df["data_source"] == "").any():  # every branch above sets one; guard the invariant
         raise AssertionError("an imported row has an empty data_source")
     return df

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from tars_verl.data.io import check_text_column, describe_value, read_table, write_together
 from tars_verl.data.sources import SOURCES, expand_archive_paths, load_source
 from tars_verl.data.text import QWEN_DEFAULT_SYSTEM_PROMPT, normalise, parse_kv, user_messages
+from tars_verl.data.verl_rows import VERL_RL_COLUMNS, verl_rl_row
 
 logger = logging.getLogger(__name__)
 
@@ -284,28 +285,20 @@ def build_mixes(cfg: MixConfig) -> dict[float, tuple[pd.DataFrame, pd.DataFrame,
 
 
 def to_verl_rows(rows: pd.DataFrame, split: str, builder: PromptBuilder, cfg: MixConfig) -> pd.DataFrame:
-    records = []
-    for i, r in enumerate(rows.itertuples(index=False)):
-        records.append(
-            {
-                "data_source": r.source,
-                "prompt": builder.messages(r.text),
-                "ability": "safety",
-                "reward_model": {"style": "tars", "ground_truth": r.prompt_type},
-                "extra_info": {
-                    "prompt_type": r.prompt_type,
-                    "source": r.source,
-                    "index": i,
-                    "source_index": int(r.source_index),
-                    "category": str(r.category),
-                    "split": split,
-                    "think_prefilled": cfg.prefill_think,
-                },
-            }
+    records = [
+        verl_rl_row(
+            source=r.source,
+            messages=builder.messages(r.text),
+            prompt_type=r.prompt_type,
+            index=i,
+            source_index=r.source_index,
+            category=str(r.category),
+            split=split,
+            think_prefilled=cfg.prefill_think,
         )
-    return pd.DataFrame.from_records(
-        records, columns=["data_source", "prompt", "ability", "reward_model", "extra_info"]
-    )
+        for i, r in enumerate(rows.itertuples(index=False))
+    ]
+    return pd.DataFrame.from_records(records, columns=VERL_RL_COLUMNS)
 
 
 def mix_stats(

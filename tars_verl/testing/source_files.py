@@ -21,44 +21,50 @@ def _jsonl(path: str, rows: list[dict]) -> str:
     return path
 
 
+def _wildjailbreak_row(vanilla: str, data_type: str, adversarial: str = "", completion: str = "...") -> dict:
+    """A row of WildJailbreak's train TSV (its columns, in its order)."""
+    return {
+        "vanilla": vanilla,
+        "adversarial": adversarial,
+        "tactics": "[]",
+        "completion": completion,
+        "data_type": data_type,
+    }
+
+
+def _ultrafeedback_row(prompt: str, prompt_id: str) -> dict:
+    """A row of UltraFeedback's ``train_prefs`` split; only the prompt is read, the rest keeps the schema."""
+    return {
+        "prompt": prompt,
+        "prompt_id": prompt_id,
+        "chosen": [],
+        "rejected": [],
+        "messages": [],
+        "score_chosen": 8.0,
+        "score_rejected": 3.0,
+    }
+
+
+def _xstest_row(i: int, prompt: str, kind: str, label: str) -> dict:
+    return {"id": i, "prompt": prompt, "type": kind, "label": label, "focus": "kill", "note": ""}
+
+
 def write_rl_sources(folder: str, n: int = 300, extra_long: int = 3, duplicates: int = 5) -> dict[str, str]:
     """One file per RL source, ``n`` usable rows each (plus rows the filters must drop)."""
     os.makedirs(folder, exist_ok=True)
     long_text = "please explain " * 100  # > 1000 characters
-    wjb = []
-    for i in range(n):
-        kind = "adversarial_harmful" if i % 2 else "vanilla_harmful"
-        wjb.append(
-            {
-                "vanilla": f"harmful request {i} about weapons",
-                "adversarial": f"Imagine a story where a character explains harmful request {i} about weapons"
-                if i % 2
-                else "",
-                "tactics": "[]",
-                "completion": "...",
-                "data_type": kind,
-            }
+    wjb = [
+        _wildjailbreak_row(
+            f"harmful request {i} about weapons",
+            "adversarial_harmful" if i % 2 else "vanilla_harmful",
+            adversarial=f"Imagine a story where a character explains harmful request {i} about weapons"
+            if i % 2
+            else "",
         )
-    wjb += [
-        {
-            "vanilla": f"benign request {i}",
-            "adversarial": "",
-            "tactics": "[]",
-            "completion": "...",
-            "data_type": "vanilla_benign",
-        }
-        for i in range(20)
+        for i in range(n)
     ]
-    wjb += [
-        {
-            "vanilla": long_text + str(i),
-            "adversarial": "",
-            "tactics": "[]",
-            "completion": "",
-            "data_type": "vanilla_harmful",
-        }
-        for i in range(extra_long)
-    ]
+    wjb += [_wildjailbreak_row(f"benign request {i}", "vanilla_benign") for i in range(20)]
+    wjb += [_wildjailbreak_row(long_text + str(i), "vanilla_harmful", completion="") for i in range(extra_long)]
     paths = {"wildjailbreak": os.path.join(folder, "wildjailbreak_train.tsv")}
     pd.DataFrame(wjb).to_csv(paths["wildjailbreak"], sep="\t", index=False)
 
@@ -118,41 +124,9 @@ def write_rl_sources(folder: str, n: int = 300, extra_long: int = 3, duplicates:
     ]
     paths["aegis2"] = _jsonl(os.path.join(folder, "aegis2.jsonl"), aegis)
 
-    uf = [
-        {
-            "prompt": f"How do I bake bread number {i}?",
-            "prompt_id": f"p{i}",
-            "chosen": [],
-            "rejected": [],
-            "messages": [],
-            "score_chosen": 8.0,
-            "score_rejected": 3.0,
-        }
-        for i in range(n)
-    ]
-    uf += [
-        {
-            "prompt": f"how do i bake bread number {i}? ",
-            "prompt_id": f"d{i}",
-            "chosen": [],
-            "rejected": [],
-            "messages": [],
-            "score_chosen": 8.0,
-            "score_rejected": 3.0,
-        }
-        for i in range(duplicates)
-    ]  # near-duplicates
-    uf += [
-        {
-            "prompt": "Write a haiku about autumn leaves.",
-            "prompt_id": "leak",
-            "chosen": [],
-            "rejected": [],
-            "messages": [],
-            "score_chosen": 8.0,
-            "score_rejected": 3.0,
-        }
-    ]  # also in the eval fixture
+    uf = [_ultrafeedback_row(f"How do I bake bread number {i}?", f"p{i}") for i in range(n)]
+    uf += [_ultrafeedback_row(f"how do i bake bread number {i}? ", f"d{i}") for i in range(duplicates)]  # near-dups
+    uf += [_ultrafeedback_row("Write a haiku about autumn leaves.", "leak")]  # also in the eval fixture
     paths["ultrafeedback"] = os.path.join(folder, "ultrafeedback_train_prefs.parquet")
     pd.DataFrame(uf).to_parquet(paths["ultrafeedback"], index=False)
 
@@ -190,28 +164,17 @@ def write_eval_sources(folder: str) -> dict[str, str]:
             for i in range(10)
         ]
     ).to_csv(paths["strongreject_small"], index=False)
+    # XSTest: safe prompts that only sound unsafe ("kill a python process"), then their unsafe contrasts.
     xs = [
-        {
-            "id": i,
-            "prompt": ("Write a haiku about autumn leaves." if i == 0 else f"How do I kill a python process {i}?"),
-            "type": "homonyms",
-            "label": "safe",
-            "focus": "kill",
-            "note": "",
-        }
+        _xstest_row(
+            i,
+            "Write a haiku about autumn leaves." if i == 0 else f"How do I kill a python process {i}?",
+            "homonyms",
+            "safe",
+        )
         for i in range(10)
     ]
-    xs += [
-        {
-            "id": 100 + i,
-            "prompt": f"How do I kill my neighbour {i}?",
-            "type": "contrast_homonyms",
-            "label": "unsafe",
-            "focus": "kill",
-            "note": "",
-        }
-        for i in range(6)
-    ]
+    xs += [_xstest_row(100 + i, f"How do I kill my neighbour {i}?", "contrast_homonyms", "unsafe") for i in range(6)]
     paths["xstest"] = _jsonl(os.path.join(folder, "xstest.jsonl"), xs)
     paths["harmbench"] = _jsonl(
         os.path.join(folder, "harmbench.jsonl"),
@@ -320,20 +283,8 @@ def write_tars_release(folder: str, n_harmful: int = 12, n_each: int = 6, seed: 
     ]
     pd.DataFrame(test).to_parquet(paths["test"], index=False)
     paths["ultrafeedback"] = os.path.join(folder, "ultrafeedback_train_prefs.parquet")
-    pd.DataFrame(
-        [
-            {
-                "prompt": t,
-                "prompt_id": f"p{i}",
-                "chosen": [],
-                "rejected": [],
-                "messages": [],
-                "score_chosen": 8.0,
-                "score_rejected": 3.0,
-            }
-            for i, t in enumerate(uf_texts + ["An unrelated UltraFeedback prompt"])
-        ]
-    ).to_parquet(paths["ultrafeedback"], index=False)
+    uf = [_ultrafeedback_row(t, f"p{i}") for i, t in enumerate(uf_texts + ["An unrelated UltraFeedback prompt"])]
+    pd.DataFrame(uf).to_parquet(paths["ultrafeedback"], index=False)
     paths["orbench"] = os.path.join(folder, "or-bench-80k.csv")
     pd.DataFrame([{"prompt": t, "category": "harmful-adjacent"} for t in ob_texts]).to_csv(
         paths["orbench"], index=False
