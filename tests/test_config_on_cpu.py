@@ -89,3 +89,57 @@ def test_reward_log_schema_is_documented_and_used_by_the_metrics():
     assert {k.split("/")[2] for k in metrics if k.endswith("/mean")} == {"reward", *reward_log.PER_TYPE_KEYS} - {
         "total"
     }
+
+
+def _hydra_setup_modules() -> set[str]:
+    """The package modules that import Hydra's composition API (compose / initialize* / GlobalHydra)."""
+    import ast
+
+    import tars_verl
+
+    root = os.path.dirname(tars_verl.__file__)
+    api = {"compose", "initialize", "initialize_config_module", "initialize_config_dir", "GlobalHydra"}
+    found = set()
+    for folder, _, files in os.walk(root):
+        for name in (f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, name)
+            for node in ast.walk(ast.parse(open(path).read(), path)):
+                if (
+                    isinstance(node, ast.ImportFrom)
+                    and (node.module or "").split(".")[0] == "hydra"
+                    and api & {a.name for a in node.names}
+                ):
+                    found.add(os.path.relpath(path, root))
+    return found
+
+
+def test_hydra_is_set_up_in_one_place_and_every_caller_gets_the_same_config():
+    """One function (tars_verl.config.compose) composes: the dry run, compose_tars_config and load_preset had a
+    copy each of the Hydra set-up."""
+    from tars_verl.config import compose
+    from tars_verl.training.dry_run import compose_reporting
+
+    assert _hydra_setup_modules() == {os.path.join("config", "__init__.py")}
+    overrides = ["tars@reward.tars=tiny_cpu", "actor_rollout_ref.model.path=/tmp/tars_tiny/policy"]
+    problems: list[str] = []
+    composed = compose("tars_grpo", overrides)
+    assert compose_reporting("tars_grpo", overrides, problems) == composed and problems == []
+    assert compose_tars_config(overrides) == composed
+    assert load_preset("tiny_cpu") == composed.reward.tars
+
+
+def test_compose_ignores_a_hydra_set_up_left_by_someone_else(tmp_path):
+    """hydra.main entry points and tests leave Hydra initialised elsewhere; compose still reads tars_verl.config."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tars_verl.config import compose
+
+    (tmp_path / "tars_grpo.yaml").write_text("reward: {reward_manager: {name: not_tars}}\n")
+    GlobalHydra.instance().clear()
+    initialize_config_dir(config_dir=str(tmp_path), version_base=None)  # not as a context manager: it stays set up
+    try:
+        assert GlobalHydra.instance().is_initialized()
+        assert compose("tars_grpo").reward.reward_manager.name == "tars"
+    finally:
+        GlobalHydra.instance().clear()

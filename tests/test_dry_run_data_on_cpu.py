@@ -1,6 +1,7 @@
 """--dry-run checks what the files hold, and reports bad overrides with every other problem, in one short list."""
 
 import pandas as pd
+import pytest
 from conftest import run_example
 from test_examples_on_cpu import data, tiny_env  # noqa: F401 - the module's data fixture
 
@@ -91,3 +92,56 @@ def test_problem_list_never_shows_a_url_password(tiny_dir, capsys):
     out = capsys.readouterr().out
     assert code == 1 and "override 'reward.tars.helpfulness.urll=https://***@judge.example/v1?api_key=***'" in out
     assert "pw-secret-9" not in out and "k-secret-7" not in out
+
+
+def test_a_missing_data_file_is_one_problem_in_the_words_of_the_sft_entry_point(tiny_dir, capsys):
+    """The dry run and the SFT entry point share one data-file check: each missing file is reported once, in the
+    same words (the dry run used to list a missing SFT file twice, worded differently)."""
+    from tars_verl.config import compose
+    from tars_verl.training.dry_run import main
+    from tars_verl.training.sft import run_sft
+
+    overrides = [
+        f"model.path={tiny_dir}/policy",
+        "data.train_files=/no/sft_train.parquet",
+        "data.val_files=[/no/sft_val.parquet]",
+    ]
+    expected = [
+        "data.train_files: /no/sft_train.parquet does not exist (build it with data_prep/build_sft_traces.py)",
+        "data.val_files: /no/sft_val.parquet does not exist (build it with data_prep/build_sft_traces.py)",
+    ]
+    _, problems = check_sft(overrides)
+    assert [p for p in problems if "/no/" in p] == expected
+    assert main(["sft", *overrides]) == 1
+    listed = [line.removeprefix("  - ") for line in capsys.readouterr().out.splitlines() if "/no/" in line]
+    assert listed == expected
+    with pytest.raises(FileNotFoundError) as err:
+        run_sft(compose("tars_sft", overrides))  # stops before any process group or model
+    assert str(err.value).splitlines() == expected
+
+
+def test_sft_entry_point_and_dry_run_list_the_same_early_stopping_problems(tiny_dir, data):  # noqa: F811
+    from tars_verl.config import compose
+    from tars_verl.training.sft import check_config
+
+    overrides = [
+        f"model.path={tiny_dir}/policy",
+        f"data.train_files={data / 'sft' / 'sft_train.parquet'}",
+        "data.val_files=null",
+        "trainer.max_ckpt_to_keep=2",
+        "tars_sft.early_stopping=true",
+    ]
+    _, problems = check_sft(overrides)
+    stopping = [p for p in problems if p.startswith("tars_sft.early_stopping")]
+    assert len(stopping) == 2 and "needs data.val_files" in stopping[0] and "max_ckpt_to_keep=null" in stopping[1]
+    with pytest.raises(ValueError) as err:
+        check_config(compose("tars_sft", overrides))
+    assert str(err.value).splitlines() == stopping
+
+
+def test_a_missing_rl_file_is_one_problem_naming_what_builds_it(tiny_dir):
+    model = f"actor_rollout_ref.model.path={tiny_dir}/policy"
+    _, problems = check_grpo([model, "tars@reward.tars=tiny_cpu", "data.train_files=/no/rl.parquet"])
+    assert [p for p in problems if "/no/rl.parquet" in p] == [
+        "data.train_files: /no/rl.parquet does not exist (build it with data_prep/build_rl_mix.py)"
+    ]

@@ -17,6 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from tars_verl.config import compose
 from tars_verl.scorers.base import ScorerConfigError, _to_dict, parse_scorer_config
 
 PROMPT_TYPES = ("harmful", "harmless", "ambiguous")
@@ -116,13 +117,7 @@ def tars_config_from(cfg: Any) -> TarsConfig:
 
 def load_preset(name: str, overrides: list[str] | None = None) -> DictConfig:
     """A composed preset from ``tars_verl/config/tars/<name>.yaml`` (scorer defaults filled in)."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
     if not os.path.exists(os.path.join(PRESET_DIR, f"{name}.yaml")):
         presets = sorted(f[:-5] for f in os.listdir(PRESET_DIR) if f.endswith(".yaml"))
         raise FileNotFoundError(f"TARS preset {name!r} not found in {PRESET_DIR}; presets: {presets}")
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="tars_verl.config", version_base=None):
-        return compose(config_name=f"tars/{name}", overrides=list(overrides or [])).tars
+    return compose(f"tars/{name}", overrides or []).tars

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from tars_verl.config import compose
+
 
 def compose_tars_config(overrides: list[str] | None = None, config_name: str = "tars_grpo") -> DictConfig:
     """What ``python -m verl.trainer.main_ppo --config-path=pkg://tars_verl.config --config-name=tars_grpo`` sees."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="tars_verl.config", version_base=None):
-        return compose(config_name=config_name, overrides=list(overrides or []))
+    return compose(config_name, overrides or [])

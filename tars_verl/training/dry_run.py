@@ -24,36 +24,29 @@ import sys
 
 from omegaconf import DictConfig, OmegaConf
 
+from tars_verl.config import compose
+from tars_verl.training.data_files import DATA_KEYS, check_rl_data, check_sft_data, missing_data_files
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def _compose(config_name: str, overrides: list[str]) -> DictConfig:
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="tars_verl.config", version_base=None):
-        return compose(config_name=config_name, overrides=overrides)
-
-
 def compose_reporting(config_name: str, overrides: list[str], problems: list[str]) -> DictConfig | None:
-    """Compose like ``_compose``; a bad override (a typo'd key, an unknown preset) becomes one short line in
-    ``problems`` instead of a Hydra traceback, and the config is composed without it so that every other
-    check still runs. None only when even that fails."""
+    """Compose like :func:`tars_verl.config.compose`; a bad override (a typo'd key, an unknown preset) becomes one
+    short line in ``problems`` instead of a Hydra traceback, and the config is composed without it so that every
+    other check still runs. None only when even that fails."""
     try:
-        return _compose(config_name, overrides)
+        return compose(config_name, overrides)
     except Exception:  # noqa: BLE001 - find which overrides fail, report each, go on without them
         pass
     good: list[str] = []
     for override in overrides:
         try:
-            _compose(config_name, good + [override])
+            compose(config_name, good + [override])
             good.append(override)
         except Exception as err:  # noqa: BLE001
             problems.append(f"override {override!r}: {_short_error(err)}")
     try:
-        return _compose(config_name, good)
+        return compose(config_name, good)
     except Exception as err:  # noqa: BLE001
         problems.append(f"config {config_name}: {_short_error(err)}")
         return None
@@ -66,136 +59,6 @@ def _short_error(err: BaseException) -> str:
         text += f" ({str(err.__cause__).strip().splitlines()[0]})"
     text = re.sub(r"\s+", " ", text).strip()
     return text[:400] + ("..." if len(text) > 400 else "")
-
-
-def check_rl_data(cfg: DictConfig, keys: list[str], problems: list[str]) -> dict[str, dict[str, int]]:
-    """The files verl's RLHFDataset will read hold a TARS RL mix: format, prompt column of chat messages, and a
-    prompt type on every row. Returns the prompt-type counts per file."""
-    from tars_verl.reward.manager import PromptTypeError, resolve_prompt_type
-
-    prompt_key = OmegaConf.select(cfg, "data.prompt_key") or "prompt"
-    type_key = OmegaConf.select(cfg, "reward.tars.prompt_type_key") or "prompt_type"
-    counts: dict[str, dict[str, int]] = {}
-    for key in keys:
-        for path in _files(OmegaConf.select(cfg, key)):
-            path = os.path.expanduser(path)
-            if not os.path.exists(path):
-                continue  # check_data reports it
-            found = _check_rl_file(key, path, prompt_key, type_key, problems, resolve_prompt_type, PromptTypeError)
-            if found is not None:
-                counts[path] = found
-    return counts
-
-
-def _check_rl_file(key, path, prompt_key, type_key, problems, resolve_prompt_type, PromptTypeError):
-    from tars_verl.data.io import read_table
-
-    where = f"{key}: {path}"
-    if os.path.isdir(path):
-        problems.append(
-            f"{where} is a folder; verl needs the file(s) themselves, e.g. train.parquet from data_prep/build_rl_mix.py"
-        )
-        return None
-    if not path.endswith((".parquet", ".json", ".jsonl")):
-        problems.append(
-            f"{where}: verl's RL dataset reads .parquet, .json or .jsonl only; build the RL data with "
-            "data_prep/build_rl_mix.py"
-        )
-        return None
-    try:
-        df = read_table(path)
-    except Exception as err:  # noqa: BLE001
-        problems.append(f"{key}: {err}")
-        return None
-    if prompt_key not in df.columns:
-        hint = (
-            " It looks like an SFT file (a 'messages' column): GRPO needs the RL mix from data_prep/build_rl_mix.py."
-            if "messages" in df.columns
-            else ""
-        )
-        problems.append(f"{where}: no '{prompt_key}' column (data.prompt_key); it has {list(df.columns)}.{hint}")
-        return None
-    if df.empty:
-        problems.append(f"{where}: no rows")
-        return None
-    bad_shape, bad_type, types = [], [], {}
-    for i, row in enumerate(df.to_dict("records")):
-        if not _is_chat(row[prompt_key]):
-            bad_shape.append(i)
-            continue
-        try:
-            t = resolve_prompt_type(row, type_key)
-            types[t] = types.get(t, 0) + 1
-        except PromptTypeError as err:
-            bad_type.append(str(err))
-    if bad_shape:
-        problems.append(
-            f"{where}: column '{prompt_key}' must hold chat messages (a list of {{role, content}} with a "
-            f"user turn); {len(bad_shape)} row(s) do not, e.g. rows {bad_shape[:5]}"
-        )
-    if bad_type:
-        problems.append(f"{where}: {len(bad_type)} row(s) without a usable prompt type, e.g. {bad_type[0]}")
-    return types
-
-
-def _is_chat(prompt) -> bool:
-    if isinstance(prompt, str) or not hasattr(prompt, "__iter__"):
-        return False
-    turns = list(prompt)
-    ok = all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in turns
-    )
-    return ok and any(m["role"] == "user" for m in turns)
-
-
-def check_sft_data(cfg: DictConfig, keys: list[str], problems: list[str]) -> None:
-    """The SFT files hold chat conversations in ``data.messages_key`` with an assistant turn."""
-    from tars_verl.data.io import read_table
-
-    messages_key = OmegaConf.select(cfg, "data.messages_key") or "messages"
-    for key in keys:
-        for path in _files(OmegaConf.select(cfg, key)):
-            path = os.path.expanduser(path)
-            if not os.path.exists(path):
-                continue
-            where = f"{key}: {path}"
-            if os.path.isdir(path) or not path.endswith(".parquet"):
-                problems.append(f"{where}: give a .parquet file (sft_train.parquet from data_prep/build_sft_traces.py)")
-                continue
-            try:
-                df = read_table(path)
-            except Exception as err:  # noqa: BLE001
-                problems.append(f"{key}: {err}")
-                continue
-            if messages_key not in df.columns:
-                hint = " It looks like an RL mix (a 'prompt' column)." if "prompt" in df.columns else ""
-                problems.append(
-                    f"{where}: no '{messages_key}' column (data.messages_key); it has {list(df.columns)}.{hint}"
-                )
-                continue
-            bad = [
-                i
-                for i, m in enumerate(df[messages_key])
-                if not (_is_chat(m) and any(t["role"] == "assistant" for t in m))
-            ]
-            if bad:
-                problems.append(
-                    f"{where}: column '{messages_key}' must hold conversations with a user and an "
-                    f"assistant turn; {len(bad)} row(s) do not, e.g. rows {bad[:5]}"
-                )
-
-
-def _files(value) -> list[str]:
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else [str(v) for v in value]
-
-
-def check_data(cfg: DictConfig, keys: list[str], problems: list[str]) -> None:
-    for key in keys:
-        for path in _files(OmegaConf.select(cfg, key)):
-            if not os.path.exists(os.path.expanduser(path)):
-                problems.append(f"{key}: {path} does not exist")
 
 
 def check_model(name: str, path: str | None, problems: list[str]) -> None:
@@ -218,8 +81,8 @@ def check_grpo(overrides: list[str]) -> tuple[DictConfig | None, list[str]]:
     except Exception as err:  # noqa: BLE001 - every problem is reported together
         problems.append(f"verl validate_config: {type(err).__name__}: {err}")
     problems += check_plugins(cfg)
-    check_data(cfg, ["data.train_files", "data.val_files"], problems)
-    check_rl_data(cfg, ["data.train_files", "data.val_files"], problems)
+    problems += missing_data_files(cfg, "grpo")
+    check_rl_data(cfg, DATA_KEYS, problems)
     check_model("actor_rollout_ref.model.path", cfg.actor_rollout_ref.model.path, problems)
     if cfg.reward.reward_model.enable:
         check_model("reward.reward_model.model_path", cfg.reward.reward_model.model_path, problems)
@@ -316,15 +179,14 @@ def check_sft(overrides: list[str]) -> tuple[DictConfig | None, list[str]]:
             omega_conf_to_dataclass(cfg[key])
     except Exception as err:  # noqa: BLE001
         problems.append(f"verl SFT config: {type(err).__name__}: {err}")
-    check_data(cfg, ["data.train_files", "data.val_files"], problems)
-    check_sft_data(cfg, ["data.train_files", "data.val_files"], problems)
-    check_model("model.path", cfg.model.path, problems)
-    try:
-        from tars_verl.training.sft import check_config
+    from tars_verl.training.sft import config_problems
 
-        check_config(cfg)
-    except Exception as err:  # noqa: BLE001
-        problems.append(str(err))
+    try:  # what the SFT entry point stops on, in its words: missing data files, early-stopping settings
+        problems += config_problems(cfg)
+    except Exception as err:  # noqa: BLE001 - every problem is reported together
+        problems.append(f"SFT config: {type(err).__name__}: {err}")
+    check_sft_data(cfg, DATA_KEYS, problems)
+    check_model("model.path", cfg.model.path, problems)
     from tars_verl.training.gpu_plan import check_gpu_sft
 
     problems += check_gpu_sft(cfg)

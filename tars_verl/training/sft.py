@@ -23,6 +23,7 @@ import hydra
 import torch
 import torch.distributed as dist
 
+from tars_verl.training.data_files import missing_data_files
 from tars_verl.verl_workarounds import StopSFTFit, fit_sft, init_sft_process_group, watch_sft_trainer
 
 logger = logging.getLogger(__name__)
@@ -93,24 +94,36 @@ class EarlyStopping:
             os.replace(tmp_link, link)
 
 
-def check_config(config) -> None:
-    """Fail before any model is loaded."""
-    for key in ("train_files",):
-        path = config.data.get(key)
-        for p in [path] if isinstance(path, str) else list(path or []):
-            if not os.path.exists(os.path.expanduser(p)):
-                raise FileNotFoundError(f"data.{key}: {p} does not exist (build it with data_prep/build_sft_traces.py)")
+def config_problems(config) -> list[str]:
+    """Every problem the SFT entry point stops on before any model is loaded: missing data files, then early-stopping
+    settings that cannot work. ``--dry-run`` lists these same lines."""
+    return missing_data_files(config, "sft") + early_stopping_problems(config)
+
+
+def early_stopping_problems(config) -> list[str]:
     es = config.get("tars_sft", {})
-    if es.get("early_stopping", False):
-        if not config.data.get("val_files"):
-            raise ValueError("tars_sft.early_stopping needs data.val_files (a validation loss to watch)")
-        if config.trainer.get("max_ckpt_to_keep") is not None:
-            raise ValueError("tars_sft.early_stopping keeps every checkpoint: set trainer.max_ckpt_to_keep=null")
-        if config.trainer.test_freq != config.trainer.save_freq:
-            raise ValueError(
-                "tars_sft.early_stopping needs trainer.test_freq == trainer.save_freq "
-                f"(got {config.trainer.test_freq} and {config.trainer.save_freq})"
-            )
+    if not es.get("early_stopping", False):
+        return []
+    problems = []
+    if not config.data.get("val_files"):
+        problems.append("tars_sft.early_stopping needs data.val_files (a validation loss to watch)")
+    if config.trainer.get("max_ckpt_to_keep") is not None:
+        problems.append("tars_sft.early_stopping keeps every checkpoint: set trainer.max_ckpt_to_keep=null")
+    if config.trainer.test_freq != config.trainer.save_freq:
+        problems.append(
+            "tars_sft.early_stopping needs trainer.test_freq == trainer.save_freq "
+            f"(got {config.trainer.test_freq} and {config.trainer.save_freq})"
+        )
+    return problems
+
+
+def check_config(config) -> None:
+    """Fail before any model is loaded, with every problem of :func:`config_problems`, one per line
+    (FileNotFoundError when a data file is missing, else ValueError)."""
+    missing = missing_data_files(config, "sft")
+    problems = missing + early_stopping_problems(config)
+    if problems:
+        raise (FileNotFoundError if missing else ValueError)("\n".join(problems))
 
 
 def run_sft(config) -> dict | None:
