@@ -40,8 +40,6 @@ def missing_data_files(cfg: DictConfig, stage: str, keys: tuple[str, ...] = DATA
 def check_rl_data(cfg: DictConfig, keys: list[str], problems: list[str]) -> dict[str, dict[str, int]]:
     """The files verl's RLHFDataset will read hold a TARS RL mix: format, prompt column of chat messages, and a
     prompt type on every row. Returns the prompt-type counts per file."""
-    from tars_verl.reward.manager import PromptTypeError, resolve_prompt_type
-
     prompt_key = OmegaConf.select(cfg, "data.prompt_key") or "prompt"
     type_key = OmegaConf.select(cfg, "reward.tars.prompt_type_key") or "prompt_type"
     counts: dict[str, dict[str, int]] = {}
@@ -50,14 +48,15 @@ def check_rl_data(cfg: DictConfig, keys: list[str], problems: list[str]) -> dict
             path = os.path.expanduser(path)
             if not os.path.exists(path):
                 continue  # missing_data_files reports it
-            found = _check_rl_file(key, path, prompt_key, type_key, problems, resolve_prompt_type, PromptTypeError)
+            found = _check_rl_file(key, path, prompt_key, type_key, problems)
             if found is not None:
                 counts[path] = found
     return counts
 
 
-def _check_rl_file(key, path, prompt_key, type_key, problems, resolve_prompt_type, PromptTypeError):
+def _check_rl_file(key, path, prompt_key, type_key, problems):
     from tars_verl.data.io import read_table
+    from tars_verl.reward.manager import PromptTypeError, resolve_prompt_type
 
     where = f"{key}: {path}"
     if os.path.isdir(path):
