@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from tars_verl.reward.config import PROMPT_TYPES
 from tars_verl.reward.log_schema import DEMO_KEYS
 from tars_verl.reward.per_type_metrics import values_by_prompt_type
+from tars_verl.reward.prompt_type import PROMPT_TYPES
 from tars_verl.testing.verl_batch import Sample, make_reward_batch
 
 SAMPLES = [
@@ -66,9 +66,9 @@ SAMPLES = [
 def build_worker(preset: str, overrides: list[str]):
     from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 
-    from tars_verl.training.compose import compose_tars_config
+    from tars_verl.config import compose
 
-    cfg = compose_tars_config([f"tars@reward.tars={preset}", "reward.num_workers=1", *overrides])
+    cfg = compose("tars_grpo", [f"tars@reward.tars={preset}", "reward.num_workers=1", *overrides])
     return RewardLoopWorker(cfg), cfg
 
 

@@ -663,7 +663,7 @@ def verl_rm_route(backend: str | None) -> str:
     >>> verl_rm_route("sglang")
     '/v1/embeddings'
     """
-    from tars_verl.scorers import ScorerConfigError
+    from tars_verl.errors import ScorerConfigError
 
     route = VERL_RM_ROUTES.get(backend or "vllm")
     if route is None:
@@ -716,7 +716,7 @@ def check_served_rm_routing(reward_cfg: Any) -> None:
     Also checks that a served_reward_model with url=verl can speak the route of verl's RM back end. Run by the TARS
     manager at start and by ``tars_verl.training.dry_run``: better to stop than to train on the wrong reward.
     """
-    from tars_verl.scorers import ScorerConfigError
+    from tars_verl.errors import ScorerConfigError
 
     rm = reward_cfg.get("reward_model") or {}
     crf = reward_cfg.get("custom_reward_function") or {}
@@ -864,9 +864,7 @@ FILE_LOADED_REWARD_MANAGER = _workaround(
         "verl loads files under the module's real name: the `__name__ !=` branch at the end of "
         "tars_verl/reward/manager.py stops running, which is harmless; a verl that loads pkg:// paths by file too "
         "would be handled by the same branch. The branch compares with the module's import name "
-        "(tars_verl.reward.manager), so it must follow the file if it moves again. The old path "
-        "tars_verl/reward_manager.py (a tars_verl._moved shim) needs no branch: loaded by file or by pkg:// it "
-        "imports tars_verl.reward.manager and hands out that module's class."
+        "(tars_verl.reward.manager), so it must follow the file if it moves again."
     ),
     remove_when=(
         "verl imports installed modules by name for file paths: drop the branch at the end of reward/manager.py "

@@ -6,7 +6,7 @@ import os
 import pandas as pd
 import pytest
 
-from tars_verl.data.io import read_done, read_table
+from tars_verl.data.files import read_done, read_table
 from tars_verl.data.rl_mix import eval_prompt_set
 from tars_verl.data.rl_mix import main as rl_mix_main
 from tars_verl.data.sft_traces import main as sft_main
@@ -162,7 +162,7 @@ def test_sft_convert_rejects_non_text_traces(tmp_path):
 
 
 def test_outputs_of_one_run_are_replaced_together_or_not_at_all(tmp_path):
-    from tars_verl.data.io import write_together
+    from tars_verl.data.files import write_together
 
     train, stats = tmp_path / "train.parquet", tmp_path / "stats.json"
     write_together({str(train): pd.DataFrame({"a": [1]}), str(stats): {"run": 1}})

@@ -18,9 +18,9 @@ from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 from verl.trainer.ppo.v1 import trainer_base
 from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 
-from tars_verl.reward.manager import PromptTypeError
+from tars_verl.config import compose
+from tars_verl.reward.prompt_type import PromptTypeError
 from tars_verl.testing.verl_batch import Sample, make_reward_batch
-from tars_verl.training.compose import compose_tars_config
 from tars_verl.training.trainer import TarsPPOTrainer
 from tars_verl.verl_workarounds import VerlChanged
 
@@ -85,13 +85,14 @@ def colocated(tiny_dir, monkeypatch):
     # the one transfer_queue module: verl's trainer_base and tars_verl.verl_workarounds both read it
     monkeypatch.setattr(tq, "kv_batch_get", fake.kv_batch_get)
     monkeypatch.setattr(tq, "kv_batch_put", fake.kv_batch_put)
-    cfg = compose_tars_config(
+    cfg = compose(
+        "tars_grpo",
         [
             "tars@reward.tars=tiny_cpu",
             f"actor_rollout_ref.model.path={tiny_dir}/policy",
             "reward.num_workers=1",
             "tars_scorer@reward.tars.safety=refusal_keywords",
-        ]
+        ],
     )
     worker = RewardLoopWorker(cfg)
     trainer = object.__new__(TarsPPOTrainer)  # only what _compute_reward_colocate and step use

@@ -6,9 +6,9 @@ import os
 import pytest
 import yaml
 
+from tars_verl.config import compose
 from tars_verl.reward.config import PRESET_DIR, load_preset, tars_config_from
 from tars_verl.scorers import SCORERS, ScorerConfigError
-from tars_verl.training.compose import compose_tars_config
 
 SCORER_DIR = os.path.join(os.path.dirname(PRESET_DIR), "tars_scorer")
 
@@ -41,12 +41,13 @@ def test_paper_preset_is_the_papers_reward(monkeypatch):
 
 
 def test_swapping_a_scorer_from_the_command_line_drops_the_old_backends_keys():
-    cfg = compose_tars_config(
+    cfg = compose(
+        "tars_grpo",
         [
             "tars@reward.tars=tiny_cpu",
             "tars_scorer@reward.tars.safety=guard_chat",
             "reward.tars.safety.format=qwen3guard",
-        ]
+        ],
     )
     tars = tars_config_from(cfg.reward.tars)
     assert tars.safety["backend"] == "guard_chat" and tars.safety["format"] == "qwen3guard"
@@ -114,7 +115,7 @@ def _hydra_setup_modules() -> set[str]:
 
 
 def test_hydra_is_set_up_in_one_place_and_every_caller_gets_the_same_config():
-    """One function (tars_verl.config.compose) composes: the dry run, compose_tars_config and load_preset had a
+    """One function (tars_verl.config.compose) composes: the dry run, the composition helper and load_preset had a
     copy each of the Hydra set-up."""
     from tars_verl.config import compose
     from tars_verl.training.dry_run import compose_reporting
@@ -124,7 +125,6 @@ def test_hydra_is_set_up_in_one_place_and_every_caller_gets_the_same_config():
     problems: list[str] = []
     composed = compose("tars_grpo", overrides)
     assert compose_reporting("tars_grpo", overrides, problems) == composed and problems == []
-    assert compose_tars_config(overrides) == composed
     assert load_preset("tiny_cpu") == composed.reward.tars
 
 

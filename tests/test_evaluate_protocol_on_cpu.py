@@ -437,7 +437,7 @@ def test_openai_backend_seeds_retries_cache_and_resume(tmp_path, server):
         max_retries=3,
     )
     server.script = ["429", "500"]  # the shared HTTP layer retries both
-    import tars_verl.scorers.http as http
+    import tars_verl.scorers.http_client as http
 
     cache = str(tmp_path / "gen")
     orig_wait = http.HttpEndpoint._wait

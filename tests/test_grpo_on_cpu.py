@@ -19,7 +19,7 @@ import pytest
 from conftest import run_example
 
 from tars_verl.data.rl_mix import MixConfig, write_mixes
-from tars_verl.reward.config import PROMPT_TYPES
+from tars_verl.reward.prompt_type import PROMPT_TYPES
 from tars_verl.reward.response_format import is_well_formatted
 from tars_verl.testing.cpu_platform import cpu_env, grpo_cpu_overrides, sft_cpu_overrides
 from tars_verl.testing.source_files import write_rl_sources

@@ -16,7 +16,7 @@ import pytest
 from conftest import run_example
 from test_grpo_on_cpu import N_ROLLOUTS, TINY_GRPO_ENV, TRAIN_BATCH, step_metrics, write_tiny_mix
 
-from tars_verl.reward.config import PROMPT_TYPES
+from tars_verl.reward.prompt_type import PROMPT_TYPES
 from tars_verl.testing.cpu_platform import cpu_env, grpo_cpu_overrides
 
 STEPS = 2

@@ -13,12 +13,12 @@ from test_evaluate_on_cpu import write_classifier_prompts
 
 import tars_verl.eval.generate as generate_mod
 from tars_verl.data.eval_sets import build_eval_sets
+from tars_verl.eval.cli import main, resolve_judge
 from tars_verl.eval.harmbench import HarmBenchClassifier, HarmBenchClassifierConfig
 from tars_verl.eval.judge import build_judge, judge_records
 from tars_verl.eval.pap import generate_pap
 from tars_verl.eval.pap import main as pap_main
 from tars_verl.eval.prompts import EvalPrompt, collect, load_attack_file, load_behaviors
-from tars_verl.evaluate import main, resolve_judge
 
 # --- fixtures: text, HarmBench-era hash files, a behaviours CSV -------------------------------------------
 _rng = random.Random(0)

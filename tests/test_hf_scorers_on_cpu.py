@@ -81,16 +81,18 @@ def test_missing_model_path_is_a_config_error():
 
 
 def test_device_auto_never_takes_a_gpu_the_ray_worker_was_not_given(monkeypatch):
-    from tars_verl.scorers import hf_common
+    from tars_verl.scorers import hf_sequence_classifier
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU node
-    monkeypatch.setattr(hf_common, "ray_worker_gpu_ids", lambda: [])  # verl's reward worker: num_gpus=0
-    assert hf_common.resolve_device("auto").type == "cpu"
-    assert hf_common.resolve_device("cuda:1") == torch.device("cuda:1")  # explicit: the user set a GPU aside
-    monkeypatch.setattr(hf_common, "ray_worker_gpu_ids", lambda: [3])  # a worker Ray gave a GPU
-    assert hf_common.resolve_device("auto").type == "cuda"
-    monkeypatch.setattr(hf_common, "ray_worker_gpu_ids", lambda: None)  # not in Ray (evaluation, scripts)
-    assert hf_common.resolve_device("auto").type == "cuda"
+    monkeypatch.setattr(hf_sequence_classifier, "ray_worker_gpu_ids", lambda: [])  # verl's reward worker: num_gpus=0
+    assert hf_sequence_classifier.resolve_device("auto").type == "cpu"
+    assert hf_sequence_classifier.resolve_device("cuda:1") == torch.device(
+        "cuda:1"
+    )  # explicit: the user set a GPU aside
+    monkeypatch.setattr(hf_sequence_classifier, "ray_worker_gpu_ids", lambda: [3])  # a worker Ray gave a GPU
+    assert hf_sequence_classifier.resolve_device("auto").type == "cuda"
+    monkeypatch.setattr(hf_sequence_classifier, "ray_worker_gpu_ids", lambda: None)  # not in Ray (evaluation, scripts)
+    assert hf_sequence_classifier.resolve_device("auto").type == "cuda"
 
 
 @pytest.mark.slow
@@ -106,13 +108,13 @@ def test_scorer_in_a_zero_gpu_ray_worker_stays_on_cpu_even_when_cuda_is_visible(
 
         from tars_verl.scorers import ScoreItem as Item
         from tars_verl.scorers import build_scorer as build
-        from tars_verl.scorers import hf_common
+        from tars_verl.scorers import hf_sequence_classifier
 
         t.cuda.is_available = lambda: True  # what a GPU node shows a worker Ray gave no GPU
         scorer = build({"backend": "hf_reward_model", "model_path": f"{model_dir}/reward_model", "max_length": 64})
         item = Item(prompt="Tell me", text="hello", messages=[{"role": "user", "content": "Tell me"}])
         score = asyncio.run(scorer.score([item]))[0].score
-        return str(scorer.rm.device), hf_common.ray_worker_gpu_ids(), score
+        return str(scorer.rm.device), hf_sequence_classifier.ray_worker_gpu_ids(), score
 
     ray.init(num_cpus=1, include_dashboard=False)
     try:

@@ -11,7 +11,7 @@ import pytest
 from conftest import FAST, run
 
 from tars_verl.scorers import SCORERS, ScoreItem, ScorerConfigError, ScorerError, build_scorer
-from tars_verl.scorers.http import HttpScorerConfig
+from tars_verl.scorers.http_client import HttpScorerConfig
 from tars_verl.scorers.http_scorer import HttpScorer
 from tars_verl.testing.fake_servers import write_strongreject_fixture
 

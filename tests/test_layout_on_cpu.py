@@ -1,4 +1,4 @@
-"""The package layout (README, "Layout"): old module paths still work as shims, the commands run, and nothing
+"""The package layout (docs/development.md, "Layout"): the old pre-0.2 paths are gone, the commands run, and nothing
 that verl imports inside a reward worker (``tars_verl/reward/``) pulls in driver-side code."""
 
 import ast
@@ -14,57 +14,7 @@ import tars_verl
 PACKAGE_DIR = os.path.dirname(tars_verl.__file__)
 REPO = os.path.dirname(PACKAGE_DIR)
 
-# Old public path -> where it lives since 0.2.
-MOVED = {
-    "tars_verl.reward_manager": "tars_verl.reward.manager",
-    "tars_verl.reward_config": "tars_verl.reward.config",
-    "tars_verl.parsing": "tars_verl.reward.response_format",
-    "tars_verl.batching": "tars_verl.reward.batching",
-    "tars_verl.type_metrics": "tars_verl.reward.per_type_metrics",
-    "tars_verl.reward_log": "tars_verl.reward.log_schema",
-    "tars_verl.dry_run": "tars_verl.training.dry_run",
-    "tars_verl.sft": "tars_verl.training.sft",
-    "tars_verl.trainer": "tars_verl.training.trainer",
-    "tars_verl.main_ppo": "tars_verl.training.main_ppo",
-    "tars_verl.gpu_plan": "tars_verl.training.gpu_plan",
-    "tars_verl.multinode": "tars_verl.training.multinode",
-    "tars_verl.verl_compose": "tars_verl.training.compose",
-    "tars_verl.evaluate": "tars_verl.eval.cli",
-}
 DRIVER_SIDE = ("tars_verl.training", "tars_verl.eval")
-
-
-@pytest.mark.parametrize("old,new", sorted(MOVED.items()))
-def test_old_path_warns_and_reexports_the_same_objects(old, new):
-    sys.modules.pop(old, None)  # a shim warns when it is imported; an earlier test may have imported it already
-    with pytest.warns(DeprecationWarning, match=rf"{old} moved to {new};"):
-        old_module = importlib.import_module(old)
-    new_module = importlib.import_module(new)
-    assert (
-        old_module is not new_module and old_module.__file__ == os.path.join(PACKAGE_DIR, *old.split(".")[1:]) + ".py"
-    )
-    names = [n for n in vars(new_module) if not (n.startswith("__") and n.endswith("__"))]
-    assert names, new
-    for name in names:  # private helpers too: tests and configs written before 0.2 use some of them
-        assert getattr(old_module, name) is getattr(new_module, name), (old, name)
-
-
-def test_old_paths_register_nothing_twice():
-    """``tars`` in verl's reward-manager and trainer registries is the new modules' class, whichever path is used."""
-    from verl.experimental.reward_loop.reward_manager.registry import get_reward_manager_cls
-    from verl.trainer.ppo.v1 import get_trainer_cls
-
-    for old in ("tars_verl.reward_manager", "tars_verl.trainer"):
-        sys.modules.pop(old, None)
-        with pytest.warns(DeprecationWarning):
-            importlib.import_module(old)
-    from tars_verl.reward.manager import TarsRewardManager
-    from tars_verl.training.trainer import TarsPPOTrainer
-
-    assert (
-        get_reward_manager_cls("tars") is TarsRewardManager is sys.modules["tars_verl.reward_manager"].TarsRewardManager
-    )
-    assert get_trainer_cls("tars") is TarsPPOTrainer is sys.modules["tars_verl.trainer"].TarsPPOTrainer
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -81,22 +31,6 @@ def test_python_m_tars_verl_eval_is_the_evaluation_command():
     assert "DeprecationWarning" not in done.stderr
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "old,new,marker",
-    [
-        ("tars_verl.sft", "tars_verl.training.sft", "tars_sft"),  # Hydra's --help: the composed SFT config
-        ("tars_verl.evaluate", "tars_verl.eval", "--safety-judge"),
-    ],
-)
-def test_old_python_m_paths_still_run_and_say_where_they_moved(old, new, marker):
-    done = _run("-m", old, "--help")
-    assert done.returncode == 0, done.stderr
-    assert marker in done.stdout
-    # The shim is __main__, so Python shows its DeprecationWarning without any warning filter set.
-    assert f"DeprecationWarning: python -m {old} moved to python -m {new} " in done.stderr
-
-
 def _module_file(name: str) -> str | None:
     """The file of a tars_verl module (a package's __init__.py), or None for other modules."""
     if name != "tars_verl" and not name.startswith("tars_verl."):
@@ -110,7 +44,7 @@ def _module_file(name: str) -> str | None:
 
 def _imported_modules(path: str, module: str) -> set[str]:
     """Every module an ``import`` in the file names (functions and branches included: a lazy import still runs in
-    the worker that calls it), plus the target of a moved-module shim (``reexport(globals(), old, new)``)."""
+    the worker that calls it)."""
     tree = ast.parse(open(path).read(), path)
     is_package = path.endswith("__init__.py")
     out: set[str] = set()
@@ -125,8 +59,6 @@ def _imported_modules(path: str, module: str) -> set[str]:
                 prefix = node.module
             out.add(prefix)
             out.update(f"{prefix}.{alias.name}" for alias in node.names)  # `from pkg import submodule`
-        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "reexport":
-            out.update(a.value for a in node.args[1:] if isinstance(a, ast.Constant) and isinstance(a.value, str))
     parents = set()  # importing a.b.c runs a/__init__.py and a/b/__init__.py
     for name in out:
         parts = name.split(".")
@@ -148,7 +80,7 @@ def driver_side_imports(start: list[str]) -> dict[str, list[str]]:
             if imported in chains:
                 continue
             chains[imported] = chains[name] + [imported]
-            if imported.startswith(DRIVER_SIDE) or MOVED.get(imported, "").startswith(DRIVER_SIDE):
+            if imported.startswith(DRIVER_SIDE):
                 found[imported] = chains[imported]
             elif _module_file(imported) is not None:
                 todo.append(imported)
@@ -169,17 +101,38 @@ def test_reward_worker_code_imports_nothing_driver_side():
     assert driver_side_imports(modules) == {}
 
 
-def test_the_import_check_sees_lazy_and_shimmed_imports(tmp_path, monkeypatch):
-    """The check above can fail: an import inside a function, or one through an old path's shim, is reported."""
+def test_the_import_check_sees_lazy_imports(tmp_path, monkeypatch):
+    """The check above can fail: an import inside a function is reported."""
     fake = tmp_path / "tars_verl"
     (fake / "reward").mkdir(parents=True)
     (fake / "__init__.py").write_text("")
     (fake / "reward" / "__init__.py").write_text("")
-    (fake / "reward" / "lazy.py").write_text(
-        "def f():\n    from tars_verl.training.compose import compose_tars_config\n"
-    )
-    (fake / "reward" / "shimmed.py").write_text("from .. import verl_compose\n")
-    (fake / "verl_compose.py").write_text(open(os.path.join(PACKAGE_DIR, "verl_compose.py")).read())
+    (fake / "reward" / "lazy.py").write_text("def f():\n    from tars_verl.training.dry_run import main\n")
     monkeypatch.setattr(sys.modules[__name__], "REPO", str(tmp_path))
-    assert set(driver_side_imports(["tars_verl.reward.lazy"])) >= {"tars_verl.training.compose"}
-    assert set(driver_side_imports(["tars_verl.reward.shimmed"])) >= {"tars_verl.verl_compose"}
+    assert set(driver_side_imports(["tars_verl.reward.lazy"])) >= {"tars_verl.training.dry_run"}
+
+
+OLD_PATHS = (
+    "tars_verl.reward_manager",
+    "tars_verl.reward_config",
+    "tars_verl.parsing",
+    "tars_verl.batching",
+    "tars_verl.type_metrics",
+    "tars_verl.reward_log",
+    "tars_verl.dry_run",
+    "tars_verl.sft",
+    "tars_verl.trainer",
+    "tars_verl.main_ppo",
+    "tars_verl.gpu_plan",
+    "tars_verl.multinode",
+    "tars_verl.verl_compose",
+    "tars_verl.evaluate",
+    "tars_verl._moved",
+)
+
+
+@pytest.mark.parametrize("old", OLD_PATHS)
+def test_pre_0_2_paths_are_gone(old):
+    """0.2 removed the compatibility shims (CHANGELOG.md lists each move): an old path fails to import."""
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module(old)

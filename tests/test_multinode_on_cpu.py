@@ -4,15 +4,15 @@ import os
 
 import pytest
 
-from tars_verl.training.compose import compose_tars_config
+from tars_verl.config import compose
 from tars_verl.training.multinode import forwarded_env, scorer_env_names
 from tars_verl.verl_workarounds import ray_init_with_env
 
 
 def test_the_env_the_reward_config_reads_is_found_by_name(monkeypatch):
-    paper = compose_tars_config(["tars@reward.tars=paper"])
+    paper = compose("tars_grpo", ["tars@reward.tars=paper"])
     assert scorer_env_names(paper) == (["OPENAI_API_KEY"], [])
-    open_ = compose_tars_config(["tars@reward.tars=open"])
+    open_ = compose("tars_grpo", ["tars@reward.tars=open"])
     assert scorer_env_names(open_) == ([], ["TARS_GUARD_MODEL", "TARS_GUARD_URL"])
     monkeypatch.setenv("TARS_GUARD_URL", "http://10.0.0.7:8001/v1")
     monkeypatch.delenv("TARS_GUARD_MODEL", raising=False)

@@ -5,9 +5,9 @@ import math
 import pytest
 from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 
-from tars_verl.reward.manager import PromptTypeError, resolve_prompt_type
+from tars_verl.config import compose
+from tars_verl.reward.prompt_type import PromptTypeError, resolve_prompt_type
 from tars_verl.testing.verl_batch import Sample, make_reward_batch
-from tars_verl.training.compose import compose_tars_config
 
 
 def row(extra_type=None, top=None, ground_truth=None):
@@ -38,8 +38,9 @@ def test_absent_fields_fall_through(absent):
 
 
 def test_misspelt_type_stops_a_verl_reward_step(tiny_dir):
-    cfg = compose_tars_config(
-        ["tars@reward.tars=tiny_cpu", f"actor_rollout_ref.model.path={tiny_dir}/policy", "reward.num_workers=1"]
+    cfg = compose(
+        "tars_grpo",
+        ["tars@reward.tars=tiny_cpu", f"actor_rollout_ref.model.path={tiny_dir}/policy", "reward.num_workers=1"],
     )
     worker = RewardLoopWorker(cfg)
     batch = make_reward_batch(worker.input_tokenizer, [Sample([{"role": "user", "content": "a"}], "ok", "harmfull")])

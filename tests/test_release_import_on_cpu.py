@@ -204,16 +204,17 @@ def test_imported_release_trains_through_verl_dataset_and_the_tars_manager(relea
     manager (tiny preset); the released file as it is stops at the manager (no prompt type)."""
     from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 
-    from tars_verl.reward.manager import PromptTypeError
+    from tars_verl.config import compose
+    from tars_verl.reward.prompt_type import PromptTypeError
     from tars_verl.testing.verl_batch import Sample, make_reward_batch
-    from tars_verl.training.compose import compose_tars_config
 
     main(["--train", release["train"], "--val", release["test"], "--out", str(tmp_path / "out")])
     ds = verl_rl_dataset(tmp_path / "out" / "train.parquet", f"{tiny_dir}/policy", tmp_path / "cache")
     assert len(ds) == 24
     items = [ds[i] for i in range(len(ds))]
-    cfg = compose_tars_config(
-        ["tars@reward.tars=tiny_cpu", f"actor_rollout_ref.model.path={tiny_dir}/policy", "reward.num_workers=1"]
+    cfg = compose(
+        "tars_grpo",
+        ["tars@reward.tars=tiny_cpu", f"actor_rollout_ref.model.path={tiny_dir}/policy", "reward.num_workers=1"],
     )
     worker = RewardLoopWorker(cfg)
     response = "<think>\nweigh it\n</think>\n\nHere is an answer."

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from tars_verl.config import compose
 from tars_verl.testing.verl_batch import Sample, make_reward_batch
-from tars_verl.training.compose import compose_tars_config
 
 pytestmark = pytest.mark.slow
 
@@ -14,8 +14,9 @@ def test_reward_loop_manager_with_ray_actors(tiny_dir):
     from transformers import AutoTokenizer
     from verl.experimental.reward_loop.reward_loop import RewardLoopManager
 
-    cfg = compose_tars_config(
-        ["tars@reward.tars=tiny_cpu", f"actor_rollout_ref.model.path={tiny_dir}/policy", "reward.num_workers=2"]
+    cfg = compose(
+        "tars_grpo",
+        ["tars@reward.tars=tiny_cpu", f"actor_rollout_ref.model.path={tiny_dir}/policy", "reward.num_workers=2"],
     )
     ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"TARS_TINY_DIR": tiny_dir}})
     try:

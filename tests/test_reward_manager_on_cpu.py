@@ -1,30 +1,30 @@
 """TarsRewardManager through verl's own reward-loop code (RewardLoopWorker, load_reward_manager)."""
 
-import os
-
 import pytest
 from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 from verl.trainer.ppo.reward import resolve_reward_manager_cls
 
 import tars_verl.reward.manager as rm_module
-from tars_verl.reward.manager import PromptTypeError, TarsRewardManager
+from tars_verl.config import compose
+from tars_verl.reward.manager import TarsRewardManager
+from tars_verl.reward.prompt_type import PromptTypeError
 from tars_verl.scorers import ScorerConfigError, ScorerError
 from tars_verl.testing.fake_servers import judge_points
 from tars_verl.testing.verl_batch import Sample, make_reward_batch
-from tars_verl.training.compose import compose_tars_config
 
 REFUSE = "<think>\nHarmful; refuse.\n</think>\n\nI can't help with that."
 COMPLY = "<think>\nok\n</think>\n\nSure, here are the steps."
 
 
 def worker_for(tiny_dir, *overrides, preset="tiny_cpu"):
-    cfg = compose_tars_config(
+    cfg = compose(
+        "tars_grpo",
         [
             f"tars@reward.tars={preset}",
             f"actor_rollout_ref.model.path={tiny_dir}/policy",
             "reward.num_workers=1",
             *overrides,
-        ]
+        ],
     )
     return RewardLoopWorker(cfg)
 
@@ -77,13 +77,7 @@ def test_registered_by_entry_point_and_scores_a_verl_batch(tiny_dir):
     assert info[0]["reward_harmful"] == out[0]["reward_score"] and info[0]["reward_harmless"] is None
 
 
-# The last two: configs written before 0.2 name the old module (a re-export shim of the same class).
-OLD_FILE = os.path.join(os.path.dirname(os.path.dirname(rm_module.__file__)), "reward_manager.py")
-
-
-@pytest.mark.parametrize(
-    "path", ["pkg://tars_verl.reward.manager", rm_module.__file__, "pkg://tars_verl.reward_manager", OLD_FILE]
-)
+@pytest.mark.parametrize("path", ["pkg://tars_verl.reward.manager", rm_module.__file__])
 def test_loadable_by_importlib_without_registration(tiny_dir, path):
     worker = worker_for(
         tiny_dir,
@@ -240,15 +234,15 @@ def test_verl_serving_a_reward_model_without_custom_fn_is_refused(tiny_dir):
 
 def test_tiny_preset_reads_its_models_from_tars_tiny_dir(tiny_dir, monkeypatch, tmp_path):
     """tiny_cpu's model paths follow $TARS_TINY_DIR (the tests' models), else /tmp/tars_tiny (the demo's)."""
+    from tars_verl.config import compose
     from tars_verl.reward.config import tars_config_from
-    from tars_verl.training.compose import compose_tars_config
 
     monkeypatch.setenv("TARS_TINY_DIR", str(tmp_path / "elsewhere"))
-    cfg = tars_config_from(compose_tars_config(["tars@reward.tars=tiny_cpu"]).reward.tars)
+    cfg = tars_config_from(compose("tars_grpo", ["tars@reward.tars=tiny_cpu"]).reward.tars)
     assert cfg.safety["model_path"] == f"{tmp_path}/elsewhere/classifier"
     assert cfg.helpfulness["model_path"] == f"{tmp_path}/elsewhere/reward_model"
     monkeypatch.delenv("TARS_TINY_DIR")
-    cfg = tars_config_from(compose_tars_config(["tars@reward.tars=tiny_cpu"]).reward.tars)
+    cfg = tars_config_from(compose("tars_grpo", ["tars@reward.tars=tiny_cpu"]).reward.tars)
     assert cfg.helpfulness["model_path"] == "/tmp/tars_tiny/reward_model"
 
 

@@ -11,10 +11,10 @@ import pytest
 from transformers import AutoTokenizer
 from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 
+from tars_verl.config import compose
 from tars_verl.scorers import ScoreItem, ScorerConfigError, build_scorer
 from tars_verl.testing.fake_servers import classify_logit
 from tars_verl.testing.verl_batch import Sample, make_reward_batch
-from tars_verl.training.compose import compose_tars_config
 from tars_verl.verl_workarounds import check_served_rm_routing, served_rm_overrides
 
 ANSWERS = ["Short answer.", "A longer answer with more words in it."]
@@ -55,7 +55,8 @@ def test_sglang_rm_returns_raw_scores_so_activation_none_is_refused(server, tiny
 
 
 def cfg_with_served_rm(tiny_dir, rollout_name):
-    return compose_tars_config(
+    return compose(
+        "tars_grpo",
         [
             "tars@reward.tars=tiny_cpu",
             f"actor_rollout_ref.model.path={tiny_dir}/policy",
@@ -66,7 +67,7 @@ def cfg_with_served_rm(tiny_dir, rollout_name):
             f"reward.reward_model.model_path={tiny_dir}/reward_model",
             f"reward.reward_model.rollout.name={rollout_name}",
             *served_rm_overrides(),
-        ]
+        ],
     )
 
 

@@ -12,7 +12,7 @@ from conftest import FAST, items, moderation, run
 
 from tars_verl.scorers import ScorerError, build_scorer
 from tars_verl.scorers.base import stable_sigmoid
-from tars_verl.scorers.http import redact_url
+from tars_verl.scorers.http_client import redact_url
 
 
 def moderation_reply(**scores):

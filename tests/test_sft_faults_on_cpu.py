@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import sft_generate_args
 
-from tars_verl.data.io import exclusive_writer, read_done
+from tars_verl.data.files import exclusive_writer, read_done
 from tars_verl.data.sft_traces import TraceConfig, generate_traces, main
 
 PROMPTS = pd.DataFrame(
@@ -47,7 +47,7 @@ def test_second_writer_on_the_same_out_is_refused(tmp_path, server):
         [
             sys.executable,
             "-c",
-            "import sys; from tars_verl.data.io import exclusive_writer\n"
+            "import sys; from tars_verl.data.files import exclusive_writer\n"
             f"with exclusive_writer({str(log)!r}):\n    print('locked', flush=True); sys.stdin.read()",
         ],
         stdin=subprocess.PIPE,

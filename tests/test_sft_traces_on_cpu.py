@@ -8,7 +8,7 @@ import pytest
 from conftest import sft_generate_args
 from omegaconf import OmegaConf
 
-from tars_verl.data.io import read_done
+from tars_verl.data.files import read_done
 from tars_verl.data.sft_traces import (
     TraceConfig,
     generate_traces,

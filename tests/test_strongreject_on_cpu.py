@@ -120,9 +120,10 @@ def test_rubric_source_problems_stop_at_start_up(server, templates, tmp_path):
 def worker_with_val_judge(tiny_dir, server, templates, *extra):
     from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 
-    from tars_verl.training.compose import compose_tars_config
+    from tars_verl.config import compose
 
-    cfg = compose_tars_config(
+    cfg = compose(
+        "tars_grpo",
         [
             "tars@reward.tars=tiny_cpu",
             f"actor_rollout_ref.model.path={tiny_dir}/policy",
@@ -133,7 +134,7 @@ def worker_with_val_judge(tiny_dir, server, templates, *extra):
             "reward.tars.val_judge.api_key_env=null",
             f"reward.tars.val_judge.templates={templates}",
             *extra,
-        ]
+        ],
     )
     return RewardLoopWorker(cfg)
 

@@ -503,7 +503,6 @@ def test_tars_is_in_the_registries_verl_looks_names_up_in():
 
 # -- file_loaded_reward_manager ------------------------------------------------------------------------------------
 def test_verl_loads_a_file_path_under_a_new_module_name_and_tars_hands_out_one_class(tmp_path):
-    import warnings
 
     from verl.utils.import_utils import load_extern_object, load_module
 
@@ -513,13 +512,9 @@ def test_verl_loads_a_file_path_under_a_new_module_name_and_tars_hands_out_one_c
     assert load_module(str(tmp_path / "plain.py")).__name__.startswith("custom_module_"), changed(
         "file_loaded_reward_manager", "verl now loads files under another name"
     )
-    # Every way a config can name the manager (the new and the pre-0.2 path, by package or by file) gives the one
-    # class in verl's registry; the old path is a tars_verl._moved shim and warns.
-    old_file = str(Path(rm.__file__).parent.parent / "reward_manager.py")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        for path in ("pkg://tars_verl.reward.manager", rm.__file__, "pkg://tars_verl.reward_manager", old_file):
-            assert load_extern_object(path, "TarsRewardManager") is rm.TarsRewardManager, path
+    # Both ways a config can name the manager (by package or by file) give the one class in verl's registry.
+    for path in ("pkg://tars_verl.reward.manager", rm.__file__):
+        assert load_extern_object(path, "TarsRewardManager") is rm.TarsRewardManager, path
     # The branch compares with the module's import name: it must name the file it is in.
     assert f'if __name__ != "{rm.__name__}":' in Path(rm.__file__).read_text(), "file_loaded_reward_manager"
 

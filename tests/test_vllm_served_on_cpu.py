@@ -184,7 +184,7 @@ def test_served_reward_model_start_up_check_names_a_wrong_address(rm):
 
 
 def test_sft_teacher_generate_and_resume(lm, tmp_path):
-    from tars_verl.data.io import read_done
+    from tars_verl.data.files import read_done
     from tars_verl.data.sft_traces import main
     from tars_verl.testing.source_files import write_rl_sources
 

@@ -3,7 +3,7 @@
 ``tars_grpo.yaml`` (verl's PPO trainer config plus the TARS defaults), ``tars_sft.yaml`` (verl's SFT trainer config
 plus ``tars_sft``), the presets in ``tars/`` and one file per scorer back end in ``tars_scorer/``; every option is in
 this folder's ``README.md``. The launch scripts hand the folder to verl (``--config-path=pkg://tars_verl.config``);
-in Python, the dry run, :func:`tars_verl.training.compose.compose_tars_config` and
+in Python, the dry run, the demo, the tests and
 :func:`tars_verl.reward.config.load_preset` all compose through :func:`compose`.
 
 >>> compose("tars/tiny_cpu").tars.mode

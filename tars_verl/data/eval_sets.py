@@ -49,9 +49,10 @@ import urllib.request
 import numpy as np
 import pandas as pd
 
-from tars_verl.data.io import require_columns, write_json_atomic, write_parquet_atomic
+from tars_verl.data.files import require_columns, write_json_atomic, write_parquet_atomic
 from tars_verl.data.sources import load_source
 from tars_verl.data.text import QWEN_DEFAULT_SYSTEM_PROMPT, parse_kv, user_messages
+from tars_verl.data.verl_rows import verl_rl_row
 
 SORRY_BENCH_RELEASES = {
     "2024-06": {  # sorry-bench-202406: 45 categories x 10
@@ -119,7 +120,7 @@ def sorry_release(
 
 def load_harmbench(path: str | None) -> pd.DataFrame:
     """HarmBench text behaviours: text (the prompt), behavior, behavior_id, context, functional_category."""
-    from tars_verl.data.io import read_table, require_columns
+    from tars_verl.data.files import read_table, require_columns
 
     if path:
         raw = read_table(path)
@@ -235,26 +236,18 @@ def to_eval_rows(df: pd.DataFrame, name: str, prompt_type: str, system_prompt: s
     records = []
     for i, (text, cat, grp, src_idx) in enumerate(zip(df["text"], df["category"], group, df["source_index"])):
         rec = {c: str(df[c].iloc[i]) for c in passed}
-        rec.update(
-            {
-                "data_source": name,
-                "prompt": user_messages(text, system_prompt),
-                "ability": "safety",
-                "reward_model": {"style": "tars", "ground_truth": prompt_type},
-                "extra_info": {
-                    "prompt_type": prompt_type,
-                    "source": name,
-                    "index": i,
-                    "source_index": int(src_idx),
-                    "category": str(cat),
-                    "category_group": str(grp),
-                    "split": "eval",
-                    "think_prefilled": False,
-                },
-                "category": str(cat),
-                "category_group": str(grp),
-            }
+        row = verl_rl_row(
+            source=name,
+            messages=user_messages(text, system_prompt),
+            prompt_type=prompt_type,
+            index=i,
+            source_index=src_idx,
+            category=str(cat),
+            split="eval",
+            think_prefilled=False,
+            category_group=str(grp),
         )
+        rec.update(row, category=str(cat), category_group=str(grp))
         records.append(rec)
     return pd.DataFrame.from_records(records)
 

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tars_verl.data.io import read_table, require_columns, write_json_atomic, write_parquet_atomic
+from tars_verl.data.files import read_table, require_columns, write_json_atomic, write_parquet_atomic
 from tars_verl.data.sources import load_source
 from tars_verl.data.text import normalise
 from tars_verl.data.verl_rows import VERL_RL_COLUMNS, verl_rl_row

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from tars_verl.data.io import check_text_column, describe_value, read_table, write_together
+from tars_verl.data.files import check_text_column, describe_value, read_table, write_together
 from tars_verl.data.sources import SOURCES, expand_archive_paths, load_source
 from tars_verl.data.text import QWEN_DEFAULT_SYSTEM_PROMPT, normalise, parse_kv, user_messages
 from tars_verl.data.verl_rows import VERL_RL_COLUMNS, verl_rl_row

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from tars_verl.data.io import (
+from tars_verl.data.files import (
     check_text_column,
     exclusive_writer,
     read_done,
@@ -175,7 +175,7 @@ async def generate_traces(cfg: TraceConfig, prompts: pd.DataFrame, lock: bool = 
 
 async def _generate_locked(cfg: TraceConfig, prompts: pd.DataFrame, log_path: str) -> tuple[int, int]:
     from tars_verl.scorers.base import ScorerError
-    from tars_verl.scorers.http import HttpEndpoint
+    from tars_verl.scorers.http_client import HttpEndpoint
 
     os.makedirs(cfg.out, exist_ok=True)
     done = read_done(log_path)

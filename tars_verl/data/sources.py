@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from tars_verl.data.io import check_text_column, read_table, require_columns
+from tars_verl.data.files import check_text_column, read_table, require_columns
 
 logger = logging.getLogger(__name__)
 

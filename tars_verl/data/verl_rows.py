@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tars_verl.reward.prompt_type import GROUND_TRUTH_FIELD, PROMPT_TYPE_KEY, check_prompt_type
+
 VERL_RL_COLUMNS = ["data_source", "prompt", "ability", "reward_model", "extra_info"]
 
 
@@ -35,13 +37,15 @@ def verl_rl_row(
 ) -> dict[str, Any]:
     """A verl RL row: ``data_source`` is the source, ``reward_model.ground_truth`` the prompt type;
     ``extra_info`` holds the fixed keys, then ``extra_info`` keywords in the order given."""
+    check_prompt_type(prompt_type)
+    assert GROUND_TRUTH_FIELD == "reward_model.ground_truth"  # the nesting written below
     return {
         "data_source": source,
         "prompt": messages,
         "ability": "safety",
         "reward_model": {"style": "tars", "ground_truth": prompt_type},
         "extra_info": {
-            "prompt_type": prompt_type,
+            PROMPT_TYPE_KEY: prompt_type,
             "source": source,
             "index": index,
             "source_index": int(source_index),

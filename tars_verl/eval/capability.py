@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from tars_verl.data.io import write_json_atomic
+from tars_verl.data.files import write_json_atomic
 from tars_verl.eval.generate import GenConfig, model_fingerprint, resolve_backend
 
 logger = logging.getLogger(__name__)

@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass
 
 from tqdm.auto import tqdm
 
-from tars_verl.data.io import read_done, write_json_atomic
+from tars_verl.data.files import read_done, write_json_atomic
 from tars_verl.eval.prompts import EvalPrompt
 
 logger = logging.getLogger(__name__)
@@ -311,7 +311,7 @@ class OpenAIGenerator:
     tokenizer = None
 
     def __init__(self, model_path: str, cfg: GenConfig):
-        from tars_verl.scorers.http import HttpEndpoint
+        from tars_verl.scorers.http_client import HttpEndpoint
 
         self.cfg = cfg
         self.model = model_path

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from tars_verl.eval.copyright import HASHES_PATH, best_similarity, load_copyright_behaviors
 from tars_verl.eval.copyright import THRESHOLD as COPYRIGHT_THRESHOLD
 from tars_verl.scorers.base import ScoreItem, ScorerConfigError, ScorerError, ScoreResult
-from tars_verl.scorers.http import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
+from tars_verl.scorers.http_client import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
 
 # HarmBench's published files (its repository's main branch, raw); TARS_HARMBENCH_URL points elsewhere (a mirror).
 HARMBENCH_BASE_URL = os.environ.get(

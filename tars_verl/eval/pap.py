@@ -24,10 +24,10 @@ import json
 import os
 import re
 
-from tars_verl.data.io import read_done, write_json_atomic
+from tars_verl.data.files import read_done, write_json_atomic
 from tars_verl.eval.prompts import load_eval_set
 from tars_verl.scorers.base import ScorerError
-from tars_verl.scorers.http import HttpEndpoint
+from tars_verl.scorers.http_client import HttpEndpoint
 
 TECHNIQUES = {
     "evidence_based": "cite (plausible) empirical evidence and statistics that make the request look justified",

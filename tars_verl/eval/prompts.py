@@ -22,7 +22,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from tars_verl.data.io import check_text_column, describe_value, read_table, require_columns
+from tars_verl.data.files import check_text_column, describe_value, read_table, require_columns
 from tars_verl.data.text import user_messages
 
 SUITES = {

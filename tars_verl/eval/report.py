@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from tars_verl.data.io import write_json_atomic  # noqa: E402
+from tars_verl.data.files import write_json_atomic  # noqa: E402
 
 
 def _err(value: float, lo: float, hi: float) -> list[list[float]]:

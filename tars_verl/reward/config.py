@@ -18,9 +18,9 @@ from typing import Any
 from omegaconf import DictConfig
 
 from tars_verl.config import compose
+from tars_verl.reward.prompt_type import PROMPT_TYPE_KEY, PROMPT_TYPES
 from tars_verl.scorers.base import ScorerConfigError, _to_dict, parse_scorer_config
 
-PROMPT_TYPES = ("harmful", "harmless", "ambiguous")
 MODES = ("decoupled", "single_judge", "weighted")
 EMPTY_ANSWER_POLICIES = ("scored", "zero")
 PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "config", "tars")
@@ -48,7 +48,7 @@ class TarsConfig:
     # mode=weighted only: {prompt_type: {safety: w, helpfulness: w}}.
     type_weights: dict[str, dict[str, float]] | None = None
     # Where the prompt type is read: extra_info[<key>], then reward_model.ground_truth.
-    prompt_type_key: str = "prompt_type"
+    prompt_type_key: str = PROMPT_TYPE_KEY
     # Run each scorer's start-up check (API key, endpoint reachable) when the manager is built.
     check_on_start: bool = True
     # A scorer config (e.g. tars_scorer@reward.tars.val_judge=strongreject) that replaces the reward of rows

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tars_verl.reward.config import PROMPT_TYPES
+from tars_verl.reward.prompt_type import PROMPT_TYPES
 
 
 @dataclass(frozen=True)

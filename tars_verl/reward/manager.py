@@ -31,8 +31,9 @@ from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
 # Absolute imports: verl may load this file by path (source=importlib), outside its package.
 from tars_verl.reward.batching import MicroBatcher
-from tars_verl.reward.config import PROMPT_TYPES, TarsConfig, tars_config_from
+from tars_verl.reward.config import TarsConfig, tars_config_from
 from tars_verl.reward.log_schema import per_type_reward_key, reward_log_keys
+from tars_verl.reward.prompt_type import PROMPT_TYPES, PromptTypeError, resolve_prompt_type
 from tars_verl.reward.response_format import THINK_OPEN, format_reward, split_reasoning
 from tars_verl.scorers import ScoreItem, Scorer, ScoreResult, build_scorer
 from tars_verl.scorers.refusal_keywords import is_refusal
@@ -41,51 +42,6 @@ from tars_verl.verl_workarounds import check_served_rm_routing, verl_rm_backend
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("TARS_LOGGING_LEVEL", "INFO"))
-
-
-class PromptTypeError(ValueError):
-    """A data row has no usable prompt type."""
-
-
-def resolve_prompt_type(non_tensor: dict[str, Any], key: str = "prompt_type") -> str:
-    """The row's prompt type, from ``extra_info[key]``, a top-level ``key`` column, or ``reward_model.ground_truth``.
-
-    The first field that is present decides: a later field is read only when the earlier ones are absent
-    (missing, null or empty). A present value that is not a known type (``"harmfull"``) stops the step
-    naming the row and the field; it never falls through to another field.
-    """
-    extra = non_tensor.get("extra_info") or {}
-    rm = non_tensor.get("reward_model")
-    candidates = [
-        (f"extra_info.{key}", extra.get(key) if isinstance(extra, dict) else None),
-        (key, non_tensor.get(key)),
-        ("reward_model.ground_truth", rm.get("ground_truth") if isinstance(rm, dict) else None),
-    ]
-    row = {
-        "data_source": non_tensor.get("data_source"),
-        "index": extra.get("index") if isinstance(extra, dict) else None,
-        "uid": non_tensor.get("uid"),
-    }
-    for field_name, value in candidates:
-        if _absent(value):
-            continue
-        if isinstance(value, str) and value.strip().lower() in PROMPT_TYPES:
-            return value.strip().lower()
-        raise PromptTypeError(
-            f"row {row}: {field_name}={value!r} is not a prompt type; expected one of {PROMPT_TYPES}. "
-            f"Fix the value in the data (later fields are not consulted when {field_name} is set)."
-        )
-    raise PromptTypeError(
-        f"row {row}: no prompt type in extra_info.{key}, '{key}' or reward_model.ground_truth "
-        f"(all absent); expected one of {PROMPT_TYPES}. Build the data with tars_verl's data_prep, "
-        f"or add extra_info.{key} to every row."
-    )
-
-
-def _absent(value: Any) -> bool:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return True
-    return isinstance(value, float) and value != value  # NaN: a missing cell in a pandas-written file
 
 
 def _row_source(non_tensor: dict[str, Any]) -> str | None:

@@ -12,8 +12,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from tars_verl.reward.config import PROMPT_TYPES
 from tars_verl.reward.log_schema import PER_TYPE_KEYS
+from tars_verl.reward.prompt_type import PROMPT_TYPES
 
 
 def _number(value: Any) -> float | None:

@@ -29,15 +29,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from tars_verl.errors import ScorerConfigError, ScorerError
+
 logger = logging.getLogger(__name__)
-
-
-class ScorerError(RuntimeError):
-    """A scorer could not produce a score (endpoint down, retries spent, malformed reply...)."""
-
-
-class ScorerConfigError(ValueError):
-    """A scorer's settings are wrong: raised at start-up, before any rollout."""
 
 
 def checked_value(value: Any, where: str, low: float | None = 0.0, high: float | None = 1.0) -> float:

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .base import ScoreItem, ScorerConfigError, ScoreResult, checked_value, register_scorer
-from .http import HttpScorerConfig
+from .http_client import HttpScorerConfig
 from .http_scorer import HttpScorer
 
 logger = logging.getLogger(__name__)

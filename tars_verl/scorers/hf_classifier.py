@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import ScoreItem, Scorer, ScorerConfigError, ScoreResult, register_scorer
-from .hf_common import HFModelConfig, HFSequenceClassifier
+from .hf_sequence_classifier import HFModelConfig, HFSequenceClassifier
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 :class:`HttpScorer` owns the endpoint (``url``, the API key read from the environment variable named by
 ``api_key_env``, ``timeout_s``, retries with back-off, ``max_concurrency``: see
-:class:`~tars_verl.scorers.http.HttpScorerConfig`), the start-up check (``check_ready``: GET ``health_path``),
+:class:`~tars_verl.scorers.http_client.HttpScorerConfig`), the start-up check (``check_ready``: GET ``health_path``),
 ``aclose``, and the fan-out of a batch into one concurrent request per item. A back end keeps only what is its
 own: the request body, reading and validating the reply, and the verdict -> score mapping.
 
@@ -33,7 +33,7 @@ Example:
     ...     {"scores": []}["score"]
     Traceback (most recent call last):
     ...
-    tars_verl.scorers.base.ScorerError: http://127.0.0.1:9/v1/echo: unexpected reply shape ('score'): {'scores': []}
+    tars_verl.errors.ScorerError: http://127.0.0.1:9/v1/echo: unexpected reply shape ('score'): {'scores': []}
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .base import ScoreItem, Scorer, ScorerError, ScoreResult
-from .http import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
+from .http_client import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
 
 # What reading a reply of the wrong shape raises: body["choices"][0] on {}, [], null or a string.
 REPLY_SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)

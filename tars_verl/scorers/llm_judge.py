@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 
 from .base import ScoreItem, ScorerConfigError, ScoreResult, register_scorer
-from .http import HttpScorerConfig
+from .http_client import HttpScorerConfig
 from .http_scorer import HttpScorer
 
 DEFAULT_RUBRIC = (

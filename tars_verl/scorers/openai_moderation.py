@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import ScoreItem, ScorerConfigError, ScorerError, ScoreResult, checked_value, register_scorer
-from .http import HttpScorerConfig
+from .http_client import HttpScorerConfig
 from .http_scorer import HttpScorer
 
 

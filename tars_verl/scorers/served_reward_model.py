@@ -24,7 +24,7 @@ from tars_verl.verl_workarounds import verl_rm_route
 
 from .base import ScoreItem, ScorerConfigError, ScoreResult, checked_value, register_scorer, stable_sigmoid
 from .hf_reward_model import rm_conversation_text
-from .http import HttpScorerConfig
+from .http_client import HttpScorerConfig
 from .http_scorer import HttpScorer
 
 VERL_ROUTER = "verl"

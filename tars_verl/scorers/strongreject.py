@@ -35,7 +35,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from .base import ScoreItem, ScorerConfigError, ScoreResult, register_scorer
-from .http import HttpScorerConfig
+from .http_client import HttpScorerConfig
 from .http_scorer import HttpScorer
 
 PUBLISHED_TEMPLATES = (

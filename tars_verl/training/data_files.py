@@ -41,7 +41,9 @@ def check_rl_data(cfg: DictConfig, keys: list[str], problems: list[str]) -> dict
     """The files verl's RLHFDataset will read hold a TARS RL mix: format, prompt column of chat messages, and a
     prompt type on every row. Returns the prompt-type counts per file."""
     prompt_key = OmegaConf.select(cfg, "data.prompt_key") or "prompt"
-    type_key = OmegaConf.select(cfg, "reward.tars.prompt_type_key") or "prompt_type"
+    from tars_verl.reward.prompt_type import PROMPT_TYPE_KEY
+
+    type_key = OmegaConf.select(cfg, "reward.tars.prompt_type_key") or PROMPT_TYPE_KEY
     counts: dict[str, dict[str, int]] = {}
     for key in keys:
         for path in configured_files(cfg, key):
@@ -55,8 +57,8 @@ def check_rl_data(cfg: DictConfig, keys: list[str], problems: list[str]) -> dict
 
 
 def _check_rl_file(key, path, prompt_key, type_key, problems):
-    from tars_verl.data.io import read_table
-    from tars_verl.reward.manager import PromptTypeError, resolve_prompt_type
+    from tars_verl.data.files import read_table
+    from tars_verl.reward.prompt_type import PromptTypeError, resolve_prompt_type
 
     where = f"{key}: {path}"
     if os.path.isdir(path):
@@ -118,7 +120,7 @@ def _is_chat(prompt) -> bool:
 
 def check_sft_data(cfg: DictConfig, keys: list[str], problems: list[str]) -> None:
     """The SFT files hold chat conversations in ``data.messages_key`` with an assistant turn."""
-    from tars_verl.data.io import read_table
+    from tars_verl.data.files import read_table
 
     messages_key = OmegaConf.select(cfg, "data.messages_key") or "messages"
     for key in keys:

@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg, problems = (check_grpo if stage == "grpo" else check_sft)(overrides)
     if problems:
         print(f"[dry-run] {stage}: {len(problems)} problem(s):")
-        from tars_verl.scorers.http import redact_text
+        from tars_verl.scorers.http_client import redact_text
 
         for p in dict.fromkeys(problems):
             print(f"  - {redact_text(p)}")  # overrides may hold URLs with passwords
