@@ -193,10 +193,18 @@ def examples(tokenizer, rng: random.Random) -> list[tuple[str, list[int], str]]:
 
 
 def train_responder(
-    out_dir: str, seed: int = 0, max_steps: int = 600, patience: int = 8, margin: float = 3.0, log=print
+    out_dir: str,
+    seed: int = 0,
+    max_steps: int = 600,
+    patience: int = 8,
+    margin: float = 3.0,
+    log=print,
+    examples_fn=None,
 ):
-    """Train the tiny causal LM on the fixed replies; stop once ``patience`` fresh batches in a row would decode
-    greedy-exact (every reply token beats every other by ``margin`` logits), then check greedy decoding with
+    """Train the tiny causal LM on the fixed replies of ``examples_fn`` (default :func:`examples`: the scorers' and
+    the evaluation's request kinds; a test of another protocol passes its own function of the same signature,
+    ``(tokenizer, rng) -> [(kind, prompt ids, reply), ...]``); stop once ``patience`` fresh batches in a row would
+    decode greedy-exact (every reply token beats every other by ``margin`` logits), then check greedy decoding with
     transformers' ``generate``. Returns the number of steps.
 
     Cheap on 2 cores: the embeddings stay random and frozen, and the output layer (not tied) starts at zero and
@@ -221,12 +229,13 @@ def train_responder(
             patience=patience,
             margin=margin,
             log=log,
+            examples_fn=examples_fn or examples,
         )
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(out_dir, tokenizer, eos, seed, max_steps, patience, margin, log) -> int:
+def _train(out_dir, tokenizer, eos, seed, max_steps, patience, margin, log, examples_fn) -> int:
     import math
 
     import torch
@@ -236,7 +245,7 @@ def _train(out_dir, tokenizer, eos, seed, max_steps, patience, margin, log) -> i
     rng = random.Random(seed)
     model = Qwen2ForCausalLM(_config(tokenizer, tie_word_embeddings=False))
     model.model.embed_tokens.weight.requires_grad_(False)
-    replies = [r for _, _, r in examples(tokenizer, random.Random(seed))]
+    replies = [r for _, _, r in examples_fn(tokenizer, random.Random(seed))]
     rows = sorted({t for r in replies for t in tokenizer(r, add_special_tokens=False)["input_ids"]} | {eos})
     index = {t: i for i, t in enumerate(rows)}
     head = torch.nn.Parameter(torch.zeros(len(rows), model.config.hidden_size))
@@ -246,7 +255,7 @@ def _train(out_dir, tokenizer, eos, seed, max_steps, patience, margin, log) -> i
     t0 = time.time()
     step = streak = 0
     for step in range(1, max_steps + 1):
-        batch = [ex for _ in range(2) for ex in examples(tokenizer, rng)]
+        batch = [ex for _ in range(2) for ex in examples_fn(tokenizer, rng)]
         seqs = [(ids, tokenizer(reply, add_special_tokens=False)["input_ids"] + [eos]) for _, ids, reply in batch]
         width = max(len(p) + len(r) for p, r in seqs)
         input_ids = torch.full((len(seqs), width), tokenizer.pad_token_id)
@@ -282,14 +291,14 @@ def _train(out_dir, tokenizer, eos, seed, max_steps, patience, margin, log) -> i
         model.lm_head.weight.zero_()
         model.lm_head.weight[torch.tensor(rows)] = head.detach()
     model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
-    failures = check_responder(model, tokenizer, random.Random(seed + 10_000), n=2)
+    failures = check_responder(model, tokenizer, random.Random(seed + 10_000), n=2, examples_fn=examples_fn)
     if failures:
         raise RuntimeError(f"the tiny responder did not learn its replies in {step} steps: {failures[:3]}")
     model.save_pretrained(out_dir)
     return step
 
 
-def check_responder(model, tokenizer, rng: random.Random, n: int = 4) -> list[str]:
+def check_responder(model, tokenizer, rng: random.Random, n: int = 4, examples_fn=None) -> list[str]:
     """Greedy decoding on fresh prompts of every kind; returns the mismatches (empty = all exact)."""
     import torch
 
@@ -298,7 +307,7 @@ def check_responder(model, tokenizer, rng: random.Random, n: int = 4) -> list[st
     model.eval()
     with torch.no_grad():
         for _ in range(n):
-            for kind, ids, reply in examples(tokenizer, rng):
+            for kind, ids, reply in (examples_fn or examples)(tokenizer, rng):
                 want = tokenizer(reply, add_special_tokens=False)["input_ids"] + [eos]
                 out = model.generate(
                     torch.tensor([ids]),
