@@ -91,3 +91,16 @@ def test_the_same_through_a_real_vllm_server(vllm_servers, think_task, tmp_path,
     flags = ["--model", "tiny=tiny-policy", "--backend", "openai", "--openai-url", lm.url + "/v1"]
     row, results, _ = capability(tmp_path / "c", flags, think_task, 64)
     assert row["value"] == 1.0 and row["n"] == 3
+
+
+def test_a_task_whose_helpers_cannot_be_imported_stops_the_run_before_any_generation(tmp_path):
+    """lm-eval imports a task's ``!function`` helpers only when it builds the task, after the safety generations;
+    minerva_math500's need lm-eval's math extra. The check at start-up loads them first."""
+    (tmp_path / "utils.py").write_text("import no_such_module_for_tars_tests\n\ndef process_docs(ds):\n    return ds\n")
+    (tmp_path / "needs_helpers.yaml").write_text(
+        TASK.format(data=tmp_path / "x.jsonl").replace("think_then_answer", "needs_helpers")
+        + "process_docs: !function utils.process_docs\n"
+    )
+    args = ["--model", "m=/nonexistent", "--out", str(tmp_path / "o"), "--capability", "needs_helpers"]
+    with pytest.raises(ValueError, match="needs_helpers.*cannot be loaded.*no_such_module_for_tars_tests"):
+        main([*args, "--capability-include", str(tmp_path)])

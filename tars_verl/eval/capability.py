@@ -72,7 +72,8 @@ class CapabilityConfig:
         return self._manager
 
     def check(self) -> None:
-        """Fail before any generation on a missing lm-eval or an unknown task name."""
+        """Fail before any generation on a missing lm-eval, an unknown task name, or a task whose Python helpers
+        cannot be imported (``minerva_math500`` needs lm-eval's ``math`` extra: math_verify and antlr4 4.11)."""
         if not self.tasks:
             raise ValueError("--capability: no task names given")
         known = set(self.task_manager().all_tasks)
@@ -82,6 +83,38 @@ class CapabilityConfig:
                 f"--capability: unknown lm-eval task(s) {unknown}; list them with `lm_eval ls tasks`, "
                 f"or add your own YAMLs with --capability-include DIR"
             )
+        for task in self.tasks:
+            self._check_imports(task, set())
+
+    def _check_imports(self, name: str, seen: set[str]) -> None:
+        """Load the task's YAML (and a group's or tag's members) with its ``!function`` helpers resolved, as
+        lm-eval will when it builds the task, without building it (no dataset download)."""
+        from lm_eval.tasks._yaml_loader import load_yaml
+
+        if name in seen:
+            return
+        seen.add(name)
+        index = self.task_manager().task_index
+        entry = index.get(name)
+        if entry is None:
+            return
+        if entry.yaml_path is not None:
+            try:
+                cfg = load_yaml(entry.yaml_path, resolve_func=True)
+            except Exception as err:  # noqa: BLE001 - ImportError, AssertionError (a version check), ...
+                raise ValueError(
+                    f"--capability: lm-eval task {name!r} ({entry.yaml_path}) cannot be loaded: "
+                    f"{type(err).__name__}: {err}. Install what it needs, or leave the task out (the math tasks need "
+                    f"lm-eval's math extra, whose antlr4 4.11 conflicts with hydra-core: see docs/evaluation.md)"
+                ) from err
+            members = cfg.get("task") if isinstance(cfg.get("task"), list) else []
+        else:
+            members = []
+        if entry.kind.name == "TAG":  # a tag's entry lists the tasks that carry it
+            members += sorted(entry.tags or ())
+        for member in members:
+            if isinstance(member, str):
+                self._check_imports(member, seen)
 
 
 def lm_eval_model(path: str, gen: GenConfig) -> tuple[str, dict]:
