@@ -46,7 +46,6 @@ from tars_verl.eval.metrics import (
     tradeoff,
 )
 from tars_verl.eval.prompts import collect
-from tars_verl.eval.report import protocols
 from tars_verl.scorers import parse_scorer_config
 
 ATTACK_ORDER = ("gcg", "pair", "autodan", "pap", "direct")
@@ -101,7 +100,7 @@ def _tokenizer(name: str, path: str, explicit: dict[str, str], backend: str, not
 
 def run(args) -> dict[str, str]:
     try:
-        from tars_verl.eval.report import write_report
+        from tars_verl.eval.report import protocols, write_report
     except ImportError as err:
         raise ImportError(f"the evaluation report needs its extra: pip install 'tars-verl[eval]' ({err})") from err
     models = parse_kv(args.model, "--model")
