@@ -163,12 +163,15 @@ def test_autodan_loss_falls_and_elite_is_kept(tiny_dir, harmbench_dir, server, m
     attack.check_ready()
     assert attack.references[0].endswith(" [PROMPT]: ") and "Tiny" in attack.references[0]
     assert "ChatGPT" not in "".join(attack.references) and "ModelKeeper" not in "".join(attack.references)
-    checked = []
+    checked, targets = [], set()
     monkeypatch.setattr(attack.target, "generate", lambda text, n: checked.append(text) or "I can't help with that")
+    losses_of = attack.candidate_losses
+    monkeypatch.setattr(attack, "candidate_losses", lambda p, r, t: targets.add((r, t)) or losses_of(p, r, t))
     steps = []
     result = run(attack.run(BEHAVIOR, lambda s, n: steps.append((s, n))))
     log = result.log
     assert log["steps"] == 6 and steps[-1] == (6, 6) and log["mutations"] == 0
+    assert targets == {(BEHAVIOR.behavior, STANDIN_TARGET_PREFIX + BEHAVIOR.target)}  # HarmBench's target prefix
     losses = log["losses"]
     assert all(b <= a + 1e-5 for a, b in zip(losses, losses[1:])), losses  # the elite is re-scored each step
     assert losses[-1] < losses[0] - 1e-4, losses
