@@ -56,8 +56,9 @@ def test_gcg_lowers_the_target_loss_and_is_seeded(policy, harmbench_dir, monkeyp
     original = attack.candidate_losses
 
     def spy(lay, candidates):
-        evaluated.append(candidates.clone())
-        return original(lay, candidates)
+        losses = original(lay, candidates)
+        evaluated.append((candidates.clone(), losses.clone()))
+        return losses
 
     monkeypatch.setattr(attack, "candidate_losses", spy)
     steps = []
@@ -73,9 +74,12 @@ def test_gcg_lowers_the_target_loss_and_is_seeded(policy, harmbench_dir, monkeyp
     assert len(attack.target.encode(case[len(CONTEXTUAL.request()) + 1 :])) == 20
     # No candidate that fails re-tokenisation is ever evaluated (and some were dropped).
     tok = attack.target.tokenizer
-    for cands in evaluated:
+    for cands, _ in evaluated:
         assert all(tok(tok.decode(row), add_special_tokens=False)["input_ids"] == row for row in cands.tolist())
     assert log["candidates_removed"] > 0
+    for (cands, losses), loss, suffix in zip(evaluated, log["losses"], log["suffixes"]):
+        assert loss == pytest.approx(losses.min().item())  # each step takes the lowest-loss candidate
+        assert tok.decode(cands[losses.argmin()]) == suffix
     # Same seed -> same trajectory; another seed -> another one.
     again = run(gcg(policy, harmbench_dir, num_steps=3, search_width=48, eval_with_check_refusal=False).run(CONTEXTUAL))
     assert again.log["suffixes"] == log["suffixes"][:3]
@@ -114,6 +118,33 @@ def test_prefix_cache_losses_equal_full_sequence_losses(policy, harmbench_dir):
     assert torch.allclose(with_cache, one_by_one, atol=1e-4)
     assert torch.allclose(in_batches, one_by_one, atol=1e-4)
     assert with_cache.std() > 1e-3  # the candidates really differ
+
+
+def test_out_of_memory_halves_the_batch(policy, harmbench_dir, monkeypatch):
+    attack = gcg(policy, harmbench_dir, eval_with_check_refusal=False)
+    lay = attack.layout(BEHAVIOR)
+    cands = torch.tensor(attack.target.encode(attack.config.adv_string_init)).repeat(20, 1)
+    cands[:, 3] = torch.arange(20) + 40
+    expected = attack.candidate_losses(lay, cands)
+    model, sizes = attack.target.model, []
+
+    def forward(**kw):  # a GPU that holds at most 6 rows at once
+        rows = kw["input_ids"].shape[0]
+        sizes.append(rows)
+        if rows > 6:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return model.forward(**kw)
+
+    monkeypatch.setattr(attack.target, "model", type("OOM", (), {"__call__": lambda self, **kw: forward(**kw)})())
+    got = attack.candidate_losses(lay, cands)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert sizes[:3] == [20, 10, 5] and attack.target.batch_size == 5  # halved until it fits, then kept
+    sizes.clear()
+    attack.candidate_losses(lay, cands)
+    assert sizes == [5, 5, 5, 5]
+    monkeypatch.setattr(attack.target, "model", type("Broken", (), {"__call__": lambda self, **kw: 1 / 0})())
+    with pytest.raises(ZeroDivisionError):  # any other error is not retried
+        attack.candidate_losses(lay, cands)
 
 
 def test_token_gradient_matches_finite_differences(policy, harmbench_dir):
