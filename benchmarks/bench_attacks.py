@@ -150,9 +150,11 @@ def gcg_worker(args: dict) -> dict:
             finally:
                 nanogcg.gcg.gc = nanogcg.utils.gc = real_gc
 
-        runs["nanogcg_no_gc"] = without_gc
-    for fn in runs.values():  # warm-up
-        fn()
+        if not args["quick"]:
+            runs["nanogcg_no_gc"] = without_gc
+    if not args["quick"]:
+        for fn in runs.values():  # warm-up (in quick mode the first repeat is the warm-up: best of the repeats)
+            fn()
     best = {name: float("inf") for name in runs}
     for _ in range(args["repeats"]):
         for name, fn in runs.items():
@@ -175,14 +177,15 @@ def gcg_worker(args: dict) -> dict:
 
 def bench_gcg(quick: bool, repeats: int | None = None) -> dict:
     """GCG step time, ours / nanoGCG 0.3.0 (use_prefix_cache=False). Returns the figures; prints the ratios."""
-    from tars_verl.testing.tiny_models import ensure_tiny_models
+    from tars_verl.testing.tiny_models import build_policy, build_tokenizer
 
-    steps, width, top_k = (3, 64, 64) if quick else (10, 512, 256)
-    repeats = repeats or (2 if quick else 3)
+    steps, width, top_k = (2, 64, 64) if quick else (10, 512, 256)
+    repeats = repeats or (3 if quick else 3)
     python = nanogcg_python()
     with tempfile.TemporaryDirectory() as tmp:
-        model = os.path.join(ensure_tiny_models(os.path.join(tmp, "tiny")), "policy")
-        args = {"model": model, "steps": steps, "width": width, "top_k": top_k, "repeats": repeats}
+        model = os.path.join(tmp, "policy")  # the tests' tiny Qwen2 policy (random weights, Qwen-style template)
+        build_policy(model, build_tokenizer(os.path.join(tmp, "tokenizer")))
+        args = {"model": model, "steps": steps, "width": width, "top_k": top_k, "repeats": repeats, "quick": quick}
         args["nanogcg"] = python is not None
         env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
         out = subprocess.run(
@@ -199,7 +202,7 @@ def bench_gcg(quick: bool, repeats: int | None = None) -> dict:
     name = "nanoGCG 0.3.0 (use_prefix_cache=False)" if base == "nanogcg" else "our GCG without the prefix cache"
     print(
         f"GCG on the tiny model: {steps} steps, search width {width}, top-k {top_k}, tokens {res['tokens']}, "
-        f"best of {repeats} interleaved, 1 torch thread"
+        f"best of {repeats} interleaved{'' if quick else ' after a warm-up'}, 1 torch thread"
     )
     for key, value in sec.items():
         print(f"  {key:14s} {value / steps * 1000:8.1f} ms/step")
