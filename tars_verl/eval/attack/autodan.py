@@ -339,7 +339,7 @@ class AutoDANAttack(Attack):
         self.mutator: Mutator | None = None
         self._prefix = None
         self._before_ids: list[int] = []
-        self._lock = asyncio.Lock()
+        self._locks: dict[int, asyncio.Lock] = {}  # one per event loop: behaviours run one at a time
         self._ready = threading.Lock()
 
     def settings(self) -> dict[str, Any]:
@@ -379,8 +379,7 @@ class AutoDANAttack(Attack):
     async def aclose(self) -> None:
         if self.mutator is not None:
             await self.mutator.aclose()
-        self.target.model = None
-        self.target.tokenizer = None
+        self.target.unload()
 
     def candidate_losses(self, population: list[str], request: str, target: str) -> list[float]:
         """AutoDAN's loss of each prompt: the target's NLL after ``template(prompt + request)``. Each candidate is
@@ -402,7 +401,8 @@ class AutoDANAttack(Attack):
         if not behavior.target:
             raise ValueError(f"{behavior.behavior_id}: AutoDAN needs a target string (harmbench_targets_text.json)")
         await asyncio.to_thread(self.check_ready)
-        async with self._lock:
+        lock = self._locks.setdefault(id(asyncio.get_running_loop()), asyncio.Lock())
+        async with lock:
             return await self._run(behavior, progress)
 
     async def _run(self, behavior: Behavior, progress) -> AttackResult:

@@ -178,23 +178,25 @@ class GCGAttack(Attack):
         self.target.batch_size = self.config.search_batch_size
         self.refusal_prefixes: list[str] | None = None
         self._disallowed = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # behaviours run one at a time
+        self._ready = threading.Lock()
 
     def settings(self) -> dict[str, Any]:
         cfg = {k: v for k, v in asdict(self.config).items() if k not in GCGConfig.NOT_SETTINGS}
         return {"method": self.name, "model": self.target.model_path, "dtype": self.target.dtype, **cfg}
 
     def check_ready(self) -> None:
-        """Load the model and HarmBench's refusal phrases; raise naming what is wrong."""
-        if self.refusal_prefixes is None and self.config.eval_with_check_refusal:
-            self.refusal_prefixes = load_refusal_prefixes(
-                self.config.refusal_prefixes_source(), self.config.cache_dir or None
-            )
-        if self.target.model is None:
-            self.target.load()
-            self.target.chat_layout()
-            rows = self.target.model.get_input_embeddings().weight.shape[0]
-            self._disallowed = disallowed_tokens(self.target.tokenizer, rows, self.config.allow_non_ascii)
+        """HarmBench's refusal phrases, then the model; raise naming what is wrong."""
+        with self._ready:
+            if self.refusal_prefixes is None and self.config.eval_with_check_refusal:
+                self.refusal_prefixes = load_refusal_prefixes(
+                    self.config.refusal_prefixes_source(), self.config.cache_dir or None
+                )
+            if self.target.model is None:
+                self.target.load()
+                self.target.chat_layout()
+                rows = self.target.model.get_input_embeddings().weight.shape[0]
+                self._disallowed = disallowed_tokens(self.target.tokenizer, rows, self.config.allow_non_ascii)
 
     async def run(self, behavior: Behavior, progress: Callable[[int, int], None] | None = None) -> AttackResult:
         if not behavior.target:
@@ -210,8 +212,7 @@ class GCGAttack(Attack):
         return await asyncio.to_thread(self._run_locked, behavior, report)
 
     async def aclose(self) -> None:
-        self.target.model = None
-        self.target.tokenizer = None
+        self.target.unload()
 
     # -- the optimisation ---------------------------------------------------------------------------------------
     def layout(self, behavior: Behavior) -> _Layout:

@@ -146,6 +146,11 @@ class TargetModel:
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         return self
 
+    def unload(self) -> None:
+        """Drop the model and tokenizer and give their memory back (a later :meth:`load` loads them again)."""
+        self.model = self.tokenizer = None
+        _free_memory()
+
     # -- text -----------------------------------------------------------------------------------------------------
     def chat_layout(self) -> tuple[str, str]:
         """(text before the user's message, text after it up to where the assistant's reply starts)."""
