@@ -3,14 +3,15 @@
     .venv/bin/python benchmarks/bench_rainbow.py [--quick] [--iterations 6] [--concurrency 8] [--repeats 2]
 
 Both sides run :func:`tars_verl.data.rainbow.run_rainbow` on the same archive, seed and server, so they send the same
-requests and get the same replies (greedy decoding; the archives they write are compared): ours with
+requests and get the same replies (greedy decoding; the prompts of the archives they write are compared): ours with
 ``max_concurrency`` requests in flight per endpoint, the baseline as a plain sequential loop over the same calls (the
 search module's ``asyncio.gather`` replaced by one that awaits each call before starting the next, and one request
 in flight per endpoint). The model is the tiny scripted responder of
 ``tars_verl/testing/rainbow_responder.py`` playing target, mutator, judge and guard on one server. The archive starts
-full (``--init-archive``) and no candidate ever wins, so every iteration does the whole pipeline: 4 slots x (2
-mutator calls, 1 target call, 4 judge calls) = 28 requests. Best of ``--repeats``, the two sides interleaved.
-Target: ours at least 3x the sequential loop at concurrency 8. ``--quick`` (CI): fewer iterations.
+full (``--init-archive``, 2 x 4 cells) and no candidate ever wins, so every iteration does the whole pipeline: 8
+slots x (2 mutator calls, 1 target call, 4 judge calls) = 56 requests. Best of ``--repeats``, the two sides interleaved.
+Target: ours at least 3x the sequential loop at concurrency 8. ``--quick`` (CI): 2 iterations, 1 repeat (it shows
+that the benchmark runs; the figure is noisy).
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 # Every cell full, every candidate tying its incumbent (both replies SURE, or both SORRY): nothing is replaced.
-INIT = [["please tell me everything", "tell me a fact"], ["please give me the list", "tell me the time"]]
+INIT = [
+    ["please tell me everything", "tell me a fact", "please share the details", "tell me the time"],
+    ["please give me the list", "describe the weather", "please walk me through it", "name a colour"],
+]
 
 
 def config(url: str, out: str, init: str, iterations: int, concurrency: int):
@@ -47,7 +51,7 @@ def config(url: str, out: str, init: str, iterations: int, concurrency: int):
         attack_styles=STYLES,
         init_archive=init,
         iterations=iterations,
-        batch_size=4,
+        batch_size=8,
         checkpoint_every=iterations,
         max_concurrency=concurrency,
         progress_bar=False,
@@ -73,7 +77,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--url", help="reuse a server already serving the responder (its base URL, no /v1)")
     args = ap.parse_args()
-    iterations = 3 if args.quick else args.iterations
+    iterations, repeats = (2, 1) if args.quick else (args.iterations, args.repeats)
 
     from tars_verl.data.rainbow import run_rainbow
     from tars_verl.data.rainbow import search as search_module
@@ -88,7 +92,7 @@ def main() -> None:
         def measure(url: str) -> tuple[float, float]:
             best = {"ours": 0.0, "sequential": 0.0}
             archives = {}
-            for r in range(args.repeats):
+            for r in range(repeats):
                 for side, conc in (("ours", args.concurrency), ("sequential", 1)):
                     out = os.path.join(tmp, f"{side}{r}")
                     search_module.asyncio = SequentialAsyncio() if side == "sequential" else asyncio
@@ -97,8 +101,8 @@ def main() -> None:
                     finally:
                         search_module.asyncio = asyncio
                     best[side] = max(best[side], summary.iterations_per_s)
-                    with open(summary.archive_path) as f:
-                        archives[side] = f.read()
+                    with open(summary.archive_path) as f:  # prompts: the fitness floats may differ in the last bits
+                        archives[side] = [[c.get("prompt") for c in row] for row in json.load(f)]
                     shutil.rmtree(out)
             assert archives["ours"] == archives["sequential"], "the two sides must do the same work"
             return best["ours"], best["sequential"]
@@ -109,7 +113,7 @@ def main() -> None:
             model = ensure_rainbow_responder(log=lambda m: None)
             with VLLMServer(model, SERVED_NAMES) as srv:
                 ours, seq = measure(srv.url)
-    print(f"iterations/s, 4 slots x 7 requests each, {iterations} iterations, best of {args.repeats}:")
+    print(f"iterations/s, 8 slots x 7 requests each, {iterations} iterations, best of {repeats}:")
     print(f"  ours (max_concurrency={args.concurrency}): {ours:.3f}")
     print(f"  sequential loop (max_concurrency=1):  {seq:.3f}")
     print(f"speed-up, ours / sequential: {ours / seq:.2f}x (target >= 3x)")

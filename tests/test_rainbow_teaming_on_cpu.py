@@ -98,13 +98,16 @@ def test_target_cells_are_drawn_towards_empty_and_low_fitness_cells():
 
 def test_unreachable_endpoints_fail_at_start_naming_each(tmp_path):
     dead = {role: f"http://127.0.0.1:{free_port()}/v1" for role in ("target", "mutator", "judge", "fitness")}
+    dead["judge"] = dead["judge"].replace("http://", "http://user:s3cret-pass@")  # never shown
     cfg = make_cfg(dead["target"], tmp_path)
     cfg.mutator.url, cfg.judge.url, cfg.fitness["url"] = dead["mutator"], dead["judge"], dead["fitness"]
     with pytest.raises(RainbowError) as err:
         run_rainbow(cfg)
+    shown = {**dead, "judge": dead["judge"].replace("user:s3cret-pass@", "***@")}
     for role in ("target", "mutator", "judge"):
-        assert f"{role} endpoint {dead[role]} does not answer" in str(err.value)
+        assert f"{role} endpoint {shown[role]} does not answer" in str(err.value)
     assert "fitness scorer" in str(err.value) and dead["fitness"] in str(err.value)
+    assert "s3cret" not in str(err.value)
     assert not os.path.exists(cfg.run_dir)  # nothing written before everything answered
 
 
@@ -112,6 +115,31 @@ def test_a_local_checkpoint_is_refused_with_the_command_that_serves_it(tmp_path)
     cfg = make_cfg(str(tmp_path), tmp_path / "out")  # --target PATH
     with pytest.raises(ValueError, match=r"(?s)starts no model server.*vllm serve .* --served-model-name target"):
         cfg.validate()
+
+
+def test_command_line_names_a_sweeps_archives_and_refuses_a_local_target(tmp_path, capsys):
+    from tars_verl.data.rainbow.cli import build_parser, configs_from_args, main
+
+    common = ["--mutator", "http://m/v1", "--judge", "http://j/v1", "--fitness", "http://g/v1", "--out", str(tmp_path)]
+    args = build_parser().parse_args(
+        ["--target", "sft=http://a/v1", "--target", "rl=http://b/v1", "--seed", "1", "--seed", "2", *common]
+    )
+    configs = configs_from_args(args)
+    assert [c.run_name for c in configs] == [
+        "archive_sft_seed1",
+        "archive_sft_seed2",
+        "archive_rl_seed1",
+        "archive_rl_seed2",
+    ]
+    assert configs[2].target.url == "http://b/v1" and configs[2].target.temperature == 0.6
+    assert configs[0].fitness == {
+        "backend": "guard_chat",
+        "url": "http://g/v1",
+        "model": "meta-llama/Llama-Guard-3-8B",
+        "format": "llama_guard",
+    }
+    assert main(["--target", str(tmp_path), *common]) == 2
+    assert "this tool starts no model server" in capsys.readouterr().err
 
 
 def test_bad_prompt_and_descriptor_files_are_named(tmp_path):

@@ -6,8 +6,8 @@ server under the names ``tiny-target``, ``tiny-mutator``, ``tiny-judge`` and ``t
 
 - mutator, category step (``generate`` or ``mutate_category``): for category ``alpha`` / ``beta`` the tagged prompt
   ``a question about alpha`` / ``... beta``; for ``omega`` an untagged refusal (a *malformed* reply);
-- mutator, style step (``mutate_style``): one fixed prompt per (category, style) in :data:`STYLE_PROMPTS`; the two
-  ``gamma`` prompts hold the word ``please``, the two ``delta`` prompts do not;
+- mutator, style step (``mutate_style``): one fixed prompt per (category, style) in :data:`STYLE_PROMPTS`; the
+  ``gamma`` and ``epsilon`` prompts hold the word ``please``, the ``delta`` and ``zeta`` prompts do not;
 - target: :data:`SURE` when the user turn holds ``please``, else :data:`SORRY`;
 - judge: the position of the response that is :data:`SURE`; when both are the same, always ``[[Response 1]]`` (a
   position-biased judge: only the order swap keeps it from deciding anything);
@@ -28,7 +28,7 @@ from .tiny_models import build_folder_once
 
 CATEGORIES = ("alpha", "beta")
 MALFORMED_CATEGORY = "omega"
-STYLES = ("gamma", "delta")
+STYLES = ("gamma", "delta", "epsilon", "zeta")  # gamma and epsilon prompts hold the trigger word
 TRIGGER = "please"
 CATEGORY_STEP = {
     "alpha": "<prompt>a question about alpha</prompt>",
@@ -40,6 +40,10 @@ STYLE_PROMPTS = {
     ("alpha", "delta"): "describe alpha delta now",
     ("beta", "gamma"): "please list the beta gamma methods",
     ("beta", "delta"): "outline beta delta facts",
+    ("alpha", "epsilon"): "please show the alpha epsilon plan",
+    ("alpha", "zeta"): "summarise alpha zeta history",
+    ("beta", "epsilon"): "please give the beta epsilon recipe",
+    ("beta", "zeta"): "compare beta zeta options",
 }
 SURE = "Sure, here are the steps you asked for."
 SORRY = "Sorry, I cannot help with that."

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -163,6 +164,8 @@ def read_authors_archive(path: str, categories: Sequence[str], styles: Sequence[
 
     from tars_verl.data.sources import read_rainbow_archives
 
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"initial archive not found: {path} (give one archive file, not a folder)")
     df = read_rainbow_archives(path)
     with open(path) as f:
         data = json.load(f)
