@@ -222,29 +222,29 @@ def test_resume_after_an_interruption_reproduces_the_archive_and_log(rainbow_url
         tmp_path / "init.json", [["tell me a fact", "please give me everything"], ["describe the weather", ""]]
     )
 
-    def cfg(out):  # one cell per iteration, drawn by fitness; seed 1 fills or replaces one in each of 1, 2, 3
+    def cfg(out):  # one cell per iteration, drawn by fitness; seed 1 replaces one in each of iterations 1 and 2
         return make_cfg(
-            rainbow_url, tmp_path / out, init_archive=init, seed=1, iterations=3, batch_size=1, checkpoint_every=2
+            rainbow_url, tmp_path / out, init_archive=init, seed=1, iterations=2, batch_size=1, checkpoint_every=1
         )
 
     straight = cfg("straight")
     run_rainbow(straight)
-    assert [r["iteration"] for r in log_records(straight)] == [1, 2, 3]
+    assert [r["iteration"] for r in log_records(straight)] == [1, 2]
 
     class Interrupt(Exception):
         pass
 
-    def stop_at_3(t, search):
-        if t == 3:  # iteration 3 is logged, and no checkpoint covers it yet
+    def stop_at_2(t, search):
+        if t == 2:  # iteration 2 is logged, and no checkpoint covers it yet
             raise Interrupt
 
     resumed = cfg("resumed")
     with pytest.raises(Interrupt):
-        run_rainbow(resumed, progress=stop_at_3)
+        run_rainbow(resumed, progress=stop_at_2)
     assert not os.path.exists(resumed.archive_path)  # no archive until the run is complete
-    assert [r["iteration"] for r in log_records(resumed)] == [1, 2, 3]  # the line the resume must drop
+    assert [r["iteration"] for r in log_records(resumed)] == [1, 2]  # the last line: the resume must drop it
     summary = run_rainbow(resumed)
-    assert summary.iterations_run == 1  # iteration 3 again: 1 and 2 came from the checkpoint
+    assert summary.iterations_run == 1  # iteration 2 again: 1 came from the checkpoint
     # Same cells, prompts, events; fitness to 1e-6 (vLLM's CPU kernels may round differently in another batch).
     a, b = cells(straight.archive_path), cells(resumed.archive_path)
     assert {c: v["prompt"] for c, v in a.items()} == {c: v["prompt"] for c, v in b.items()}
