@@ -31,9 +31,10 @@ ALPHA_GAMMA, ALPHA_DELTA = STYLE_PROMPTS[("alpha", "gamma")], STYLE_PROMPTS[("al
 BETA_GAMMA = STYLE_PROMPTS[("beta", "gamma")]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def rainbow_url():
-    """One vLLM server with the scripted responder under the four role names (trained once, cached by code hash)."""
+    """One vLLM server with the scripted responder under the four role names (trained once, cached by code hash).
+    Module scope: only this module uses it, so it stops (and frees its memory) when the module is done."""
     from tars_verl.testing.vllm_server import VLLMServer
 
     if os.environ.get("TARS_RAINBOW_SERVER_URL"):  # a server already serving the responder (while developing)
