@@ -38,26 +38,35 @@ def cache_root() -> str:
     return os.path.join(root, "bench")
 
 
+def see_project_site(python: str) -> str:
+    """Point the venv of ``python`` at this run's site-packages (torch, transformers) through a .pth; its purelib.
+
+    Rewritten on every use: a venv built from another checkout (a CI clone since removed) would otherwise see no torch.
+    """
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    with open(os.path.join(purelib, "tars_project_site.pth"), "w") as f:
+        f.write("\n".join(site.getsitepackages()) + "\n")
+    return purelib
+
+
 def nanogcg_python(log=print) -> str | None:
     """The python of the benchmark's own venv with nanoGCG installed (built once, atomically), or None."""
     venv = os.path.join(cache_root(), "venv-nanogcg-0.3.0")
     python = os.path.join(venv, "bin", "python")
     if os.path.exists(os.path.join(venv, ".complete")):
+        see_project_site(python)
         return python
     os.makedirs(cache_root(), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".venv-nanogcg-", dir=cache_root())
     try:
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--clear", tmp], check=True, timeout=120)
         tmp_python = os.path.join(tmp, "bin", "python")
-        purelib = subprocess.run(
-            [tmp_python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        # The project's own packages (torch, transformers) are seen through a .pth; nanoGCG alone is installed here.
-        with open(os.path.join(purelib, "tars_project_site.pth"), "w") as f:
-            f.write("\n".join(site.getsitepackages()) + "\n")
+        purelib = see_project_site(tmp_python)
         installers = [
             [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", purelib, NANOGCG],
             [os.path.join(os.path.dirname(sys.executable), "uv"), "pip", "install", "--python", tmp_python]
