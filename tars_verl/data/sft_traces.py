@@ -39,9 +39,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from tars_verl.data.files import (
+    append_jsonl,
     check_text_column,
     exclusive_writer,
     read_done,
+    read_json_file,
     read_table,
     write_json_atomic,
     write_together,
@@ -49,6 +51,7 @@ from tars_verl.data.files import (
 from tars_verl.data.rl_mix import _rng, eval_dir_files, eval_prompt_set
 from tars_verl.data.sources import load_source
 from tars_verl.data.text import QWEN_DEFAULT_SYSTEM_PROMPT, normalise, parse_kv, user_messages
+from tars_verl.redaction import entry_point, scrub_known, scrub_obj
 
 logger = logging.getLogger(__name__)
 SFT_POOLS = {"wildjailbreak": 400, "aegis2": 300, "safeedit": 300}
@@ -114,16 +117,18 @@ def is_dropped(rec: dict) -> bool:
 
 
 # Settings that decide what a trace is: one --out never mixes two of them.
-RUN_KEYS = ("model", "temperature", "max_tokens", "system_prompt", "seed", "samples")
+RUN_KEYS = ("model", "temperature", "max_tokens", "system_prompt", "teacher_system_prompt", "seed", "samples")
 
 
 def check_same_run(cfg: TraceConfig, out: str) -> None:
     """Record the settings in ``<out>/traces_settings.json`` or refuse a folder written with other settings."""
     path = os.path.join(out, "traces_settings.json")
-    mine = {k: getattr(cfg, k) for k in RUN_KEYS}
+    # Compared as written: the file is scrubbed of anything that looks like a credential (tars_verl.redaction).
+    mine = scrub_obj({k: getattr(cfg, k) for k in RUN_KEYS})
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            theirs = json.load(f)
+        theirs = read_json_file(path, "SFT traces settings")
+        if not isinstance(theirs, dict):
+            raise ValueError(f"{path}: expected a JSON object of settings; fix or remove the file")
         differ = {k: (theirs.get(k), mine[k]) for k in RUN_KEYS if k != "samples" and theirs.get(k) != mine[k]}
         if differ:
             shown = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
@@ -161,6 +166,24 @@ def select_prompts(cfg: TraceConfig) -> pd.DataFrame:
     return prompts[["prompt_id", "source", "source_index", "text"]]
 
 
+def check_same_texts(done: dict[tuple[str, int], dict], prompts: pd.DataFrame, log_path: str) -> None:
+    """Every logged sample of a selected prompt id was made for the text that id names now. A ``--source NAME``
+    pointing to other texts (the same row numbers, different prompts) would otherwise mix two datasets in one
+    output: an error naming the ids, before any request."""
+    texts = dict(zip(prompts["prompt_id"], prompts["text"]))
+    stale = sorted(
+        {pid for (pid, _), rec in done.items() if pid in texts and scrub_known(texts[pid]) != rec.get("prompt")}
+    )
+    if stale:
+        pid = stale[0]
+        logged = next(rec.get("prompt") for (p, _), rec in done.items() if p == pid)
+        raise ValueError(
+            f"{log_path}: {len(stale)} prompt id(s) were logged for other texts than their --source gives now, "
+            f"e.g. {pid}: logged {str(logged)[:80]!r}, now {texts[pid][:80]!r}. A --source now points to different "
+            "data; one folder never mixes two: use another --out, or the same source files to resume."
+        )
+
+
 async def generate_traces(cfg: TraceConfig, prompts: pd.DataFrame, lock: bool = True) -> tuple[int, int]:
     """Ask the teacher for every missing (prompt, sample); returns (new samples, failed requests).
 
@@ -175,11 +198,12 @@ async def generate_traces(cfg: TraceConfig, prompts: pd.DataFrame, lock: bool = 
 
 async def _generate_locked(cfg: TraceConfig, prompts: pd.DataFrame, log_path: str) -> tuple[int, int]:
     from tars_verl.scorers.base import ScorerError
-    from tars_verl.scorers.http_client import HttpEndpoint
+    from tars_verl.scorers.http_client import HttpEndpoint, only_choice
 
     os.makedirs(cfg.out, exist_ok=True)
     done = read_done(log_path)
     check_same_run(cfg, cfg.out)
+    check_same_texts(done, prompts, log_path)
     todo = [
         (r.prompt_id, k, r.text, r.source)
         for r in prompts.itertuples()
@@ -196,7 +220,7 @@ async def _generate_locked(cfg: TraceConfig, prompts: pd.DataFrame, log_path: st
         max_concurrency=cfg.max_concurrency,
         max_retries=cfg.max_retries,
     )
-    where = f"{endpoint.base_url}/chat/completions"
+    where = endpoint.where("/chat/completions")
     failures = 0
     new = 0
     bar = tqdm(total=len(todo), desc="teacher samples", disable=None)
@@ -218,8 +242,8 @@ async def _generate_locked(cfg: TraceConfig, prompts: pd.DataFrame, log_path: st
                         "seed": cfg.seed * 1000 + k + 1_000_000 * attempt,
                     },
                 )
-                choice = body["choices"][0]
-                reasoning, answer = split_teacher_reply(choice["message"])
+                choice = only_choice(body, where)
+                reasoning, answer = split_teacher_reply(choice.get("message"))
             except (ScorerError, KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
                 failures += 1
                 logger.warning(
@@ -242,7 +266,7 @@ async def _generate_locked(cfg: TraceConfig, prompts: pd.DataFrame, log_path: st
                 "finish_reason": choice.get("finish_reason"),
                 "attempt": attempt,
             }
-            log.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            append_jsonl(log, rec)
             log.flush()
             new += 1
             bar.update(1)
@@ -295,10 +319,17 @@ def traces_to_sft(records: list[dict], system_prompt: str | None) -> tuple[pd.Da
 def write_sft(
     records: list[dict], out: str, system_prompt: str | None, val_fraction: float = 0.05, seed: int = 0
 ) -> dict:
-    """``sft_train.parquet`` / ``sft_val.parquet`` (split by prompt, so samples of one prompt stay together)."""
+    """``sft_train.parquet`` / ``sft_val.parquet`` (split by prompt, so samples of one prompt stay together).
+    ``val_fraction`` must lie in (0, 1); a split that would leave no training rows is an error."""
+    check_val_fraction(val_fraction)
     df, stats = traces_to_sft(records, system_prompt)
     ids = sorted(df["prompt_id"].unique())
     n_val = int(round(len(ids) * val_fraction)) if len(ids) > 1 else 0
+    if n_val >= len(ids):
+        raise ValueError(
+            f"--val-fraction {val_fraction} puts all {len(ids)} prompts in the validation split and none in "
+            "training; lower it"
+        )
     val_ids = set(np.array(ids)[_rng(seed, "sft-val").permutation(len(ids))[:n_val]])
     is_val = df["prompt_id"].isin(val_ids)
     stats.update(train=int((~is_val).sum()), val=int(is_val.sum()), prompts=len(ids))
@@ -312,6 +343,13 @@ def write_sft(
     return stats
 
 
+def check_val_fraction(value: float) -> float:
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"--val-fraction must be in (0, 1), got {value}: the share of prompts held out for validation")
+    return value
+
+
+@entry_point
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -363,6 +401,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--val-fraction", type=float, default=0.05)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    check_val_fraction(args.val_fraction)  # before any request
     system = {"qwen": QWEN_DEFAULT_SYSTEM_PROMPT, "none": None}.get(args.system_prompt, args.system_prompt)
     if args.cmd == "convert":
         table = read_table(args.traces)
