@@ -236,7 +236,8 @@ def read_json_file(path: str, what: str = "JSON file") -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        cut = " (the file ends there: truncated?)" if err.pos >= len(text.rstrip()) else ""
+        ends = err.pos >= len(text.rstrip()) or err.msg.startswith("Unterminated string")
+        cut = " (the file ends there: truncated?)" if ends else ""
         raise ValueError(
             f"{what} {path}: not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}{cut}"
         ) from None
