@@ -374,7 +374,7 @@ def test_sft_resume_with_another_teacher_system_prompt_or_other_texts_is_refused
     assert len(server.requests) == sent  # refused before any request
 
 
-@pytest.mark.parametrize("fraction", ["1.0", "0", "-0.5", "1.5"])
+@pytest.mark.parametrize("fraction", ["1.0", "-0.5", "1.5", "nan"])
 def test_sft_convert_with_a_val_fraction_outside_0_1_is_an_error(tmp_path, fraction):
     from tars_verl.data.sft_traces import main
 
@@ -382,9 +382,21 @@ def test_sft_convert_with_a_val_fraction_outside_0_1_is_an_error(tmp_path, fract
     traces.write_text(
         "".join(json.dumps({"prompt": f"q{i}", "reasoning": "r", "answer": "a"}) + "\n" for i in range(4))
     )
-    with pytest.raises(ValueError, match=r"--val-fraction must be in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"--val-fraction must be in \[0, 1\)"):
         main(["convert", "--traces", str(traces), "--out", str(tmp_path / "out"), "--val-fraction", fraction])
     assert not (tmp_path / "out").exists()  # before: an empty sft_train.parquet and exit code 0
+
+
+def test_sft_convert_whose_split_leaves_no_training_prompt_is_an_error(tmp_path):
+    from tars_verl.data.sft_traces import main
+
+    traces = tmp_path / "old.jsonl"
+    traces.write_text(
+        "".join(json.dumps({"prompt": f"q{i}", "reasoning": "r", "answer": "a"}) + "\n" for i in range(4))
+    )
+    with pytest.raises(ValueError, match="puts all 4 prompts in the validation split and none in training"):
+        main(["convert", "--traces", str(traces), "--out", str(tmp_path / "out"), "--val-fraction", "0.9"])
+    assert not (tmp_path / "out").exists()
 
 
 # -- the dry run's hints name the script that writes the file ------------------------------------------------------

@@ -416,10 +416,11 @@ def write_parquet_atomic(df: pd.DataFrame, path: str) -> None:
     _atomic(path, lambda tmp: _write_obj(df, tmp))
 
 
-def write_json_atomic(obj: Any, path: str) -> None:
-    _atomic(
-        path, lambda tmp: _write_obj(obj if not isinstance(obj, (str, bytes)) else json.loads(json.dumps(obj)), tmp)
-    )
+def write_json_atomic(obj: Any, path: str, data: bool = False) -> None:
+    """A JSON file, written atomically. Settings, stats and results are scrubbed of every credential pattern;
+    ``data=True`` (texts such as attack test cases, which may legitimately look like a URL with a password) only
+    of the registered secrets."""
+    _atomic(path, lambda tmp: _write_json(obj, tmp, data))
 
 
 def write_text_atomic(text: str, path: str) -> None:

@@ -320,7 +320,7 @@ def write_sft(
     records: list[dict], out: str, system_prompt: str | None, val_fraction: float = 0.05, seed: int = 0
 ) -> dict:
     """``sft_train.parquet`` / ``sft_val.parquet`` (split by prompt, so samples of one prompt stay together).
-    ``val_fraction`` must lie in (0, 1); a split that would leave no training rows is an error."""
+    ``val_fraction`` must lie in [0, 1); a split that would leave no training rows is an error."""
     check_val_fraction(val_fraction)
     df, stats = traces_to_sft(records, system_prompt)
     ids = sorted(df["prompt_id"].unique())
@@ -344,8 +344,12 @@ def write_sft(
 
 
 def check_val_fraction(value: float) -> float:
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"--val-fraction must be in (0, 1), got {value}: the share of prompts held out for validation")
+    """The share of prompts held out for validation: 0 (none) up to, not including, 1 (the training split would
+    be empty)."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(
+            f"--val-fraction must be in [0, 1), got {value}: the share of prompts held out for validation (0: none)"
+        )
     return value
 
 

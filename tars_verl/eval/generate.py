@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass
 
 from tqdm.auto import tqdm
 
-from tars_verl.data.files import append_jsonl, check_file_name, read_done, write_json_atomic
+from tars_verl.data.files import append_jsonl, check_file_name, read_done, read_json_file, write_json_atomic
 from tars_verl.eval.prompts import EvalPrompt
 from tars_verl.redaction import redact_url
 
@@ -390,8 +390,7 @@ def _check_cache(path: str, meta_path: str, done: dict, key: str, meta: dict, re
         return done
     old = {}
     if os.path.exists(meta_path):
-        with open(meta_path) as f:
-            old = json.load(f)
+        old = read_json_file(meta_path, "generation cache metadata")
     changed = sorted(
         k
         for k in set(old.get("settings", {})) | set(meta["settings"])

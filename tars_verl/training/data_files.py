@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 DATA_KEYS = ("data.train_files", "data.val_files")
 # What writes each stage's files: named in the problem, so it says what to do.
 BUILDERS = {
-    "grpo": "data_prep/build_rl_mix.py (or data_prep/import_tars_release.py for the authors' released data)",
+    "grpo": "data_prep/build_rl_mix.py, or data_prep/import_tars_release.py for the authors' released data",
     "sft": "data_prep/build_sft_traces.py",
 }
 EVAL_BUILDER = "data_prep/build_eval_sets.py"
