@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -300,7 +301,11 @@ def traces_to_sft(records: list[dict], system_prompt: str | None) -> tuple[pd.Da
         rows.append(
             {
                 "messages": messages,
-                "prompt_id": str(rec.get("prompt_id", "")),
+                # Traces from elsewhere carry no id: the prompt text groups a prompt's samples instead (the split
+                # keeps them together), never one shared "" that would put every trace in one split.
+                "prompt_id": str(
+                    rec.get("prompt_id") or f"prompt-{hashlib.sha256(rec['prompt'].encode()).hexdigest()[:16]}"
+                ),
                 "sample_idx": int(rec.get("sample_idx", 0)),
                 "source": str(rec.get("source", "")),
             }
