@@ -432,3 +432,29 @@ def test_refusal_keywords_tell_eagerness_from_refusal_and_read_any_apostrophe(te
 
     assert is_refusal(text) is refused
     assert math.isfinite(float(is_refusal(text)))
+
+
+# -- siblings found by the sweep -------------------------------------------------------------------------------------
+def test_an_endpoint_with_zero_concurrency_is_refused_not_a_hang():
+    from tars_verl.scorers import ScorerConfigError
+    from tars_verl.scorers.http_client import HttpEndpoint
+
+    # before: asyncio.Semaphore(0) made every request wait forever (sft_traces / pap --max-concurrency 0)
+    with pytest.raises(ScorerConfigError, match="need max_concurrency >= 1"):
+        HttpEndpoint("http://127.0.0.1:9/v1", max_concurrency=0)
+
+
+@pytest.mark.parametrize("flag", ["--max-concurrency", "--samples", "--max-tokens"])
+def test_sft_counts_below_one_stop_at_the_command_line(tmp_path, flag, capsys):
+    from tars_verl.data.sft_traces import main
+
+    with pytest.raises(SystemExit) as err:
+        main(["generate", "--out", str(tmp_path / "o"), "--url", "http://127.0.0.1:9/v1", "--model", "m", flag, "0"])
+    assert err.value.code == 2 and "expected a whole number >= 1" in capsys.readouterr().err
+
+
+def test_a_name_value_option_whose_value_is_not_a_number_names_the_flag():
+    from tars_verl.data.text import parse_kv
+
+    with pytest.raises(ValueError, match=r"--pool 'aegis2=many': invalid literal for int"):
+        parse_kv(["aegis2=many"], "--pool", int)

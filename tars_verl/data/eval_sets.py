@@ -49,7 +49,7 @@ import pandas as pd
 
 from tars_verl.data.files import read_json_file, require_columns, write_together
 from tars_verl.data.sources import load_source
-from tars_verl.data.text import QWEN_DEFAULT_SYSTEM_PROMPT, parse_kv, user_messages
+from tars_verl.data.text import QWEN_DEFAULT_SYSTEM_PROMPT, parse_kv, positive_int, user_messages
 from tars_verl.data.verl_rows import verl_rl_row
 from tars_verl.downloads import download
 from tars_verl.redaction import entry_point, redact_url
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
         "strongreject_small_dataset.csv)",
     )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--wildchat-n", type=int, default=500)
+    ap.add_argument("--wildchat-n", type=positive_int, default=500)
     ap.add_argument("--system-prompt", default=None, help="'qwen' for Qwen's default system prompt, or a text")
     ap.add_argument("--sorry-groups", help="JSON file: {group: [category ids]}")
     ap.add_argument(

@@ -51,7 +51,7 @@ from tars_verl.data.files import (
 )
 from tars_verl.data.rl_mix import _rng, eval_dir_files, eval_prompt_set
 from tars_verl.data.sources import load_source
-from tars_verl.data.text import QWEN_DEFAULT_SYSTEM_PROMPT, normalise, parse_kv, user_messages
+from tars_verl.data.text import QWEN_DEFAULT_SYSTEM_PROMPT, normalise, parse_kv, positive_int, user_messages
 from tars_verl.redaction import entry_point, scrub_known, scrub_obj
 
 logger = logging.getLogger(__name__)
@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--url", required=True, help="OpenAI-compatible base URL, e.g. https://api.deepseek.com/v1")
     g.add_argument("--model", required=True)
     g.add_argument("--api-key-env", default=None, help="environment variable holding the API key")
-    g.add_argument("--samples", type=int, default=4)
+    g.add_argument("--samples", type=positive_int, default=4)
     g.add_argument(
         "--pool", action="append", default=[], help="NAME=N (default wildjailbreak=400 aegis2=300 safeedit=300)"
     )
@@ -376,8 +376,8 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--exclude-dir", action="append", default=[], help="folder of such parquet files")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--temperature", type=float, default=0.6)
-    g.add_argument("--max-tokens", type=int, default=8192)
-    g.add_argument("--max-concurrency", type=int, default=16)
+    g.add_argument("--max-tokens", type=positive_int, default=8192)
+    g.add_argument("--max-concurrency", type=positive_int, default=16)
     g.add_argument("--max-retries", type=int, default=5)
     g.add_argument(
         "--timeout",

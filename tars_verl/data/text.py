@@ -49,7 +49,10 @@ def parse_kv(items: list[str], what: str, cast=str) -> dict:
             raise ValueError(f"{what} {item!r}: the NAME before '=' is empty")
         if k in out:
             raise ValueError(f"{what} {k} is given twice ({k}={out[k]!r} and {item!r}); give each NAME once")
-        out[k] = cast(v)
+        try:
+            out[k] = cast(v)
+        except ValueError as err:
+            raise ValueError(f"{what} {item!r}: {err}") from None
     return out
 
 

@@ -24,6 +24,7 @@ import os
 import re
 
 from tars_verl.data.files import append_jsonl, read_done, write_json_atomic
+from tars_verl.data.text import positive_int
 from tars_verl.eval.prompts import load_eval_set
 from tars_verl.redaction import entry_point, scrub
 from tars_verl.scorers.base import ScorerError
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", required=True)
     ap.add_argument("--api-key-env")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--max-concurrency", type=int, default=16)
+    ap.add_argument("--max-concurrency", type=positive_int, default=16)
     args = ap.parse_args(argv)
     prompts = load_eval_set(args.eval_file, name="harmbench")
     # Keyed by HarmBench's BehaviorID where the eval set has it (else the eval set's prompt id).

@@ -135,6 +135,17 @@ class HttpEndpoint:
             has_userinfo = urllib.parse.urlsplit(self._url).username is not None
         except ValueError as err:
             raise ScorerConfigError(f"{self.base_url}: not a valid URL ({err})") from None
+        # A semaphore of 0 would wait forever; the rest would fail later, less clearly.
+        if (
+            max_concurrency < 1
+            or timeout_s <= 0
+            or max_reply_bytes < 1
+            or (max_retries is not None and max_retries < 0)
+        ):
+            raise ScorerConfigError(
+                f"{self.base_url}: need max_concurrency >= 1, timeout_s > 0, max_retries >= 0 (or null) and a reply "
+                f"limit >= 1 byte; got {max_concurrency}, {timeout_s}, {max_retries}, {max_reply_bytes}"
+            )
         if api_key and has_userinfo:
             raise ScorerConfigError(
                 f"{self.base_url}: the URL carries credentials (user:password@) and an API key is set too; a request "
