@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from tars_verl.redaction import entry_point
 from tars_verl.reward.log_schema import DEMO_KEYS
 from tars_verl.reward.per_type_metrics import values_by_prompt_type
 from tars_verl.reward.prompt_type import PROMPT_TYPES
@@ -100,6 +101,7 @@ def print_tables(samples: list[Sample], outputs: list[dict]) -> None:
         print(f"{t:<10} " + " ".join(f"{_fmt(row.get(c)):>11}" for c in cols))
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="tiny_cpu", help="reward preset: tiny_cpu, paper, open, or a YAML path")

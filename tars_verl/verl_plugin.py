@@ -20,7 +20,17 @@ and ``python -c "import tars_verl.reward.manager, tars_verl.training.trainer"`` 
 
 from __future__ import annotations
 
+import os
+
 from tars_verl.verl_workarounds import register_when_verl_imports, served_rm_marker_compute_score
+
+# A TARS training job (python -m tars_verl.training.main_ppo sets this in every Ray worker's environment): each of
+# its processes scrubs scorer keys and URL passwords from its logs, stdout/stderr and tracebacks; verl's TaskRunner
+# prints the resolved config, scorer URLs included. Other verl runs are left alone.
+if os.environ.get("TARS_SCRUB_OUTPUT") == "1":
+    from tars_verl.redaction import install
+
+    install()
 
 # verl module -> our module whose import registers the ``tars`` name in that module's registry.
 LAZY_REGISTRATIONS = {

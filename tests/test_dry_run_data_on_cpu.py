@@ -143,5 +143,6 @@ def test_a_missing_rl_file_is_one_problem_naming_what_builds_it(tiny_dir):
     model = f"actor_rollout_ref.model.path={tiny_dir}/policy"
     _, problems = check_grpo([model, "tars@reward.tars=tiny_cpu", "data.train_files=/no/rl.parquet"])
     assert [p for p in problems if "/no/rl.parquet" in p] == [
-        "data.train_files: /no/rl.parquet does not exist (build it with data_prep/build_rl_mix.py)"
+        "data.train_files: /no/rl.parquet does not exist (build it with data_prep/build_rl_mix.py, or "
+        "data_prep/import_tars_release.py for the authors' released data)"
     ]

@@ -7,9 +7,15 @@ the `tars_hf` rollout's reward-model replica (a tiny sequence classifier behind 
 every reward goes through verl's colocated path (trainer_base._compute_reward_colocate) and the `tars` trainer.
 The guard is the fake OpenAI-compatible server of tars_verl/testing/fake_servers.py. No SFT stage (the tiny
 policy is the warm start): this test is about the reward path, tests/test_grpo_on_cpu.py about learning.
+
+Both runs also carry planted secrets (tests/test_secret_scrubbing_on_cpu.py is the evaluation side): the guard's URL
+holds a password in one, its API key is in the environment (and echoed back by the guard) in the other; no output
+file, nor the run's stdout/stderr (verl prints the resolved config, scorer URLs included), may show either.
 """
 
+import base64
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -29,8 +35,26 @@ def data(tmp_path_factory):
     return root / "tars"
 
 
-def run_open_preset_with_served_rm(data, tiny_dir, tmp_path, server, *extra, n_slots=1):
-    """The launch script with the open preset and verl serving the RM; checks and returns the step metrics."""
+def leaked(text: str, secret: str, user: str | None = None) -> list[str]:
+    """The forms of ``secret`` found in ``text``: raw, base64, and the Basic header's base64 of user:secret."""
+    found = [secret, base64.b64encode(secret.encode()).decode().rstrip("=")]
+    if user is not None:
+        found.append(base64.b64encode(f"{user}:{secret}".encode()).decode().rstrip("="))
+    return [f for f in found if f in text]
+
+
+def written_text(folder) -> str:
+    parts = []
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                parts.append(f.read().decode("utf-8", errors="replace"))
+    return "\n".join(parts)
+
+
+def run_open_preset_with_served_rm(data, tiny_dir, tmp_path, server, *extra, n_slots=1, guard_url=None, env=None):
+    """The launch script with the open preset and verl serving the RM; checks the step metrics and returns them
+    with the run's output (stdout + stderr)."""
     request_log = tmp_path / "rm_requests.jsonl"
     env = {
         **cpu_env(),
@@ -42,7 +66,7 @@ def run_open_preset_with_served_rm(data, tiny_dir, tmp_path, server, *extra, n_s
         "TARS_PRESET": "open",
         "RM_PATH": f"{tiny_dir}/reward_model",
         "RM_TP": "1",
-        "TARS_GUARD_URL": f"{server.url}/v1",
+        "TARS_GUARD_URL": guard_url or f"{server.url}/v1",
         "TARS_GUARD_MODEL": "llama-guard-fake",
         "TARS_HF_RM_REQUEST_LOG": str(request_log),
         **TINY_GRPO_ENV,
@@ -50,6 +74,7 @@ def run_open_preset_with_served_rm(data, tiny_dir, tmp_path, server, *extra, n_s
         "TEST_FREQ": str(STEPS),
         "SAVE_FREQ": "0",
         "CKPT_DIR": str(tmp_path / "grpo"),
+        **(env or {}),
     }
     overrides = [*grpo_cpu_overrides(n_slots), f"trainer.total_training_steps={STEPS}", *extra]
     out = run_example("run_tars_qwen7b.sh", env, *overrides, timeout=1200)  # ~150 s alone; room for a busy machine
@@ -92,21 +117,31 @@ def run_open_preset_with_served_rm(data, tiny_dir, tmp_path, server, *extra, n_s
     harmful += 2 * sum(t == "harmful" for t in val_types)
     guard_calls = [p for p, body in server.requests if p == "/v1/chat/completions"]
     assert len(guard_calls) >= harmful > 0
-    return steps
+    return steps, log
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_open_preset_with_verl_serving_the_reward_model(data, tiny_dir, tmp_path, server):
-    """Colocated (the launch scripts' default): verl builds the reward batch, the tars trainer adds the row fields."""
-    run_open_preset_with_served_rm(data, tiny_dir, tmp_path, server)
+    """Colocated (the launch scripts' default): verl builds the reward batch, the tars trainer adds the row fields.
+    The guard's URL carries a password: the guard receives it (Basic), no output shows it."""
+    password = "pw-grpo-guard-3141592"
+    guard_url = server.url.replace("http://", f"http://guard:{password}@") + "/v1"
+    _, log = run_open_preset_with_served_rm(data, tiny_dir, tmp_path, server, guard_url=guard_url)
+    assert "Basic " + base64.b64encode(f"guard:{password}".encode()).decode() in server.auth_headers
+    # verl's TaskRunner printed the resolved config, the guard URL in it redacted
+    assert f"http://***@{server.url.removeprefix('http://')}/v1" in log
+    for where, text in (("stdout/stderr", log), ("files", written_text(tmp_path))):
+        assert not leaked(text, password, "guard"), where
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_open_preset_with_the_reward_model_in_its_own_pool(data, tiny_dir, tmp_path, server):
     """Streaming: the RM has its own resource pool, so the agent loop scores each response as it finishes."""
-    run_open_preset_with_served_rm(
+    key = "sk-planted-grpo-2718281828"
+    server.echo_auth = True  # the guard quotes the Authorization header in its replies
+    _, log = run_open_preset_with_served_rm(
         data,
         tiny_dir,
         tmp_path,
@@ -114,5 +149,10 @@ def test_open_preset_with_the_reward_model_in_its_own_pool(data, tiny_dir, tmp_p
         "reward.reward_model.enable_resource_pool=True",
         "reward.reward_model.n_gpus_per_node=1",
         "reward.reward_model.nnodes=1",
+        "reward.tars.safety.api_key_env=TARS_PLANTED_GUARD_KEY",
         n_slots=2,
+        env={"TARS_PLANTED_GUARD_KEY": key},
     )
+    assert f"Bearer {key}" in server.auth_headers  # forwarded to the reward workers, and sent
+    for where, text in (("stdout/stderr", log), ("files", written_text(tmp_path))):
+        assert not leaked(text, key), where

@@ -49,7 +49,7 @@ def test_rainbow_archives_read_from_a_folder_a_glob_or_a_list(tmp_path):
         ({"prompt": "x"}, "expected a list of risk categories"),
         ([[{"prompt": "ok", "score": 0.5}, {"text": "no prompt key"}]], r"risk category 0, attack style 1: expected"),
         ([[{"prompt": 3, "score": 0.5}]], "'prompt' must be a string"),
-        ([[], [{"prompt": "p", "score": "high"}]], r"risk category 1, attack style 0: 'score' must be a number"),
+        ([[], [{"prompt": "p", "score": "high"}]], r"risk category 1, attack style 0: 'score' must be a finite number"),
     ],
 )
 def test_malformed_archive_names_file_and_cell(tmp_path, content, match):
@@ -185,8 +185,8 @@ def test_position_rule_is_checked_against_matches(release):
     "column, value, match",
     [
         ("ability", "math", r"row 2: column 'ability' is 'math'"),
-        ("prompt", [], r"row 2: 'prompt' must be a non-empty list"),
-        ("prompt", [{"role": "user", "content": "  "}], r"row 2: no non-empty user turn"),
+        ("prompt", [], r"row 2: column 'prompt': the prompt must be a non-empty list"),
+        ("prompt", [{"role": "user", "content": "  "}], r"row 2: column 'prompt': the last user turn is empty"),
     ],
 )
 def test_bad_release_rows_are_named(release, tmp_path, column, value, match):

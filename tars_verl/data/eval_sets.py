@@ -41,18 +41,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import json
 import logging
 import os
-import urllib.request
 
 import numpy as np
 import pandas as pd
 
-from tars_verl.data.files import require_columns, write_json_atomic, write_parquet_atomic
+from tars_verl.data.files import read_json_file, require_columns, write_together
 from tars_verl.data.sources import load_source
-from tars_verl.data.text import QWEN_DEFAULT_SYSTEM_PROMPT, parse_kv, user_messages
+from tars_verl.data.text import QWEN_DEFAULT_SYSTEM_PROMPT, parse_kv, positive_int, user_messages
 from tars_verl.data.verl_rows import verl_rl_row
+from tars_verl.downloads import download
+from tars_verl.redaction import entry_point, redact_url
 
 SORRY_BENCH_RELEASES = {
     "2024-06": {  # sorry-bench-202406: 45 categories x 10
@@ -186,18 +186,20 @@ def load_strongreject_small(location: str | None = None) -> tuple[pd.DataFrame, 
     """The official StrongREJECT-small list from ``location`` (a file or an http(s) URL; default: the published
     CSV). Returns rows of ``text``, ``category``, ``source_index`` (+ ``source``) and its provenance."""
     location = location or STRONGREJECT_SMALL_URL
-    try:
-        if location.startswith(("http://", "https://")):
-            with urllib.request.urlopen(location, timeout=60) as resp:  # noqa: S310 - user-chosen URL
-                raw = resp.read()
-        else:
+    hint = (
+        f"download strongreject_small_dataset.csv from {STRONGREJECT_SMALL_URL} and pass "
+        "--source strongreject_small=PATH"
+    )
+    if location.startswith(("http://", "https://")):
+        # Errors name the URL (credentials redacted); an HTML page or a cut download is an error, never a table.
+        raw = download(location, "strongreject_small", hint)
+        location = redact_url(location)
+    else:
+        try:
             with open(location, "rb") as f:
                 raw = f.read()
-    except OSError as err:
-        raise OSError(
-            f"strongreject_small: cannot read {location} ({err}); download strongreject_small_dataset.csv "
-            f"from {STRONGREJECT_SMALL_URL} and pass --source strongreject_small=PATH"
-        ) from None
+        except OSError as err:
+            raise OSError(f"strongreject_small: cannot read {location} ({err}); {hint}") from None
     df = pd.read_csv(io.BytesIO(raw), keep_default_na=False, dtype=str)
     require_columns(df, STRONGREJECT_SMALL_COLUMNS, f"strongreject_small from {location}")
     empty = df.index[df["forbidden_prompt"].str.strip() == ""]
@@ -322,6 +324,7 @@ def build_eval_sets(
     return out
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
@@ -335,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
         "strongreject_small_dataset.csv)",
     )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--wildchat-n", type=int, default=500)
+    ap.add_argument("--wildchat-n", type=positive_int, default=500)
     ap.add_argument("--system-prompt", default=None, help="'qwen' for Qwen's default system prompt, or a text")
     ap.add_argument("--sorry-groups", help="JSON file: {group: [category ids]}")
     ap.add_argument(
@@ -347,8 +350,12 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     groups = None
     if args.sorry_groups:
-        with open(args.sorry_groups) as f:
-            groups = json.load(f)
+        groups = read_json_file(args.sorry_groups, "--sorry-groups file")
+        if not isinstance(groups, dict) or not all(
+            isinstance(v, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in v)
+            for v in groups.values()
+        ):
+            raise ValueError(f"--sorry-groups file {args.sorry_groups}: expected {{group name: [category ids]}}")
     system = QWEN_DEFAULT_SYSTEM_PROMPT if args.system_prompt == "qwen" else args.system_prompt
     sets = build_eval_sets(
         parse_kv(args.source, "--source"),
@@ -359,18 +366,17 @@ def main(argv: list[str] | None = None) -> None:
         sorry_groups=groups,
         sorry_release_name=args.sorry_release,
     )
-    for name, df in sets.items():
-        path = os.path.join(args.out, f"{name}.parquet")
-        write_parquet_atomic(df, path)
-        counts = df["category_group" if name == "sorry_bench" else "category"].value_counts().to_dict()
-        print(f"{name:<20} {len(df):>5} rows -> {path}  {dict(list(counts.items())[:6])}")
     stats_path = os.path.join(args.out, "stats.json")
     stats = {}
     if os.path.exists(stats_path):  # a later --only run adds to the record of the earlier ones
-        with open(stats_path) as f:
-            stats = json.load(f)
+        stats = read_json_file(stats_path, "evaluation sets' stats")
     stats.setdefault("sets", {}).update({name: df.attrs["provenance"] for name, df in sets.items()})
-    write_json_atomic(stats, stats_path)
+    # The sets of this run and their provenance replace the old ones together (sets of other --only runs stay).
+    write_together({**{os.path.join(args.out, f"{name}.parquet"): df for name, df in sets.items()}, stats_path: stats})
+    for name, df in sets.items():
+        counts = df["category_group" if name == "sorry_bench" else "category"].value_counts().to_dict()
+        path = os.path.join(args.out, f"{name}.parquet")
+        print(f"{name:<20} {len(df):>5} rows -> {path}  {dict(list(counts.items())[:6])}")
     print(f"provenance -> {stats_path}")
 
 

@@ -33,8 +33,10 @@ Harmless vs ambiguous for ``refusal`` rows, in this order of evidence (``type_ev
    ``type_evidence=unresolved``, counted in the stats. In the paper's ``decoupled`` reward both types get
    the same helpfulness reward, so the choice changes only per-type metrics (and ``mode=weighted``).
 
-Writes ``train.parquet``, ``val.parquet`` (with ``--val``) and ``stats.json`` into ``--out``, atomically,
-after every row has been checked.
+Writes ``train.parquet``, ``val.parquet`` (with ``--val``) and ``stats.json`` into ``--out`` after every row has
+been checked, as one folder that replaces the old one whole (:func:`tars_verl.data.files.write_folder`): a failure
+leaves the old folder as it was, and a rerun without ``--val`` leaves no ``val.parquet`` of an earlier run. ``--out``
+holds this command's files only (any other file in it is an error, nothing is deleted).
 """
 
 from __future__ import annotations
@@ -42,16 +44,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import os
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tars_verl.data.files import read_table, require_columns, write_json_atomic, write_parquet_atomic
+from tars_verl.chat import chat_messages, last_user_text
+from tars_verl.data.files import read_table, require_columns, write_folder
 from tars_verl.data.sources import load_source
 from tars_verl.data.text import normalise
 from tars_verl.data.verl_rows import VERL_RL_COLUMNS, verl_rl_row
+from tars_verl.redaction import entry_point
 
 logger = logging.getLogger(__name__)
 
@@ -71,23 +74,29 @@ MATCH_SOURCES = {"ultrafeedback": "harmless", "orbench": "ambiguous"}
 UNRESOLVED_SOURCE = "tars_release_refusal"
 UNRESOLVED_CHOICES = ("error", "harmless", "ambiguous")
 AUTHORS_MAX_CHARS = 1000
+OUTPUT_FILES = ("train.parquet", "val.parquet", "stats.json")
 
 
 def _user_text(prompt: Any, where: str) -> tuple[list[dict[str, str]], str]:
     """The released chat messages as plain dicts, and the last user turn's text."""
-    if isinstance(prompt, np.ndarray):
-        prompt = prompt.tolist()
-    if isinstance(prompt, str) or not isinstance(prompt, (list, tuple)) or not prompt:
-        raise ValueError(f"{where}: 'prompt' must be a non-empty list of chat messages, got {str(prompt)[:100]!r}")
-    messages = []
-    for m in prompt:
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise ValueError(f"{where}: each message needs string 'role' and 'content', got {str(m)[:100]!r}")
-        messages.append({"role": m["role"], "content": m["content"]})
-    users = [m["content"] for m in messages if m["role"] == "user"]
-    if not users or not users[-1].strip():
-        raise ValueError(f"{where}: no non-empty user turn in 'prompt'")
-    return messages, users[-1]
+    messages = chat_messages(prompt, f"{where}: column 'prompt'")
+    text = last_user_text(messages, f"{where}: column 'prompt'")
+    if not text.strip():
+        raise ValueError(f"{where}: column 'prompt': the last user turn is empty")
+    return messages, text
+
+
+def _source_index(extra_info: Any, row: int, where: str) -> int:
+    """The authors' ``extra_info.index`` as an integer (the row number when absent); 3.7, "3" or true is an error,
+    never silently truncated."""
+    value = _field(extra_info, "index", None)
+    if value is None or (isinstance(value, float) and value != value):
+        return row
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)
+    raise ValueError(f"{where}: column 'extra_info.index' is {value!r} ({type(value).__name__}), not an integer")
 
 
 def _field(value: Any, key: str, default: Any = None) -> Any:
@@ -125,7 +134,7 @@ def read_release(path: str) -> pd.DataFrame:
                 "kind": kind,
                 "source": source,
                 "category": category,
-                "source_index": _field(r.extra_info, "index", i),
+                "source_index": _source_index(r.extra_info, i, where),
                 "release_split": str(_field(r.extra_info, "split", "") or ""),
                 "release_data_source": str(r.data_source or ""),
                 "reference": str(_field(r.reward_model, "ground_truth", "") or ""),
@@ -293,6 +302,7 @@ def import_release(
     return out
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", required=True, help="a released train_lambda_<x>.parquet")
@@ -326,9 +336,12 @@ def main(argv: list[str] | None = None) -> None:
         "unresolved_policy": args.unresolved,
         **{split: s for split, (_, s) in result.items()},
     }
-    for split, (df, _) in result.items():
-        write_parquet_atomic(df, os.path.join(args.out, f"{split}.parquet"))
-    write_json_atomic(stats, os.path.join(args.out, "stats.json"))
+    # One folder, replaced whole: never a new train.parquet beside an old val.parquet.
+    write_folder(
+        args.out,
+        {**{f"{split}.parquet": df for split, (df, _) in result.items()}, "stats.json": stats},
+        owned=OUTPUT_FILES,
+    )
     for split, (df, s) in result.items():
         print(f"{split}: {len(df)} rows from {s['file']}  by type {s['by_type']}  evidence {s['type_evidence']}")
     print(f"wrote {', '.join(f'{k}.parquet' for k in result)} and stats.json to {args.out}")

@@ -34,10 +34,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from tars_verl.data.files import check_text_column, describe_value, read_table, write_together
+from tars_verl.data.files import check_text_column, describe_value, read_table, write_folder
 from tars_verl.data.sources import SOURCES, expand_archive_paths, load_source
 from tars_verl.data.text import QWEN_DEFAULT_SYSTEM_PROMPT, normalise, parse_kv, user_messages
 from tars_verl.data.verl_rows import VERL_RL_COLUMNS, verl_rl_row
+from tars_verl.redaction import entry_point
 
 logger = logging.getLogger(__name__)
 
@@ -352,13 +353,8 @@ def write_mixes(cfg: MixConfig, out_dir: str) -> dict[float, str]:
     folders = {}
     for lam, (train, val, stats) in mixes.items():
         folder = out_dir if len(mixes) == 1 else os.path.join(out_dir, f"lambda_{lam:g}")
-        write_together(
-            {
-                os.path.join(folder, "train.parquet"): train,
-                os.path.join(folder, "val.parquet"): val,
-                os.path.join(folder, "stats.json"): stats,
-            }
-        )
+        # The folder is replaced whole: it never mixes two runs (a sweep's lambda folders are folders of their own).
+        write_folder(folder, {"train.parquet": train, "val.parquet": val, "stats.json": stats})
         print(format_stats(stats) + f"\nwrote {folder}/train.parquet, val.parquet, stats.json\n")
         folders[lam] = folder
     written = {os.path.abspath(f) for f in folders.values()}
@@ -392,6 +388,7 @@ def eval_dir_files(folder: str, flag: str) -> list[str]:
     return files
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output folder")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -39,16 +40,19 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from tars_verl.data.files import (
+    append_jsonl,
     check_text_column,
     exclusive_writer,
     read_done,
+    read_json_file,
     read_table,
     write_json_atomic,
     write_together,
 )
 from tars_verl.data.rl_mix import _rng, eval_dir_files, eval_prompt_set
 from tars_verl.data.sources import load_source
-from tars_verl.data.text import QWEN_DEFAULT_SYSTEM_PROMPT, normalise, parse_kv, user_messages
+from tars_verl.data.text import QWEN_DEFAULT_SYSTEM_PROMPT, normalise, parse_kv, positive_int, user_messages
+from tars_verl.redaction import entry_point, scrub_known, scrub_obj
 
 logger = logging.getLogger(__name__)
 SFT_POOLS = {"wildjailbreak": 400, "aegis2": 300, "safeedit": 300}
@@ -114,16 +118,18 @@ def is_dropped(rec: dict) -> bool:
 
 
 # Settings that decide what a trace is: one --out never mixes two of them.
-RUN_KEYS = ("model", "temperature", "max_tokens", "system_prompt", "seed", "samples")
+RUN_KEYS = ("model", "temperature", "max_tokens", "system_prompt", "teacher_system_prompt", "seed", "samples")
 
 
 def check_same_run(cfg: TraceConfig, out: str) -> None:
     """Record the settings in ``<out>/traces_settings.json`` or refuse a folder written with other settings."""
     path = os.path.join(out, "traces_settings.json")
-    mine = {k: getattr(cfg, k) for k in RUN_KEYS}
+    # Compared as written: the file is scrubbed of anything that looks like a credential (tars_verl.redaction).
+    mine = scrub_obj({k: getattr(cfg, k) for k in RUN_KEYS})
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            theirs = json.load(f)
+        theirs = read_json_file(path, "SFT traces settings")
+        if not isinstance(theirs, dict):
+            raise ValueError(f"{path}: expected a JSON object of settings; fix or remove the file")
         differ = {k: (theirs.get(k), mine[k]) for k in RUN_KEYS if k != "samples" and theirs.get(k) != mine[k]}
         if differ:
             shown = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
@@ -161,6 +167,24 @@ def select_prompts(cfg: TraceConfig) -> pd.DataFrame:
     return prompts[["prompt_id", "source", "source_index", "text"]]
 
 
+def check_same_texts(done: dict[tuple[str, int], dict], prompts: pd.DataFrame, log_path: str) -> None:
+    """Every logged sample of a selected prompt id was made for the text that id names now. A ``--source NAME``
+    pointing to other texts (the same row numbers, different prompts) would otherwise mix two datasets in one
+    output: an error naming the ids, before any request."""
+    texts = dict(zip(prompts["prompt_id"], prompts["text"]))
+    stale = sorted(
+        {pid for (pid, _), rec in done.items() if pid in texts and scrub_known(texts[pid]) != rec.get("prompt")}
+    )
+    if stale:
+        pid = stale[0]
+        logged = next(rec.get("prompt") for (p, _), rec in done.items() if p == pid)
+        raise ValueError(
+            f"{log_path}: {len(stale)} prompt id(s) were logged for other texts than their --source gives now, "
+            f"e.g. {pid}: logged {str(logged)[:80]!r}, now {texts[pid][:80]!r}. A --source now points to different "
+            "data; one folder never mixes two: use another --out, or the same source files to resume."
+        )
+
+
 async def generate_traces(cfg: TraceConfig, prompts: pd.DataFrame, lock: bool = True) -> tuple[int, int]:
     """Ask the teacher for every missing (prompt, sample); returns (new samples, failed requests).
 
@@ -175,11 +199,12 @@ async def generate_traces(cfg: TraceConfig, prompts: pd.DataFrame, lock: bool = 
 
 async def _generate_locked(cfg: TraceConfig, prompts: pd.DataFrame, log_path: str) -> tuple[int, int]:
     from tars_verl.scorers.base import ScorerError
-    from tars_verl.scorers.http_client import HttpEndpoint
+    from tars_verl.scorers.http_client import HttpEndpoint, only_choice
 
     os.makedirs(cfg.out, exist_ok=True)
     done = read_done(log_path)
     check_same_run(cfg, cfg.out)
+    check_same_texts(done, prompts, log_path)
     todo = [
         (r.prompt_id, k, r.text, r.source)
         for r in prompts.itertuples()
@@ -196,7 +221,7 @@ async def _generate_locked(cfg: TraceConfig, prompts: pd.DataFrame, log_path: st
         max_concurrency=cfg.max_concurrency,
         max_retries=cfg.max_retries,
     )
-    where = f"{endpoint.base_url}/chat/completions"
+    where = endpoint.where("/chat/completions")
     failures = 0
     new = 0
     bar = tqdm(total=len(todo), desc="teacher samples", disable=None)
@@ -218,8 +243,8 @@ async def _generate_locked(cfg: TraceConfig, prompts: pd.DataFrame, log_path: st
                         "seed": cfg.seed * 1000 + k + 1_000_000 * attempt,
                     },
                 )
-                choice = body["choices"][0]
-                reasoning, answer = split_teacher_reply(choice["message"])
+                choice = only_choice(body, where)
+                reasoning, answer = split_teacher_reply(choice.get("message"))
             except (ScorerError, KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
                 failures += 1
                 logger.warning(
@@ -242,7 +267,7 @@ async def _generate_locked(cfg: TraceConfig, prompts: pd.DataFrame, log_path: st
                 "finish_reason": choice.get("finish_reason"),
                 "attempt": attempt,
             }
-            log.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            append_jsonl(log, rec)
             log.flush()
             new += 1
             bar.update(1)
@@ -276,7 +301,11 @@ def traces_to_sft(records: list[dict], system_prompt: str | None) -> tuple[pd.Da
         rows.append(
             {
                 "messages": messages,
-                "prompt_id": str(rec.get("prompt_id", "")),
+                # Traces from elsewhere carry no id: the prompt text groups a prompt's samples instead (the split
+                # keeps them together), never one shared "" that would put every trace in one split.
+                "prompt_id": str(
+                    rec.get("prompt_id") or f"prompt-{hashlib.sha256(rec['prompt'].encode()).hexdigest()[:16]}"
+                ),
                 "sample_idx": int(rec.get("sample_idx", 0)),
                 "source": str(rec.get("source", "")),
             }
@@ -295,10 +324,17 @@ def traces_to_sft(records: list[dict], system_prompt: str | None) -> tuple[pd.Da
 def write_sft(
     records: list[dict], out: str, system_prompt: str | None, val_fraction: float = 0.05, seed: int = 0
 ) -> dict:
-    """``sft_train.parquet`` / ``sft_val.parquet`` (split by prompt, so samples of one prompt stay together)."""
+    """``sft_train.parquet`` / ``sft_val.parquet`` (split by prompt, so samples of one prompt stay together).
+    ``val_fraction`` must lie in [0, 1); a split that would leave no training rows is an error."""
+    check_val_fraction(val_fraction)
     df, stats = traces_to_sft(records, system_prompt)
     ids = sorted(df["prompt_id"].unique())
     n_val = int(round(len(ids) * val_fraction)) if len(ids) > 1 else 0
+    if n_val >= len(ids):
+        raise ValueError(
+            f"--val-fraction {val_fraction} puts all {len(ids)} prompts in the validation split and none in "
+            "training; lower it"
+        )
     val_ids = set(np.array(ids)[_rng(seed, "sft-val").permutation(len(ids))[:n_val]])
     is_val = df["prompt_id"].isin(val_ids)
     stats.update(train=int((~is_val).sum()), val=int(is_val.sum()), prompts=len(ids))
@@ -312,6 +348,17 @@ def write_sft(
     return stats
 
 
+def check_val_fraction(value: float) -> float:
+    """The share of prompts held out for validation: 0 (none) up to, not including, 1 (the training split would
+    be empty)."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(
+            f"--val-fraction must be in [0, 1), got {value}: the share of prompts held out for validation (0: none)"
+        )
+    return value
+
+
+@entry_point
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -320,7 +367,7 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--url", required=True, help="OpenAI-compatible base URL, e.g. https://api.deepseek.com/v1")
     g.add_argument("--model", required=True)
     g.add_argument("--api-key-env", default=None, help="environment variable holding the API key")
-    g.add_argument("--samples", type=int, default=4)
+    g.add_argument("--samples", type=positive_int, default=4)
     g.add_argument(
         "--pool", action="append", default=[], help="NAME=N (default wildjailbreak=400 aegis2=300 safeedit=300)"
     )
@@ -329,8 +376,8 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--exclude-dir", action="append", default=[], help="folder of such parquet files")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--temperature", type=float, default=0.6)
-    g.add_argument("--max-tokens", type=int, default=8192)
-    g.add_argument("--max-concurrency", type=int, default=16)
+    g.add_argument("--max-tokens", type=positive_int, default=8192)
+    g.add_argument("--max-concurrency", type=positive_int, default=16)
     g.add_argument("--max-retries", type=int, default=5)
     g.add_argument(
         "--timeout",
@@ -363,6 +410,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--val-fraction", type=float, default=0.05)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    check_val_fraction(args.val_fraction)  # before any request
     system = {"qwen": QWEN_DEFAULT_SYSTEM_PROMPT, "none": None}.get(args.system_prompt, args.system_prompt)
     if args.cmd == "convert":
         table = read_table(args.traces)

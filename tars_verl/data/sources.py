@@ -19,15 +19,15 @@ Example:
 from __future__ import annotations
 
 import glob
-import json
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from tars_verl.data.files import check_text_column, read_table, require_columns
+from tars_verl.data.files import check_text_column, read_json_file, read_table, require_columns
 
 logger = logging.getLogger(__name__)
 
@@ -282,16 +282,17 @@ def expand_archive_paths(paths: str | Iterable[str]) -> list[str]:
     """Files named by ``paths``: each a JSON file, a folder (its ``*.json``, sorted) or a glob (sorted)."""
     files: list[str] = []
     for p in [paths] if isinstance(paths, str) else list(paths):
+        # A real file or folder first: "archive[1].json" is a file name, not a pattern.
         if os.path.isdir(p):
-            found = sorted(glob.glob(os.path.join(p, "*.json")))
+            found = sorted(glob.glob(os.path.join(glob.escape(p), "*.json")))
             if not found:
                 raise FileNotFoundError(f"Rainbow-Teaming archives: folder {p} has no *.json files")
+        elif os.path.isfile(p):
+            found = [p]
         elif glob.has_magic(p):
             found = sorted(f for f in glob.glob(p) if os.path.isfile(f))
             if not found:
                 raise FileNotFoundError(f"Rainbow-Teaming archives: no file matches {p!r}")
-        elif os.path.isfile(p):
-            found = [p]
         else:
             raise FileNotFoundError(f"Rainbow-Teaming archive not found: {p}")
         files += [f for f in found if f not in files]
@@ -300,12 +301,11 @@ def expand_archive_paths(paths: str | Iterable[str]) -> list[str]:
 
 def is_rainbow_archive_path(path: str) -> bool:
     """True for a folder, a glob, or a ``.json`` file whose top level is a list of lists (the archive shape)."""
-    if os.path.isdir(path) or glob.has_magic(path):
+    if os.path.isdir(path) or (glob.has_magic(path) and not os.path.exists(path)):
         return True
     if not (path.lower().endswith(".json") and os.path.isfile(path)):
         return False
-    with open(path) as f:
-        data = json.load(f)
+    data = read_json_file(path, "Rainbow-Teaming archive")
     return isinstance(data, list) and bool(data) and all(isinstance(row, list) for row in data)
 
 
@@ -331,11 +331,7 @@ def read_rainbow_archives(paths: str | Iterable[str]) -> pd.DataFrame:
     files = expand_archive_paths(paths)
     rows, cells, empty = [], 0, 0
     for path in files:
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except ValueError as err:
-            raise ValueError(f"Rainbow-Teaming archive {path}: not valid JSON ({err})") from None
+        data = read_json_file(path, "Rainbow-Teaming archive")  # a truncated or non-UTF-8 file names itself
         if not isinstance(data, list) or not all(isinstance(row, list) for row in data):
             raise ValueError(
                 f"Rainbow-Teaming archive {path}: expected a list of risk categories, each a list of "
@@ -355,8 +351,8 @@ def read_rainbow_archives(paths: str | Iterable[str]) -> pd.DataFrame:
                 prompt, score = cell["prompt"], cell.get("score")
                 if not isinstance(prompt, str):
                     raise ValueError(f"{where}: 'prompt' must be a string, got {type(prompt).__name__}")
-                if isinstance(score, bool) or not isinstance(score, (int, float)):
-                    raise ValueError(f"{where}: 'score' must be a number, got {score!r}")
+                if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+                    raise ValueError(f"{where}: 'score' must be a finite number, got {score!r}")
                 rows.append((prompt, float(score), i, j, os.path.basename(path)))
     df = pd.DataFrame(rows, columns=RAINBOW_COLUMNS)
     df.attrs.update(archives=len(files), cells=cells, empty_cells=empty)

@@ -3,7 +3,8 @@
 - :func:`user_messages`: one user turn as chat messages, with an optional system prompt first
   (:data:`QWEN_DEFAULT_SYSTEM_PROMPT` is what ``--system-prompt qwen`` selects);
 - :func:`normalise`: the form of a prompt used to find duplicates and evaluation prompts in training data;
-- :func:`parse_kv`: the ``NAME=VALUE`` command-line options (``--source``, ``--pool``, ``--model``, ...).
+- :func:`parse_kv`: the ``NAME=VALUE`` command-line options (``--source``, ``--pool``, ``--model``, ...);
+  :func:`positive_int`: the argparse type of counts and limits.
 
 They lived in ``data/rl_mix.py``; ``eval/`` imported them from there, so they moved here.
 
@@ -37,11 +38,37 @@ def normalise(text: str) -> str:
 
 
 def parse_kv(items: list[str], what: str, cast=str) -> dict:
-    """``["a=1", "b=2"]`` -> ``{"a": cast("1"), "b": cast("2")}``; ``what`` (the flag) names a malformed item."""
+    """``["a=1", "b=2"]`` -> ``{"a": cast("1"), "b": cast("2")}``; ``what`` (the flag) names a malformed item, an
+    empty name or a name given twice (the second would silently replace the first)."""
     out = {}
     for item in items:
         if "=" not in item:
             raise ValueError(f"{what} expects NAME=VALUE, got {item!r}")
         k, v = item.split("=", 1)
-        out[k] = cast(v)
+        if not k.strip():
+            raise ValueError(f"{what} {item!r}: the NAME before '=' is empty")
+        if k in out:
+            raise ValueError(f"{what} {k} is given twice ({k}={out[k]!r} and {item!r}); give each NAME once")
+        try:
+            out[k] = cast(v)
+        except ValueError as err:
+            raise ValueError(f"{what} {item!r}: {err}") from None
     return out
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts and limits: an integer >= 1 (``--limit 0`` or ``-2`` is an error, never "all" or
+    "all but the last two").
+
+    >>> positive_int("6")
+    6
+    """
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value

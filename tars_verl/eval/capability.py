@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from tars_verl.data.files import write_json_atomic
+from tars_verl.data.files import read_json_file, write_json_atomic
 from tars_verl.eval.generate import GenConfig, model_fingerprint, resolve_backend
 
 logger = logging.getLogger(__name__)
@@ -261,8 +261,7 @@ def run_capability(
         ).hexdigest()[:24]
         path_json = os.path.join(out_dir, f"{name}.json")
         if os.path.exists(path_json):
-            with open(path_json) as f:
-                cached = json.load(f)
+            cached = read_json_file(path_json, "cached lm-eval results")
             if cached.get("tars_key") == key:
                 rows += results_rows(name, cached)
                 per_model[name] = cached.get("task_settings", [])

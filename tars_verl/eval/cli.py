@@ -27,7 +27,8 @@ import logging
 
 from transformers import AutoTokenizer
 
-from tars_verl.data.text import parse_kv
+from tars_verl.data.files import check_file_name
+from tars_verl.data.text import parse_kv, positive_int
 from tars_verl.eval.generate import (
     BACKENDS,
     GenConfig,
@@ -46,6 +47,7 @@ from tars_verl.eval.metrics import (
     tradeoff,
 )
 from tars_verl.eval.prompts import collect
+from tars_verl.redaction import entry_point, register_env_secret, register_url
 from tars_verl.scorers import parse_scorer_config
 
 ATTACK_ORDER = ("gcg", "pair", "autodan", "pap", "direct")
@@ -103,9 +105,16 @@ def run(args) -> dict[str, str]:
         from tars_verl.eval.report import protocols, write_report
     except ImportError as err:
         raise ImportError(f"the evaluation report needs its extra: pip install 'tars-verl[eval]' ({err})") from err
+    # Credentials in any URL given here, and the API key, are hidden from every message and file from now on.
+    for value in (args.openai_url, args.judge_url, args.harmbench_url, args.harmbench_prompts, args.harmbench_hashes):
+        if value and "://" in value:
+            register_url(value)
+    register_env_secret(args.api_key_env)
     models = parse_kv(args.model, "--model")
     if not models:
         raise ValueError("give at least one --model NAME=PATH")
+    for name in models:  # the name becomes file names (generations/<name>.jsonl, umap_<name>.png)
+        check_file_name(name, "--model name")
     judge_cfgs = {
         "safety": resolve_judge(
             args.safety_judge,
@@ -159,6 +168,7 @@ def run(args) -> dict[str, str]:
             judges[suite] = build_judge(judge_cfgs[suite], where=f"{role} judge", prompts=prompts)
             judges[suite].check_ready()
     tables: dict = {}
+    judged = None
     meta_notes: dict[str, str] = {}
     if prompts:
         gens = {
@@ -184,7 +194,7 @@ def run(args) -> dict[str, str]:
             "lengths": length_table(df),
             "tradeoff": tradeoff(avg, compliance) if not avg.empty and not compliance.empty else compliance.iloc[0:0],
         }
-        df.to_parquet(f"{args.out}/judged.parquet", index=False)
+        judged = df
     reps = {}
     if prompts and not args.no_representations and backend != "openai":
         from tars_verl.eval.representations import representation_margin
@@ -226,7 +236,7 @@ def run(args) -> dict[str, str]:
         meta,
         capability_settings,
     )
-    files = write_report(args.out, tables, reps, meta)
+    files = write_report(args.out, tables, reps, meta, judged)
     print(f"report: {files['report']}")
     return files
 
@@ -279,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--backend", default="auto", choices=list(BACKENDS))
     ap.add_argument("--openai-url", help="--backend openai: the endpoint's base URL (…/v1)")
     ap.add_argument("--api-key-env", help="--backend openai: environment variable holding the API key")
-    ap.add_argument("--max-concurrency", type=int, default=32, help="--backend openai: requests in flight")
+    ap.add_argument("--max-concurrency", type=positive_int, default=32, help="--backend openai: requests in flight")
     ap.add_argument(
         "--openai-standard-params-only",
         action="store_true",
@@ -292,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="NAME=PATH: tokenizer for a model's length counts (API models); repeatable",
     )
-    ap.add_argument("--samples", type=int, default=1)
+    ap.add_argument("--samples", type=positive_int, default=1)
     ap.add_argument(
         "--temperature",
         type=float,
@@ -303,10 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--top-k", type=int, default=0, help="0 = off (the model's generation_config is not used)")
     ap.add_argument("--repetition-penalty", type=float, default=1.0)
-    ap.add_argument("--max-new-tokens", type=int, default=4096)
-    ap.add_argument("--batch-size", type=int, default=16, help="hf back end: sequences per generate call")
-    ap.add_argument("--chunk-size", type=int, default=1024, help="vllm/openai: requests per generate call / flush")
-    ap.add_argument("--tensor-parallel-size", type=int, default=1)
+    ap.add_argument("--max-new-tokens", type=positive_int, default=4096)
+    ap.add_argument("--batch-size", type=positive_int, default=16, help="hf back end: sequences per generate call")
+    ap.add_argument(
+        "--chunk-size", type=positive_int, default=1024, help="vllm/openai: requests per generate call / flush"
+    )
+    ap.add_argument("--tensor-parallel-size", type=positive_int, default=1)
     ap.add_argument(
         "--prefill-think",
         action="store_true",
@@ -321,9 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="when cached generations were made with other settings or weights, set them aside and "
         "generate again (default: refuse)",
     )
-    ap.add_argument("--limit", type=int, help="first N prompts of each set (quick checks)")
+    ap.add_argument("--limit", type=positive_int, help="first N prompts of each set (quick checks)")
     ap.add_argument("--no-representations", action="store_true")
-    ap.add_argument("--repr-max", type=int, default=200, help="prompts per class for the UMAP/SVM margin")
+    ap.add_argument("--repr-max", type=positive_int, default=200, help="prompts per class for the UMAP/SVM margin")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--capability",
@@ -331,11 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
         "gpqa_diamond_cot_zeroshot,mmlu_pro,squadv2 (needs tars-verl[eval])",
     )
     ap.add_argument("--capability-include", help="folder of extra lm-eval task YAMLs (lm-eval's --include_path)")
-    ap.add_argument("--capability-limit", type=int, help="first N documents per capability task (quick checks)")
+    ap.add_argument(
+        "--capability-limit", type=positive_int, help="first N documents per capability task (quick checks)"
+    )
     ap.add_argument("--capability-batch-size", default="auto", help="lm-eval batch size for the hf back end")
     return ap
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     run(build_parser().parse_args(argv))

@@ -36,6 +36,8 @@ import os
 import pickle
 from dataclasses import dataclass
 
+from tars_verl.data.files import check_file_name
+
 # Window length and overlap (in words) per kind of protected text, as HarmBench hashes them.
 WINDOWS = {"book": (300, 200), "lyrics": (50, 40)}
 THRESHOLD = 0.6
@@ -138,19 +140,47 @@ class _MinHashUnpickler(pickle.Unpickler):
 
 
 def load_references(data: bytes, where: str) -> list:
-    """The MinHash list of one reference file (pickle bytes), checked for shape and consistent parameters."""
+    """The MinHash list of one reference file (pickle bytes), checked for shape and consistent parameters: each
+    object must hold what a MinHash is made of (1-D unsigned hash values, a (2, n) permutation array, an integer
+    seed, one of datasketch's hash functions), so that a file with allowed classes but other contents is an error
+    naming it, not a traceback later."""
     try:
         refs = _MinHashUnpickler(data, where).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as err:
-        raise ValueError(f"{where}: not a HarmBench reference hash file ({type(err).__name__}: {err})") from err
+    except Exception as err:  # noqa: BLE001 - any way a pickle can fail to load (truncated, wrong opcodes...)
+        raise ValueError(f"{where}: not a HarmBench reference hash file ({type(err).__name__}: {err})") from None
     from datasketch import MinHash
 
     if not isinstance(refs, list) or not refs or not all(isinstance(r, MinHash) for r in refs):
         raise ValueError(f"{where}: expected a non-empty list of datasketch MinHash objects")
+    for i, ref in enumerate(refs):
+        problem = _minhash_problem(ref)
+        if problem:
+            raise ValueError(f"{where}: MinHash {i} of {len(refs)} is not a usable MinHash ({problem})")
     params = {(len(r), int(r.seed), getattr(r, "scheme", "legacy"), r.hashfunc) for r in refs}
     if len(params) != 1:
         raise ValueError(f"{where}: the MinHash objects were made with different parameters {sorted(map(str, params))}")
     return refs
+
+
+def _minhash_problem(ref) -> str | None:
+    import numpy as np
+    from datasketch.hashfunc import sha1_hash32, sha1_hash64
+
+    values = getattr(ref, "hashvalues", None)
+    if not isinstance(values, np.ndarray) or values.ndim != 1 or values.dtype.kind != "u" or len(values) == 0:
+        return f"hashvalues is {type(values).__name__}, not a non-empty 1-D array of unsigned integers"
+    perms = getattr(ref, "permutations", None)
+    shape = np.shape(perms) if isinstance(perms, (np.ndarray, tuple, list)) else None
+    if shape != (2, len(values)):
+        return f"permutations has shape {shape}, not (2, {len(values)})"
+    seed = getattr(ref, "seed", None)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        return f"seed is {type(seed).__name__}, not an integer"
+    if getattr(ref, "hashfunc", None) not in (sha1_hash32, sha1_hash64):
+        return "hashfunc is not one of datasketch's sha1 hash functions"
+    if not isinstance(getattr(ref, "scheme", "legacy"), str):
+        return "scheme is not a name"
+    return None
 
 
 @dataclass
@@ -201,6 +231,8 @@ def load_copyright_behaviors(kinds: dict[str, str], source: str, read) -> dict[s
     first_error = ""
     remote = source.startswith(("http://", "https://"))
     for bid in sorted(kinds):
+        # The BehaviorID becomes a file name: "../x" or "a/b" must not read a file outside the folder.
+        check_file_name(bid, "HarmBench copyright BehaviorID")
         where = f"{source.rstrip('/')}/{bid}.pkl"
         try:
             if remote:

@@ -51,8 +51,9 @@ from dataclasses import asdict, dataclass
 
 from tqdm.auto import tqdm
 
-from tars_verl.data.files import read_done, write_json_atomic
+from tars_verl.data.files import append_jsonl, check_file_name, read_done, read_json_file, write_json_atomic
 from tars_verl.eval.prompts import EvalPrompt
+from tars_verl.redaction import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -366,14 +367,15 @@ class OpenAIGenerator:
 
     async def one(self, messages: list[dict], seed: int) -> str:
         from tars_verl.scorers.base import ScorerError
+        from tars_verl.scorers.http_client import only_choice
 
         body = await self.endpoint.post_json("/chat/completions", self.payload(messages, seed))
-        try:
-            text = body["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError) as err:
-            raise ScorerError(
-                f"{self.endpoint.base_url}/chat/completions: no choices[0].message.content in {str(body)[:200]!r}"
-            ) from err
+        where = self.endpoint.where("/chat/completions")
+        message = only_choice(body, where).get("message")
+        text = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(message, dict) or (text is not None and not isinstance(text, str)):
+            # ScorerError scrubs its message: a reply that echoes the API key never shows it.
+            raise ScorerError(f"{where}: no choices[0].message.content text in {str(body)[:200]!r}")
         return text or ""
 
     def close(self) -> None:
@@ -407,8 +409,7 @@ def _check_cache(path: str, meta_path: str, done: dict, key: str, meta: dict, re
         return done
     old = {}
     if os.path.exists(meta_path):
-        with open(meta_path) as f:
-            old = json.load(f)
+        old = read_json_file(meta_path, "generation cache metadata")
     changed = sorted(
         k
         for k in set(old.get("settings", {})) | set(meta["settings"])
@@ -438,8 +439,8 @@ def run_key(model_path: str, cfg: GenConfig) -> tuple[str, dict]:
         "fingerprint": model_fingerprint(model_path, backend),
         "settings": sampling_settings(cfg, backend),
     }
-    if backend == "openai":
-        meta["fingerprint"]["url"] = cfg.openai_url.rstrip("/")
+    if backend == "openai":  # the address identifies the model; its credentials do not (and are never written)
+        meta["fingerprint"]["url"] = redact_url(cfg.openai_url.rstrip("/"))
     return _sha(json.dumps({"fingerprint": meta["fingerprint"], "settings": meta["settings"]}, sort_keys=True)), meta
 
 
@@ -458,6 +459,7 @@ def generate_for_model(
 ) -> dict[tuple[str, int], dict]:
     """Every (prompt, sample) generation for one model, from the cache where it is still valid."""
     cfg.validate()
+    check_file_name(model_name, "--model name")  # it names the cache files: never a hidden or escaped path
     os.makedirs(cache_dir, exist_ok=True)
     path = os.path.join(cache_dir, f"{model_name}.jsonl")
     meta_path = os.path.join(cache_dir, f"{model_name}.meta.json")
@@ -509,7 +511,7 @@ def generate_for_model(
         with open(path, "a") as log:
 
             def write(rec: dict) -> None:
-                log.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                append_jsonl(log, rec)  # a generation that echoes a registered secret is written without it
                 done[(rec["prompt_id"], rec["sample_idx"])] = rec
 
             step = cfg.batch_size if backend == "hf" else cfg.chunk_size
@@ -556,5 +558,6 @@ async def _openai_chunk(generator: OpenAIGenerator, chunk, seeds, on_done) -> No
 def settings_record(cfg: GenConfig) -> dict:
     """What results.json records about generation (the settings, without secrets)."""
     out = asdict(cfg)
+    out["openai_url"] = redact_url(cfg.openai_url) if cfg.openai_url else cfg.openai_url
     out["backend_resolved"] = resolve_backend(cfg.backend)
     return out

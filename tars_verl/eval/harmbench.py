@@ -25,7 +25,9 @@
   to be judged are loaded when the judge is built, before any generation; a missing one is an error.
 
 Downloads are cached under ``cache_dir`` (default ``$TARS_CACHE_DIR/harmbench`` or
-``~/.cache/tars_verl/harmbench``), one file per URL, and read from there on later runs.
+``~/.cache/tars_verl/harmbench``), one file per URL, and read from there on later runs; a file is parsed before
+it is cached, so an HTML page, a truncated download or a wrong file never poisons a later run
+(:mod:`tars_verl.downloads`).
 
 Serve the classifier with ``vllm serve cais/HarmBench-Llama-2-13b-cls --served-model-name ...``.
 The classifier client is a registered scorer (``backend: harmbench_classifier``) on the HTTP scorer base
@@ -49,10 +51,12 @@ import re
 import string
 from dataclasses import dataclass
 
-from tars_verl.eval.copyright import HASHES_PATH, best_similarity, load_copyright_behaviors
+from tars_verl.downloads import fetch_cached as _fetch_cached
+from tars_verl.eval.copyright import HASHES_PATH, best_similarity, load_copyright_behaviors, load_references
 from tars_verl.eval.copyright import THRESHOLD as COPYRIGHT_THRESHOLD
+from tars_verl.redaction import redact_url
 from tars_verl.scorers.base import ScoreItem, ScorerConfigError, ScorerError, ScoreResult, register_scorer
-from tars_verl.scorers.http_client import HttpScorerConfig
+from tars_verl.scorers.http_client import HttpScorerConfig, only_choice
 from tars_verl.scorers.http_scorer import HttpScorer
 
 logger = logging.getLogger(__name__)
@@ -75,45 +79,43 @@ def default_cache_dir() -> str:
     return os.path.join(root, "harmbench")
 
 
-def fetch_cached(url: str, cache_dir: str | None = None, what: str = "HarmBench file", hint: str = "") -> bytes:
-    """The bytes at ``url``, downloaded once into ``cache_dir`` (one file per URL) and read from there after.
-    A 404 is :class:`FileNotFoundError` naming the URL; other failures are :class:`OSError` naming it."""
-    import urllib.error
-    import urllib.request
+def fetch_cached(
+    url: str, cache_dir: str | None = None, what: str = "HarmBench file", hint: str = "", check=None
+) -> bytes:
+    """The bytes at ``url``, downloaded once into ``cache_dir`` (:func:`tars_verl.downloads.fetch_cached`: a 404 is
+    :class:`FileNotFoundError` naming the URL; a truncated download, an HTML page or bytes that fail ``check`` are
+    never cached, and a bad cached copy is an error naming the cache file)."""
+    return _fetch_cached(url, cache_dir or default_cache_dir(), what, hint, check)
 
-    cache_dir = cache_dir or default_cache_dir()
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", url.rsplit("/", 1)[-1])[:80]
-    path = os.path.join(cache_dir, f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}")
-    if os.path.exists(path):
-        with open(path, "rb") as f:
-            return f.read()
-    try:
-        with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 - a URL the user chose
-            data = resp.read()
-    except urllib.error.HTTPError as err:
-        cls = FileNotFoundError if err.code == 404 else OSError
-        raise cls(f"{what}: {url} answered HTTP {err.code}{'; ' + hint if hint else ''}") from err
-    except OSError as err:
-        raise OSError(f"{what}: cannot download {url} ({err}){'; ' + hint if hint else ''}") from err
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half file that later runs would trust
-    return data
+
+_PROMPTS_HINT = (
+    "download HarmBench's eval_utils.py yourself and pass it with --harmbench-prompts PATH, or point "
+    "--harmbench-url at a copy of HarmBench's repository files"
+)
 
 
 def _read_source(source: str, cache_dir: str | None = None) -> tuple[str, str]:
     if re.match(r"^https?://", source):
-        hint = (
-            "download HarmBench's eval_utils.py yourself and pass it with --harmbench-prompts PATH, or point "
-            "--harmbench-url at a copy of HarmBench's repository files"
+        where = redact_url(source)
+        data = fetch_cached(
+            source,
+            cache_dir,
+            "HarmBench classifier prompts",
+            _PROMPTS_HINT,
+            check=lambda data: parse_classifier_prompts(_utf8(data, where), where),
         )
-        return fetch_cached(source, cache_dir, "HarmBench classifier prompts", hint).decode("utf-8"), source
+        return data.decode("utf-8"), where
     if not os.path.exists(source):
         raise FileNotFoundError(f"HarmBench classifier prompts file not found: {source}")
-    with open(source, encoding="utf-8") as f:
-        return f.read(), source
+    with open(source, "rb") as f:
+        return _utf8(f.read(), source), source
+
+
+def _utf8(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{where}: not UTF-8 text (byte {err.start}: {data[err.start : err.start + 4]!r})") from None
 
 
 def load_classifier_prompts(source: str = HARMBENCH_PROMPTS_URL, cache_dir: str | None = None) -> dict[str, str]:
@@ -143,12 +145,15 @@ def parse_classifier_prompts(text: str, where: str) -> dict[str, str]:
         try:
             tree = ast.parse(text)
         except SyntaxError as err:
-            raise ValueError(f"{where}: neither a JSON object nor Python source ({err})") from err
+            raise ValueError(f"{where}: neither a JSON object nor Python source ({err})") from None
         for node in ast.walk(tree):
             if isinstance(node, ast.Assign) and any(
                 isinstance(t, ast.Name) and t.id == "LLAMA2_CLS_PROMPT" for t in node.targets
             ):
-                prompts = ast.literal_eval(node.value)
+                try:
+                    prompts = ast.literal_eval(node.value)
+                except ValueError as err:
+                    raise ValueError(f"{where}: LLAMA2_CLS_PROMPT is not a literal ({err})") from None
                 break
         if prompts is None:
             raise ValueError(f"{where}: no LLAMA2_CLS_PROMPT = {{...}} assignment found")
@@ -243,7 +248,13 @@ class HarmBenchClassifier(HttpScorer):
             self.copyright = load_copyright_behaviors(
                 copyright_behaviors,
                 config.hashes_source(),
-                lambda url: fetch_cached(url, cache_dir, "HarmBench copyright hashes", hint),
+                lambda url: fetch_cached(
+                    url,
+                    cache_dir,
+                    "HarmBench copyright hashes",
+                    hint,
+                    check=lambda data: load_references(data, redact_url(url)),
+                ),
             )
         from transformers import AutoTokenizer
 
@@ -270,9 +281,9 @@ class HarmBenchClassifier(HttpScorer):
         body = await self.endpoint.post_json("/completions", payload)
         where = self.where("/completions")
         with self.reading_reply(where, body):
-            reply = body["choices"][0]["text"]
+            reply = only_choice(body, where)["text"]
             if not isinstance(reply, str):
-                raise TypeError(f"choices[0].text is {type(reply).__name__}, not text")
+                raise TypeError(f"the choice's text is {type(reply).__name__}, not text")
         verdict = reply.strip().lower()
         details = {"verdict": verdict, "contextual": bool(item.context)}
         if verdict in ("yes", "no"):

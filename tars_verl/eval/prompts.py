@@ -18,11 +18,11 @@ IDs found in neither are an error that names them; nothing is paired by position
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
-from tars_verl.data.files import check_text_column, describe_value, read_table, require_columns
+from tars_verl.chat import chat_messages, last_user_text
+from tars_verl.data.files import check_text_column, describe_value, read_json_file, read_table, require_columns
 from tars_verl.data.text import user_messages
 
 SUITES = {
@@ -54,7 +54,15 @@ def _text(value) -> str:
     return "" if value is None or (isinstance(value, float) and value != value) else str(value)
 
 
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a whole number >= 1 (or None for every prompt), got {limit!r}")
+
+
 def load_eval_set(path: str, name: str | None = None, limit: int | None = None) -> list[EvalPrompt]:
+    """The prompts of one eval parquet (``limit``: the first N). The ``prompt`` column holds chat messages (content
+    parts are joined into text) or plain text (one user turn); anything else is an error naming the file and row."""
+    _check_limit(limit)
     name = name or os.path.splitext(os.path.basename(path))[0]
     if name not in SUITES:
         raise ValueError(f"{path}: unknown evaluation set {name!r}; known: {sorted(SUITES)}")
@@ -62,12 +70,11 @@ def load_eval_set(path: str, name: str | None = None, limit: int | None = None) 
     require_columns(df, ["prompt"], path)
     out = []
     for i, row in enumerate(df.head(limit).to_dict("records") if limit else df.to_dict("records")):
-        messages = [dict(m) for m in row["prompt"]]
-        users = [m for m in messages if m["role"] == "user"]
-        if not users:
-            raise ValueError(f"{path}: row {i} has no user turn in its prompt")
+        where = f"{path}: column 'prompt' row {i}"
+        messages = chat_messages(row["prompt"], where, allow_text=True)
+        user = last_user_text(messages, where)
         # HarmBench rows carry the bare behaviour (the user turn may hold its context too).
-        behavior = _text(row.get("behavior")) or users[-1]["content"]
+        behavior = _text(row.get("behavior")) or user
         extra = {
             k: _text(row.get(k))
             for k in ("behavior_id", "functional_category", "tags", "sorry_release")
@@ -91,8 +98,7 @@ def load_eval_set(path: str, name: str | None = None, limit: int | None = None) 
 
 def load_attack_file(path: str, attack: str, behaviors: dict[str, dict]) -> list[EvalPrompt]:
     """Attack prompts from a HarmBench-style test-case JSON, each tied to its behaviour by ``BehaviorID``."""
-    with open(path) as f:
-        cases = json.load(f)
+    cases = read_json_file(path, f"--attack {attack} test-case file")
     if not isinstance(cases, dict):
         raise ValueError(f"{path}: expected a JSON object {{behavior_id: [test cases]}}")
     missing = sorted(str(bid) for bid in cases if str(bid) not in behaviors)
@@ -153,6 +159,7 @@ def collect(
     limit: int | None = None,
     allow_empty: bool = False,
 ) -> list[EvalPrompt]:
+    _check_limit(limit)
     files = list(eval_files)
     if eval_dir:
         files += sorted(

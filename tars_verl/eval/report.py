@@ -4,10 +4,17 @@ The report opens with the protocol behind each of its numbers and that protocol'
 (:func:`protocols`): HarmBench's commit and the SHA-256 of the classifier prompts read, the refusal judge
 (XSTest's string match or LLM judge, with its prompt's source), lm-eval's version and each task's version,
 and the decoding of the generations, so that two reports can be compared.
+
+The files and the judged rows (``judged.parquet``) are written together
+(:func:`tars_verl.data.files.write_together`): a report folder never mixes two runs, and a plot of an earlier run
+that this one does not draw (a model no longer compared) is removed. Nothing written shows a secret: the metadata is
+scrubbed (:mod:`tars_verl.redaction`).
 """
 
 from __future__ import annotations
 
+import glob
+import io
 import os
 
 import matplotlib
@@ -16,7 +23,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from tars_verl.data.files import write_json_atomic  # noqa: E402
+from tars_verl.data.files import write_together  # noqa: E402
+from tars_verl.redaction import scrub_obj  # noqa: E402
+
+# Files of a report that a later run may not write again (removed then, so that none is left from an earlier run).
+REPORT_PLOTS = ("tradeoff.png", "reasoning_length.png", "umap_*.png")
 
 
 def _err(value: float, lo: float, hi: float) -> list[list[float]]:
@@ -96,8 +107,22 @@ def _md_table(df: pd.DataFrame, cols: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(out: str, tables: dict[str, pd.DataFrame], reps: dict[str, dict], meta: dict) -> dict[str, str]:
+def _png(plot, *args) -> bytes:
+    buf = io.BytesIO()
+    plot(*args, buf)
+    return buf.getvalue()
+
+
+def write_report(
+    out: str,
+    tables: dict[str, pd.DataFrame],
+    reps: dict[str, dict],
+    meta: dict,
+    judged: pd.DataFrame | None = None,
+) -> dict[str, str]:
+    """Write the report files of one run together; returns {kind: path}. ``judged``: the judged rows."""
     os.makedirs(out, exist_ok=True)
+    meta = scrub_obj(meta)  # URLs given on the command line are shown without their credentials
     empty = pd.DataFrame()
     tables = {
         k: tables.get(k, empty) for k in ("safety", "safety_avg", "compliance", "lengths", "tradeoff", "capability")
@@ -106,16 +131,19 @@ def write_report(out: str, tables: dict[str, pd.DataFrame], reps: dict[str, dict
     results = {k: v.to_dict("records") for k, v in tables.items()}
     results["representations"] = {m: {k: v for k, v in r.items() if k != "points"} for m, r in reps.items()}
     results["meta"] = meta
-    write_json_atomic(results, files["results"])
+    contents: dict[str, object] = {files["results"]: results}
     if not tables["tradeoff"].empty:
         files["tradeoff_plot"] = os.path.join(out, "tradeoff.png")
-        plot_tradeoff(tables["tradeoff"], files["tradeoff_plot"])
+        contents[files["tradeoff_plot"]] = _png(plot_tradeoff, tables["tradeoff"])
     if not tables["lengths"].empty:
         files["lengths_plot"] = os.path.join(out, "reasoning_length.png")
-        plot_lengths(tables["lengths"], files["lengths_plot"])
+        contents[files["lengths_plot"]] = _png(plot_lengths, tables["lengths"])
     for model, rep in reps.items():
         files[f"umap_{model}"] = os.path.join(out, f"umap_{model}.png")
-        plot_umap(rep, model, files[f"umap_{model}"])
+        contents[files[f"umap_{model}"]] = _png(plot_umap, rep, model)
+    if judged is not None:
+        files["judged"] = os.path.join(out, "judged.parquet")
+        contents[files["judged"]] = judged
     gen = meta.get("generation", {})
     prefill = meta.get("prefill_think", gen.get("prefill_think"))
     md = [
@@ -193,7 +221,9 @@ def write_report(out: str, tables: dict[str, pd.DataFrame], reps: dict[str, dict
             f"  ![umap](umap_{m}.png)\n"
             for m, r in reps.items()
         ]
-    write_text_atomic("\n".join(md), files["report"])
+    contents[files["report"]] = "\n".join(md)
+    earlier = [p for pattern in (*REPORT_PLOTS, "judged.parquet") for p in glob.glob(os.path.join(out, pattern))]
+    write_together(contents, remove=earlier)
     return files
 
 

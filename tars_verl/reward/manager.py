@@ -30,6 +30,8 @@ from verl import DataProto
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
 # Absolute imports: verl may load this file by path (source=importlib), outside its package.
+from tars_verl.chat import chat_messages, last_user_text
+from tars_verl.redaction import install as install_secret_scrubbing
 from tars_verl.reward.batching import MicroBatcher
 from tars_verl.reward.config import TarsConfig, tars_config_from
 from tars_verl.reward.log_schema import per_type_reward_key, reward_log_keys
@@ -53,12 +55,12 @@ def _row_source(non_tensor: dict[str, Any]) -> str | None:
     return str(source) if source else None
 
 
-def _last_user_text(messages: list[dict[str, Any]]) -> str:
-    for m in reversed(messages):
-        if m.get("role") == "user":
-            content = m.get("content", "")
-            return content if isinstance(content, str) else str(content)
-    return ""
+def _row_name(non_tensor: dict[str, Any]) -> str:
+    """How messages name a data row: its ``extra_info.index`` and source."""
+    extra = non_tensor.get("extra_info")
+    index = extra.get("index") if isinstance(extra, dict) else None
+    source = _row_source(non_tensor) or "unknown source"
+    return f"data row {index} ({source})" if index is not None else f"a data row without extra_info.index ({source})"
 
 
 class TarsRewardManager(RewardManagerBase):
@@ -68,6 +70,8 @@ class TarsRewardManager(RewardManagerBase):
         self, config, tokenizer, compute_score=None, reward_router_address=None, reward_model_tokenizer=None, **kwargs
     ):
         super().__init__(config, tokenizer, compute_score)
+        # Log records and tracebacks of this reward worker never show a scorer's key or URL password.
+        install_secret_scrubbing(streams=False)
         reward_cfg = config.get("reward", config)
         self.tars: TarsConfig = tars_config_from(reward_cfg.get("tars"))
         check_served_rm_routing(reward_cfg)  # workaround served_rm_routing
@@ -119,7 +123,9 @@ class TarsRewardManager(RewardManagerBase):
                 logger.warning("TARS: batch has no raw_prompt; judging against the decoded prompt text instead")
                 self._warned_no_raw_prompt = True
             messages = [{"role": "user", "content": self.tokenizer.decode(valid_prompt, skip_special_tokens=True)}]
-        return response, prompt_tail, list(messages), n_resp
+        # Content parts become text, a dict or a message without a role is an error naming the row.
+        messages = chat_messages(messages, f"TARS reward: {_row_name(item.non_tensor_batch)}: raw_prompt")
+        return response, prompt_tail, messages, n_resp
 
     def _think_prefilled(self, prompt_tail: str) -> bool:
         if self.tars.think_prefilled == "auto":
@@ -136,7 +142,8 @@ class TarsRewardManager(RewardManagerBase):
         response, prompt_tail, messages, n_resp = self._decode(item)
         think_prefilled = self._think_prefilled(prompt_tail)
         parts = split_reasoning(response, think_prefilled)
-        prompt = _last_user_text(messages)
+        # A prompt without a user turn would give every judge an empty request: an error naming the row.
+        prompt = last_user_text(messages, f"TARS reward: {_row_name(item.non_tensor_batch)}: raw_prompt")
         weights = self.tars.weights()[prompt_type]
 
         def submit(role: str, text: str):

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from tars_verl.errors import ScorerConfigError, ScorerError
+from tars_verl.redaction import scrub
 
 logger = logging.getLogger(__name__)
 
@@ -150,9 +151,8 @@ class Scorer(ABC):
                 checked_value(r.score, f"{self.name}: item {i} score")
             return results
         except ScorerError as raw:
-            # A reply excerpt may echo the API key or a URL password: never show them.
-            endpoint_scrub = getattr(getattr(self, "endpoint", None), "scrub", None)
-            shown = endpoint_scrub(str(raw)) if endpoint_scrub else str(raw)
+            # A reply excerpt may echo the API key or a URL password: never show them (tars_verl.redaction).
+            shown = scrub(str(raw))
             err = raw if shown == str(raw) else ScorerError(shown)
             if self.config.on_failure != "fallback":
                 if err is raw:

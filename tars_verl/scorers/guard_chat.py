@@ -286,7 +286,7 @@ class GuardChatScorer(HttpScorer):
         body = await self.endpoint.post_json(path, payload)
         where = self.where(path)
         with self.reading_reply(f"{where}: cannot read a guard verdict"):
-            choice = body["choices"][0]
+            choice = self.only_choice(body, path)
             text = choice["message"]["content"] if self.fmt.chat else choice["text"]
             score, details = parse_guard_reply(text or "", self.config.format, self.config.controversial_score)
             tokens = _token_stream(choice)

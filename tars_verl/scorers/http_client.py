@@ -6,7 +6,13 @@ after ``max_retries`` retries or ``retry_for_s`` seconds, whichever comes first 
 both): a paid API's outage of minutes is ridden out with ``max_retries: null, retry_for_s: 600`` (the
 ``paper`` preset). When a request finally fails, :class:`~tars_verl.scorers.base.ScorerError` names the
 endpoint, the last status, the number of attempts and how long it tried.
-API keys are read from the environment variable named in the config and are never logged.
+API keys are read from the environment variable named in the config; they and any URL credentials are registered
+with :mod:`tars_verl.redaction`, so no message, log line or file shows them. Redirects are not followed (a reply
+from another address is never scored), and a reply over ``max_reply_mb`` is refused before it is read.
+
+Batched replies are matched to their inputs by :func:`match_replies` (one to one, by ``index`` where the protocol
+numbers its results, else by count), one-prompt completions read with :func:`only_choice`: every back end, generator
+or attack that reads a server's list of results uses them.
 
 Example:
     >>> ep = HttpEndpoint("http://127.0.0.1:8000/v1", max_concurrency=64)   # doctest: +SKIP
@@ -20,7 +26,6 @@ import json
 import logging
 import os
 import random
-import re
 import threading
 import time
 import urllib.parse
@@ -30,11 +35,16 @@ from typing import Any
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, stop_after_delay
 
+from tars_verl.redaction import redact_url, register_secret, register_url, scrub
+
 from .base import ScorerConfig, ScorerConfigError, ScorerError
 
 logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+# A reply larger than this is refused before it is read into memory (no scorer reply comes near it).
+DEFAULT_MAX_REPLY_MB = 32.0
+__all__ = ["HttpEndpoint", "HttpScorerConfig", "check_endpoint_sync", "match_replies", "only_choice", "redact_url"]
 
 
 @dataclass
@@ -56,6 +66,8 @@ class HttpScorerConfig(ScorerConfig):
     backoff_max_s: float = 30.0
     # GET this path (relative to url) at start-up to fail fast on a wrong address; null skips it.
     health_path: str | None = "/models"
+    # A reply body larger than this (MiB) is an error, never read into memory whole.
+    max_reply_mb: float = DEFAULT_MAX_REPLY_MB
 
     def validate(self) -> None:
         super().validate()
@@ -77,62 +89,13 @@ class HttpScorerConfig(ScorerConfig):
                 f"{self.backend}: need 0 <= backoff_initial_s <= backoff_max_s, got "
                 f"{self.backoff_initial_s}, {self.backoff_max_s}"
             )
+        if not self.max_reply_mb > 0:
+            raise ScorerConfigError(f"{self.backend}.max_reply_mb must be > 0, got {self.max_reply_mb}")
         if self.api_key_env and not os.environ.get(self.api_key_env):
             raise ScorerConfigError(
                 f"{self.backend}: environment variable {self.api_key_env} is not set; export the API key there "
                 f"(or set {self.backend}.api_key_env=null for a server without authentication)."
             )
-
-
-SECRET_QUERY_KEYS = ("key", "token", "secret", "sig", "signature", "password", "auth", "code")
-
-
-def redact_url(url: str) -> str:
-    """``url`` for messages: a ``user:password@`` part and secret-looking query values become ``***``."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    if any(any(s in k.lower() for s in SECRET_QUERY_KEYS) for k, _ in query):
-        query_text = "&".join(
-            f"{k}=***" if any(s in k.lower() for s in SECRET_QUERY_KEYS) else f"{k}={v}" for k, v in query
-        )
-    else:
-        query_text = parts.query
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query_text, parts.fragment))
-
-
-_USERINFO_RE = re.compile(r"(\b[a-zA-Z][\w+.-]*://)[^/\s@'\"]+@")
-_SECRET_QUERY_RE = re.compile(r"([?&][\w-]*(?:" + "|".join(SECRET_QUERY_KEYS) + r")[\w-]*=)[^&\s'\"]+", re.IGNORECASE)
-
-
-def redact_text(text: str) -> str:
-    """``text`` with every URL's ``user:password@`` and secret-looking query values replaced by ``***``
-    (for messages built from user input, e.g. a command-line override holding a URL)."""
-    return _SECRET_QUERY_RE.sub(r"\1***", _USERINFO_RE.sub(r"\1***@", text))
-
-
-def url_secrets(url: str) -> list[str]:
-    """The secret parts of a URL (password, secret query values), to scrub from any text shown."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return [url]
-    found = [parts.password] if parts.password else []
-    found += [v for k, v in urllib.parse.parse_qsl(parts.query) if any(s in k.lower() for s in SECRET_QUERY_KEYS)]
-    return [f for f in found if len(f) >= 4]
-
-
-def scrub(text: str, secrets: list[str]) -> str:
-    """``text`` with every secret (API key, URL password, also percent-encoded) replaced by ``***``."""
-    for secret in secrets:
-        for form in {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}:
-            text = text.replace(form, "***")
-    return text
 
 
 class _RetryableHttpError(Exception):
@@ -146,6 +109,10 @@ class HttpEndpoint:
 
     aiohttp, not httpx: against a local server, 256 concurrent requests took 0.035 s with aiohttp and
     0.62 s with httpx 0.28 (benchmarks/bench_reward.py measures the end-to-end effect).
+
+    The API key and any credentials in the URL are registered with :mod:`tars_verl.redaction` when the endpoint is
+    made, so no message, log line or file of this process shows them. Redirects are not followed (a reply from
+    another address is never scored) and a reply body over ``max_reply_bytes`` is refused unread.
     """
 
     def __init__(
@@ -158,11 +125,32 @@ class HttpEndpoint:
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
         retry_for_s: float | None = None,
+        max_reply_bytes: int = int(DEFAULT_MAX_REPLY_MB * 2**20),
     ):
         self._url = base_url.rstrip("/")
         # What messages show: no password or secret query value (requests use self._url).
-        self.base_url = redact_url(self._url)
-        self._secrets = url_secrets(self._url) + ([api_key] if api_key and len(api_key) >= 4 else [])
+        self.base_url = register_url(self._url)
+        register_secret(api_key)
+        try:
+            has_userinfo = urllib.parse.urlsplit(self._url).username is not None
+        except ValueError as err:
+            raise ScorerConfigError(f"{self.base_url}: not a valid URL ({err})") from None
+        # A semaphore of 0 would wait forever; the rest would fail later, less clearly.
+        if (
+            max_concurrency < 1
+            or timeout_s <= 0
+            or max_reply_bytes < 1
+            or (max_retries is not None and max_retries < 0)
+        ):
+            raise ScorerConfigError(
+                f"{self.base_url}: need max_concurrency >= 1, timeout_s > 0, max_retries >= 0 (or null) and a reply "
+                f"limit >= 1 byte; got {max_concurrency}, {timeout_s}, {max_retries}, {max_reply_bytes}"
+            )
+        if api_key and has_userinfo:
+            raise ScorerConfigError(
+                f"{self.base_url}: the URL carries credentials (user:password@) and an API key is set too; a request "
+                "can send only one Authorization header: keep one of them"
+            )
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout_s = timeout_s
         self.max_concurrency = max_concurrency
@@ -170,6 +158,7 @@ class HttpEndpoint:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.retry_for_s = retry_for_s
+        self.max_reply_bytes = max_reply_bytes
         self._per_loop: dict[int, tuple[aiohttp.ClientSession, asyncio.Semaphore]] = {}
         self._lock = threading.Lock()
 
@@ -184,7 +173,17 @@ class HttpEndpoint:
             backoff_initial_s=cfg.backoff_initial_s,
             backoff_max_s=cfg.backoff_max_s,
             retry_for_s=cfg.retry_for_s,
+            max_reply_bytes=int(cfg.max_reply_mb * 2**20),
         )
+
+    def url(self, path: str) -> str:
+        """The full URL of ``path`` under the base URL (before the base URL's query string, if it has one)."""
+        parts = urllib.parse.urlsplit(self._url)
+        return urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/") + path))
+
+    def where(self, path: str) -> str:
+        """The URL of ``path`` as messages name it (credentials redacted)."""
+        return redact_url(self.url(path))
 
     def _client(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
         loop = asyncio.get_running_loop()
@@ -209,12 +208,29 @@ class HttpEndpoint:
             delay = max(delay, min(exc.retry_after, self.backoff_max_s))
         return delay
 
+    async def _read_body(self, resp: aiohttp.ClientResponse, method: str, shown: str) -> str:
+        """The reply body as text, refused (ScorerError) once it grows past ``max_reply_bytes``."""
+        limit = self.max_reply_bytes
+        too_big = (
+            f"{method} {shown}: the reply is larger than {limit} bytes (max_reply_mb); refusing to read it "
+            "(is the URL a scorer endpoint?)"
+        )
+        if resp.content_length is not None and resp.content_length > limit:
+            raise ScorerError(too_big)
+        chunks, size = [], 0
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > limit:
+                raise ScorerError(too_big)
+            chunks.append(chunk)
+        return b"".join(chunks).decode(resp.charset or "utf-8", errors="replace")
+
     async def request_json(
         self, method: str, path: str, payload: dict[str, Any] | None = None, parse_json: bool = True
     ) -> Any:
         """The JSON body of a 2xx answer (or its text with ``parse_json=False``: vLLM's ``/health`` is empty)."""
-        url = self._url + path
-        shown = self.base_url + path
+        url = self.url(path)
+        shown = self.where(path)
         client, sem = self._client()
         last = "no attempt made"
         started, attempts = time.monotonic(), 0
@@ -235,40 +251,42 @@ class HttpEndpoint:
                     async with sem:
                         attempts += 1
                         try:
-                            async with client.request(method, url, json=payload) as resp:
-                                status, text = resp.status, await resp.text()
+                            # No redirects: a reply from another address (another origin) is never scored.
+                            async with client.request(method, url, json=payload, allow_redirects=False) as resp:
+                                status = resp.status
+                                location = resp.headers.get("location", "")
+                                text = await self._read_body(resp, method, shown)
                                 retry_after = _retry_after(resp.headers.get("retry-after"))
                         except (asyncio.TimeoutError, aiohttp.ClientError) as err:
-                            last = f"{type(err).__name__}: {err}"
+                            last = scrub(f"{type(err).__name__}: {err}")
                             raise _RetryableHttpError(last) from err
                     if status in RETRYABLE_STATUS:
-                        last = f"HTTP {status}: {text[:200]}"
+                        last = scrub(f"HTTP {status}: {text[:200]}")
                         raise _RetryableHttpError(last, retry_after)
-                    if status >= 400:
+                    if 300 <= status < 400:
                         raise ScorerError(
-                            scrub(f"{method} {shown} answered HTTP {status}: {text[:300]}", self._secrets)
+                            f"{method} {shown} answered HTTP {status}, a redirect to {redact_url(location) or '?'}; "
+                            "redirects are not followed (a reply from another address is never scored): set the "
+                            "URL to the address that answers"
                         )
+                    if status >= 400:
+                        raise ScorerError(f"{method} {shown} answered HTTP {status}: {text[:300]}")
                     if not parse_json:
                         return text
                     try:
                         return json.loads(text)
                     except ValueError as err:
-                        raise ScorerError(
-                            scrub(f"{method} {shown} returned malformed JSON: {text[:200]!r}", self._secrets)
-                        ) from err
+                        raise ScorerError(f"{method} {shown} returned malformed JSON: {text[:200]!r}") from err
         except _RetryableHttpError:
             limits = f"max_retries={self.max_retries}, retry_for_s={self.retry_for_s}"
             tried = time.monotonic() - started
             raise ScorerError(
-                scrub(
-                    f"{method} {shown} failed after {attempts} attempts over {tried:.1f} s ({limits}); last: {last}",
-                    self._secrets,
-                )
+                f"{method} {shown} failed after {attempts} attempts over {tried:.1f} s ({limits}); last: {last}"
             ) from None
 
     def scrub(self, text: str) -> str:
-        """``text`` without this endpoint's API key or URL password (for any message shown or logged)."""
-        return scrub(text, self._secrets)
+        """``text`` without any registered secret (this endpoint's API key and URL credentials included)."""
+        return scrub(text)
 
     async def post_json(self, path: str, payload: dict[str, Any]) -> Any:
         return await self.request_json("POST", path, payload)
@@ -279,6 +297,63 @@ class HttpEndpoint:
             entry = self._per_loop.pop(id(loop), None)
         if entry is not None:
             await entry[0].close()
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {str(value)[:120]!r}"
+
+
+def match_replies(entries: Any, n: int, where: str, index_key: str = "index") -> list[Any]:
+    """The results of a batched reply, one per input, in the order of the inputs.
+
+    ``entries`` is the reply's list (``/classify`` and ``/v1/embeddings`` ``data``, ``/v1/completions``
+    ``choices``, ``/v1/moderations`` ``results``...). When the results carry ``index_key`` (the protocol numbers
+    them) they are put in that order, and a non-integer, out-of-range or duplicated index is an error; when none
+    does, they are matched by count and position. A count other than ``n``, or some results with an index and some
+    without, is an error too. Every error is a :class:`ScorerError` naming ``where`` (the endpoint): a reply is
+    never mapped to the wrong input.
+
+    >>> match_replies([{"index": 1, "v": "b"}, {"index": 0, "v": "a"}], 2, "http://h/classify")
+    [{'index': 0, 'v': 'a'}, {'index': 1, 'v': 'b'}]
+    >>> match_replies([{"index": 7}, {"index": 3}], 2, "http://h/classify")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    tars_verl.errors.ScorerError: http://h/classify: results do not match the 2 inputs: index 3 outside 0..1, ...
+    """
+    if not isinstance(entries, list):
+        raise ScorerError(f"{where}: expected a list of {n} results, got {_describe(entries)}")
+    if len(entries) != n:
+        raise ScorerError(f"{where}: {len(entries)} results for {n} inputs")
+    indexed = [isinstance(e, dict) and index_key in e for e in entries]
+    if not any(indexed):
+        return list(entries)
+    if not all(indexed):
+        raise ScorerError(f"{where}: some results carry {index_key!r} and some do not ({indexed.count(False)} of {n})")
+    indices = [e[index_key] for e in entries]
+    bad = [i for i in indices if isinstance(i, bool) or not isinstance(i, int)]
+    if bad:
+        raise ScorerError(f"{where}: result {index_key!r} must be an integer, got {bad[0]!r}")
+    problems = [f"index {i} outside 0..{n - 1}" for i in sorted(set(indices)) if not 0 <= i < n]
+    problems += [f"index {i} appears {indices.count(i)} times" for i in sorted(set(indices)) if indices.count(i) > 1]
+    problems += [f"index {i} is missing" for i in range(n) if i not in indices]
+    if problems:
+        raise ScorerError(f"{where}: results do not match the {n} inputs: {', '.join(problems[:6])}")
+    ordered: list[Any] = [None] * n
+    for entry in entries:
+        ordered[entry[index_key]] = entry
+    return ordered
+
+
+def only_choice(body: Any, where: str) -> dict[str, Any]:
+    """The one choice of a completion reply to a one-prompt, ``n=1`` request (``body["choices"]``): exactly one,
+    with index 0 if it is numbered; otherwise a :class:`ScorerError` naming ``where``."""
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if choices is None:
+        raise ScorerError(f"{where}: no 'choices' in the reply {str(body)[:200]!r}")
+    (choice,) = match_replies(choices, 1, where)
+    if not isinstance(choice, dict):
+        raise ScorerError(f"{where}: the reply's choice is {_describe(choice)}, not an object")
+    return choice
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -318,6 +393,4 @@ def check_endpoint_sync(cfg: HttpScorerConfig, url: str | None = None) -> None:
     if result:
         err = result[0]
         target = url or cfg.url
-        raise ScorerError(
-            scrub(f"{cfg.backend}: start-up check of {redact_url(target)} failed: {err}", url_secrets(target))
-        ) from err
+        raise ScorerError(f"{cfg.backend}: start-up check of {redact_url(target)} failed: {err}") from err

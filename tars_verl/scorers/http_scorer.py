@@ -11,6 +11,9 @@ own: the request body, reading and validating the reply, and the verdict -> scor
 
 Reading a reply inside :meth:`HttpScorer.reading_reply` turns a reply of the wrong shape (a missing key, a
 null, an empty list) into a :class:`~tars_verl.scorers.base.ScorerError` that names the endpoint: never a score.
+A batch's list of results is read with :meth:`HttpScorer.match_replies` (one result per input, reordered by its
+``index``; duplicates, gaps, out-of-range indices or a wrong count fail naming the endpoint), a chat or text
+completion's choice with :meth:`HttpScorer.only_choice`.
 
 Example:
     >>> from dataclasses import dataclass
@@ -44,7 +47,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .base import ScoreItem, Scorer, ScorerError, ScoreResult
-from .http_client import HttpEndpoint, HttpScorerConfig, check_endpoint_sync
+from .http_client import HttpEndpoint, HttpScorerConfig, check_endpoint_sync, match_replies, only_choice
 
 # What reading a reply of the wrong shape raises: body["choices"][0] on {}, [], null or a string.
 REPLY_SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
@@ -71,7 +74,16 @@ class HttpScorer(Scorer):
 
     def where(self, path: str) -> str:
         """The endpoint as messages name it: base URL (credentials redacted) + ``path``."""
-        return f"{self.endpoint.base_url}{path}"
+        return self.endpoint.where(path)
+
+    def match_replies(self, entries: Any, n: int, path: str) -> list[Any]:
+        """The ``n`` results of a batched reply from ``path``, in input order
+        (:func:`~tars_verl.scorers.http_client.match_replies`)."""
+        return match_replies(entries, n, self.where(path))
+
+    def only_choice(self, body: Any, path: str) -> dict[str, Any]:
+        """The one choice of a completion reply from ``path`` (:func:`~tars_verl.scorers.http_client.only_choice`)."""
+        return only_choice(body, self.where(path))
 
     @contextmanager
     def reading_reply(self, where: str, body: Any = _NO_BODY) -> Iterator[None]:

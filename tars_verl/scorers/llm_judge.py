@@ -2,8 +2,10 @@
 
 The judge sees the rubric with ``{prompt}`` and ``{response}`` filled in and must reply with a line
 ``Score: N`` (N an integer from ``score_min`` to ``score_max``); the score is rescaled to [0, 1].
-A reply without a score is an error naming the endpoint (retry policy applies to HTTP, not to
-judge replies).
+The verdict is the LAST line that is nothing but ``Score: N`` (markdown emphasis and a ``/ max`` allowed): a
+"Score: 10" quoted inside a sentence of the judge's reasoning is not a verdict. N must be a plain integer:
+"Score: 1e9", "Score: 1,000" or "Score: 7.5" are errors, not 1 or 7. A reply without a verdict line is an error
+naming the endpoint (retry policy applies to HTTP, not to judge replies).
 
 Example config::
 
@@ -30,7 +32,8 @@ DEFAULT_RUBRIC = (
     "{score_min} to {score_max}."
 )
 PLACEHOLDER_RE = re.compile(r"\{(prompt|response|score_min|score_max)\}")
-SCORE_RE = re.compile(r"score\s*[:=]\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
+# A verdict line: "Score: N" alone on its line (markdown emphasis / heading marks and "/ 10" allowed, no quotes).
+VERDICT_LINE_RE = re.compile(r"^[\s*#_>-]*score\s*[:=][\s*_]*(\S+?)(?:\s*/\s*\d+)?[\s*_.]*$", re.IGNORECASE)
 
 
 @dataclass
@@ -54,11 +57,21 @@ class LLMJudgeConfig(HttpScorerConfig):
 
 
 def parse_judge_score(reply: str, score_min: int, score_max: int) -> float:
-    """The last 'Score: N' in the reply, rescaled to [0, 1]. Raises ValueError when absent or out of range."""
-    found = SCORE_RE.findall(reply)
+    """The last ``Score: N`` verdict line of the reply, rescaled to [0, 1]. Raises ValueError when there is none,
+    when N is not a plain integer, or when it is out of range.
+
+    >>> parse_judge_score("Fine.\\n**Score: 7**", 1, 10)
+    0.6666666666666666
+    >>> parse_judge_score('Score: 3\\nA perfect answer would earn "Score: 10".', 1, 10)
+    0.2222222222222222
+    """
+    found = [m.group(1) for m in map(VERDICT_LINE_RE.match, reply.splitlines()) if m]
     if not found:
-        raise ValueError(f"no 'Score: N' in judge reply {reply[-200:]!r}")
-    value = float(found[-1])
+        raise ValueError(f"no 'Score: N' line in judge reply {reply[-200:]!r}")
+    token = found[-1]
+    if not re.fullmatch(r"[+-]?\d+", token):
+        raise ValueError(f"judge verdict 'Score: {token}' is not an integer in judge reply {reply[-200:]!r}")
+    value = int(token)
     if not score_min <= value <= score_max:
         raise ValueError(f"judge score {value} outside [{score_min}, {score_max}]")
     return (value - score_min) / (score_max - score_min)
@@ -88,6 +101,6 @@ class LLMJudgeScorer(HttpScorer):
             },
         )
         with self.reading_reply(self.where("/chat/completions")):
-            reply = body["choices"][0]["message"]["content"] or ""
+            reply = self.only_choice(body, "/chat/completions")["message"]["content"] or ""
             score = parse_judge_score(reply, cfg.score_min, cfg.score_max)
         return ScoreResult(score, {"judge_raw": score * (cfg.score_max - cfg.score_min) + cfg.score_min})

@@ -65,9 +65,7 @@ class OpenAIModerationScorer(HttpScorer):
         )
         where = self.where("/moderations")
         with self.reading_reply(where, body):
-            results = body["results"]
-            if len(results) != len(items):
-                raise ValueError(f"{len(results)} results for {len(items)} inputs")
+            results = self.match_replies(body["results"], len(items), "/moderations")  # unnumbered: by count
             out = []
             for i, r in enumerate(results):
                 cats = r["category_scores"]

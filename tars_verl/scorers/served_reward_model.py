@@ -102,9 +102,8 @@ class ServedRewardModelScorer(HttpScorer):
             value_key = "probs"
         where = self.where(self.route)
         with self.reading_reply(where, body):
-            data = sorted(body["data"], key=lambda d: d.get("index", 0))
-            if len(data) != len(items):
-                raise ValueError(f"{len(data)} results for {len(items)} inputs")
+            # One result per input, put in input order by its index (duplicates, gaps, out-of-range: an error).
+            data = self.match_replies(body["data"], len(items), self.route)
             values = [d[value_key][-1] for d in data]
         # Checked before use: a probability must lie in [0, 1], a logit must be finite.
         bounds = (0.0, 1.0) if use_activation else (None, None)

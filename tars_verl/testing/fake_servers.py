@@ -18,6 +18,11 @@ returns the one to send (e.g. one category score set to NaN, ``message: null``).
 ``srv.files[path] = text`` (or bytes) serves it on ``GET path`` (e.g. a judge template file); ``srv.gets``
 lists the paths of the GET requests received (a cached download sends none).
 
+Secrets (tests of :mod:`tars_verl.redaction`): ``srv.echo_auth = True`` appends the request's ``Authorization``
+header to every chat/text completion (``[auth: Basic ...]``), as a misconfigured proxy might; the scripted actions
+``"echo_auth"`` (HTTP 401 quoting the header) and ``"echo_auth_200"`` (a 200 without choices quoting it) put it in
+an error. ``("redirect", url)`` answers 307 to ``url``.
+
 Rules: moderation flags text containing ``UNSAFE`` (category score 0.97) and ``MEH`` (0.35);
 otherwise scores 0.02. Guards answer ``unsafe`` for ``UNSAFE`` text, in the shapes the real models
 reply (Llama Guard's leading blank line, Qwen3Guard's ``Refusal:`` line). The judge answers
@@ -99,6 +104,7 @@ class ScorerServer:
         self.p_unsafe = 0.8  # guard's probability of its verdict token when text is UNSAFE
         self.files: dict[str, str | bytes] = {}  # GET path -> body (text, or bytes sent as they are)
         self.gets: list[str] = []  # paths of GET requests, in order
+        self.echo_auth = False  # append each request's Authorization header to completions
         self._transports: set[int] = set()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -144,12 +150,25 @@ class ScorerServer:
             return web.json_response({"error": "boom"}, status=int(action))
         if action == "badjson":
             return web.Response(text='{"results": [', content_type="application/json")
+        auth = request.headers.get("Authorization")
+        if action == "echo_auth":
+            return web.json_response({"error": f"invalid credentials: {auth}"}, status=401)
+        if action == "echo_auth_200":
+            return web.json_response({"object": "error", "echo": {"Authorization": auth}})
+        if isinstance(action, tuple) and action[0] == "redirect":
+            return web.Response(status=307, headers={"Location": action[1]})
         if isinstance(action, dict):
             return web.json_response(action)
         try:
             reply = self.reply(request.path, payload, "ok" if callable(action) else action)
         except KeyError:
             return web.json_response({"error": "no such endpoint"}, status=404)
+        if self.echo_auth:
+            for choice in reply.get("choices", []):
+                if isinstance(choice.get("message"), dict):
+                    choice["message"]["content"] = f"{choice['message']['content']}\n[auth: {auth}]"
+                elif isinstance(choice.get("text"), str):
+                    choice["text"] += f"\n[auth: {auth}]"
         return web.json_response(action(reply) if callable(action) else reply)
 
     def __enter__(self) -> ScorerServer:

@@ -23,6 +23,9 @@ class Sample:
     data_source: str = "tars/demo"
     extra_info: dict[str, Any] = field(default_factory=dict)
     prefill_think: bool = False
+    # The data row's ``raw_prompt`` when it differs from ``messages`` (content parts, a malformed row); the prompt
+    # tokens always come from ``messages``.
+    raw_prompt: Any = None
 
 
 def make_reward_batch(tokenizer, samples: list[Sample], response_length: int | None = None):
@@ -55,7 +58,9 @@ def make_reward_batch(tokenizer, samples: list[Sample], response_length: int | N
             info["prompt_type"] = s.prompt_type
         extra_infos.append(info)
     non_tensor = {
-        "raw_prompt": np.array([s.messages for s in samples] + [None], dtype=object)[:-1],
+        "raw_prompt": np.array(
+            [s.messages if s.raw_prompt is None else s.raw_prompt for s in samples] + [None], dtype=object
+        )[:-1],
         "data_source": np.array([s.data_source for s in samples], dtype=object),
         "reward_model": np.array([{"style": "tars", "ground_truth": ""} for _ in samples], dtype=object),
         "extra_info": np.array(extra_infos, dtype=object),

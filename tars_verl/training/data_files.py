@@ -6,6 +6,8 @@ that names the config key, the file and, for its contents, the column and the ro
 >>> cfg = OmegaConf.create({"data": {"train_files": "/no/sft_train.parquet", "val_files": None}})
 >>> missing_data_files(cfg, "sft")
 ['data.train_files: /no/sft_train.parquet does not exist (build it with data_prep/build_sft_traces.py)']
+>>> builder_for("data/eval/strongreject_small.parquet", "grpo")
+'data_prep/build_eval_sets.py'
 """
 
 from __future__ import annotations
@@ -16,7 +18,20 @@ from omegaconf import DictConfig, OmegaConf
 
 DATA_KEYS = ("data.train_files", "data.val_files")
 # What writes each stage's files: named in the problem, so it says what to do.
-BUILDERS = {"grpo": "data_prep/build_rl_mix.py", "sft": "data_prep/build_sft_traces.py"}
+BUILDERS = {
+    "grpo": "data_prep/build_rl_mix.py, or data_prep/import_tars_release.py for the authors' released data",
+    "sft": "data_prep/build_sft_traces.py",
+}
+EVAL_BUILDER = "data_prep/build_eval_sets.py"
+
+
+def builder_for(path: str, stage: str) -> str:
+    """The script that writes ``path``: an evaluation set (``strongreject_small.parquet``: the launch scripts'
+    validation file) comes from build_eval_sets.py, whatever the stage; the rest from the stage's builder."""
+    from tars_verl.data.eval_sets import EVAL_SETS
+
+    stem = os.path.basename(str(path)).split(".", 1)[0]
+    return EVAL_BUILDER if stem in EVAL_SETS else BUILDERS[stage]
 
 
 def configured_files(cfg: DictConfig, key: str) -> list[str]:
@@ -30,7 +45,7 @@ def configured_files(cfg: DictConfig, key: str) -> list[str]:
 def missing_data_files(cfg: DictConfig, stage: str, keys: tuple[str, ...] = DATA_KEYS) -> list[str]:
     """One problem per configured data file that does not exist (``stage``: ``grpo`` or ``sft``)."""
     return [
-        f"{key}: {path} does not exist (build it with {BUILDERS[stage]})"
+        f"{key}: {path} does not exist (build it with {builder_for(path, stage)})"
         for key in keys
         for path in configured_files(cfg, key)
         if not os.path.exists(os.path.expanduser(path))
@@ -63,13 +78,14 @@ def _check_rl_file(key, path, prompt_key, type_key, problems):
     where = f"{key}: {path}"
     if os.path.isdir(path):
         problems.append(
-            f"{where} is a folder; verl needs the file(s) themselves, e.g. train.parquet from data_prep/build_rl_mix.py"
+            f"{where} is a folder; verl needs the file(s) themselves, e.g. "
+            + ("train.parquet from " + BUILDERS["grpo"] if "train" in key else f"a .parquet file from {EVAL_BUILDER}")
         )
         return None
     if not path.endswith((".parquet", ".json", ".jsonl")):
         problems.append(
-            f"{where}: verl's RL dataset reads .parquet, .json or .jsonl only; build the RL data with "
-            "data_prep/build_rl_mix.py"
+            f"{where}: verl's RL dataset reads .parquet, .json or .jsonl only; build the file with "
+            f"{builder_for(path, 'grpo')}"
         )
         return None
     try:

@@ -25,6 +25,7 @@ import sys
 from omegaconf import DictConfig, OmegaConf
 
 from tars_verl.config import compose
+from tars_verl.redaction import entry_point
 from tars_verl.training.data_files import DATA_KEYS, check_rl_data, check_sft_data, missing_data_files
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -193,6 +194,7 @@ def check_sft(overrides: list[str]) -> tuple[DictConfig | None, list[str]]:
     return cfg, problems
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("grpo", "sft"):
@@ -202,10 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg, problems = (check_grpo if stage == "grpo" else check_sft)(overrides)
     if problems:
         print(f"[dry-run] {stage}: {len(problems)} problem(s):")
-        from tars_verl.scorers.http_client import redact_text
+        from tars_verl.redaction import scrub
 
         for p in dict.fromkeys(problems):
-            print(f"  - {redact_text(p)}")  # overrides may hold URLs with passwords
+            print(f"  - {scrub(p)}")  # overrides may hold URLs with passwords
         return 1
     if stage == "grpo":
         t = cfg.reward.tars

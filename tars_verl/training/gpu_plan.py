@@ -22,11 +22,12 @@ first visible GPU; without either the memory plan is skipped with a note.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
+
+from tars_verl.data.files import read_json_file
 
 GIB = 1024**3
 # CUDA context, NCCL buffers and allocator slack per process group on one GPU.
@@ -73,8 +74,7 @@ def read_model_config(path: str) -> dict | None:
     """``config.json`` of a local folder or of a hub id already in the Hugging Face cache; never downloads."""
     local = os.path.join(os.path.expanduser(path), "config.json")
     if os.path.isfile(local):
-        with open(local) as f:
-            return json.load(f)
+        return read_json_file(local, "model config")
     try:
         from huggingface_hub import try_to_load_from_cache
 
@@ -82,8 +82,7 @@ def read_model_config(path: str) -> dict | None:
     except Exception:  # noqa: BLE001 - not a hub id
         return None
     if isinstance(cached, str) and os.path.isfile(cached):
-        with open(cached) as f:
-            return json.load(f)
+        return read_json_file(cached, "model config")
     return None
 
 

@@ -5,8 +5,10 @@ Exactly ``python -m verl.trainer.main_ppo`` (same Hydra config and overrides, ve
 except that the Ray job verl starts gets the environment variables the ``reward.tars`` scorers read
 (``api_key_env`` names such as ``OPENAI_API_KEY``, and ``oc.env`` settings such as ``TARS_GUARD_URL``)
 in its runtime env, so reward workers on other nodes see the head's values. Only the names are
-printed. See :mod:`tars_verl.training.multinode`; how the env reaches ``ray.init`` is the workaround
-``ray_init_env_forwarding`` in :mod:`tars_verl.verl_workarounds`. The launch scripts use this entry point.
+printed. Every process of the job scrubs secrets from its output (``TARS_SCRUB_OUTPUT``, read by
+:mod:`tars_verl.verl_plugin`; :mod:`tars_verl.redaction`). See :mod:`tars_verl.training.multinode`; how
+the env reaches ``ray.init`` is the workaround ``ray_init_env_forwarding`` in :mod:`tars_verl.verl_workarounds`.
+The launch scripts use this entry point.
 
     python -m tars_verl.training.main_ppo --config-path=pkg://tars_verl.config --config-name=tars_grpo ...
 """
@@ -15,13 +17,28 @@ from __future__ import annotations
 
 import hydra
 
-from tars_verl.training.multinode import forwarded_env
+from tars_verl.redaction import install, register_env_secret, register_url
+from tars_verl.training.multinode import forwarded_env, scorer_env_names, scorer_urls
 from tars_verl.verl_workarounds import run_verl_main_ppo
+
+
+def scrubbing_env(config) -> dict[str, str]:
+    """What every process of the job needs to keep the scorers' secrets out of its output: the flag that makes
+    ``tars_verl.verl_plugin`` install :mod:`tars_verl.redaction` there (verl prints the resolved config from its
+    TaskRunner, scorer URLs included), and the names of the variables holding the API keys."""
+    secrets, _ = scorer_env_names(config)
+    for name in secrets:
+        register_env_secret(name)
+    for _, url in scorer_urls(config):
+        register_url(url)
+    return {"TARS_SCRUB_OUTPUT": "1", "TARS_SECRET_ENV": ",".join(secrets)}
 
 
 @hydra.main(config_path="pkg://tars_verl.config", config_name="tars_grpo", version_base=None)
 def main(config) -> None:
-    run_verl_main_ppo(config, forwarded_env(config))  # workaround ray_init_env_forwarding
+    install()
+    env = {**forwarded_env(config), **scrubbing_env(config)}
+    run_verl_main_ppo(config, env)  # workaround ray_init_env_forwarding
 
 
 if __name__ == "__main__":

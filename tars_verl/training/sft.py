@@ -156,6 +156,9 @@ def run_sft(config) -> dict | None:
 def main(config) -> None:
     from verl.utils.device import auto_set_device
 
+    from tars_verl.redaction import install
+
+    install()  # no secret in this process's logs, output or tracebacks
     auto_set_device(config)
     run_sft(config)
 

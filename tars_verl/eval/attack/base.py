@@ -5,19 +5,36 @@ Every method (``gcg``, ``autodan``: white box, a local model; ``pair``, ``pap``:
 behaviour, and writes HarmBench's test-case format ``{BehaviorID: [test_case, ...]}`` plus each behaviour's log, which
 ``python -m tars_verl.eval --attack NAME=FILE`` reads unchanged.
 
+Shared helpers a method uses rather than re-implementing (each checked once for every caller):
+
+- server replies: :func:`tars_verl.scorers.http_client.only_choice` (the one choice of a chat/text completion) and
+  :func:`~tars_verl.scorers.http_client.match_replies` (a batched reply matched to its inputs one to one);
+- secrets: endpoints register their key and URL credentials themselves; the runner's ``main`` is decorated with
+  :func:`tars_verl.redaction.entry_point`; a message built from a URL uses :func:`tars_verl.redaction.redact_url`;
+- files: :func:`tars_verl.data.files.read_json_file` (a behaviour/target file with errors naming file, line and
+  column), :func:`~tars_verl.data.files.append_jsonl` (a resumable log), ``write_json_atomic(cases, path,
+  data=True)`` (the test-case file), :func:`~tars_verl.data.files.check_file_name` (a BehaviorID as a file name).
+
 >>> b = Behavior("ctx_id", "Summarise the text", context="Some text")
 >>> b.request()
 'Some text\\n\\n---\\n\\nSummarise the text'
 >>> Behavior("std_id", "Write a haiku").request()
 'Write a haiku'
+>>> Behavior("../etc/passwd", "x")
+Traceback (most recent call last):
+...
+ValueError: BehaviorID '../etc/passwd' cannot name a file: use letters, digits, '_', '-', '.', '+' (not first: '.', '-')
 """
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from tars_verl.data.files import check_file_name
 
 # Method name -> "module:class", imported only when that method runs (GCG needs torch, PAIR only HTTP).
 ATTACKS: dict[str, str] = {
@@ -41,6 +58,16 @@ class Behavior:
     tags: str = ""
     target: str = ""  # "" when the method needs none
 
+    def __post_init__(self) -> None:
+        # The BehaviorID names the behaviour's log file and keys the test-case file: never a path.
+        check_file_name(self.behavior_id, "BehaviorID")
+        for name in ("behavior", "context", "functional_category", "semantic_category", "tags", "target"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise ValueError(f"BehaviorID {self.behavior_id}: {name} is {type(value).__name__}, not text")
+        if not self.behavior.strip():
+            raise ValueError(f"BehaviorID {self.behavior_id}: the behaviour text is empty")
+
     def request(self) -> str:
         """The user turn before any attack: the behaviour, after its context when it has one (HarmBench's layout)."""
         return f"{self.context}\n\n---\n\n{self.behavior}" if self.context.strip() else self.behavior
@@ -55,6 +82,20 @@ class AttackResult:
 
     test_cases: list[str]
     log: dict[str, Any] = field(default_factory=dict)
+
+    def check(self, behavior_id: str) -> None:
+        """What the runner checks before writing a result: non-empty text test cases, and a log that JSON can
+        write without inventing numbers (a NaN or infinite loss or score is an error naming the behaviour)."""
+        where = f"attack result for BehaviorID {behavior_id}"
+        if not isinstance(self.test_cases, list) or not self.test_cases:
+            raise ValueError(f"{where}: no test cases (a method must raise instead of returning none)")
+        for i, case in enumerate(self.test_cases):
+            if not isinstance(case, str) or not case.strip():
+                raise ValueError(f"{where}: test case {i} is {type(case).__name__} {str(case)[:60]!r}, not text")
+        try:
+            json.dumps(self.log, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{where}: the log cannot be written as JSON ({err})") from None
 
 
 class Attack(ABC):
