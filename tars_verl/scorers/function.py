@@ -57,6 +57,8 @@ from .user_code import load_object
 
 # The keyword arguments every call gets; row fields of these names are not passed.
 CALL_ARGS = ("prompts", "completions", "prompt_types")
+# Parameters a call can fill by name.
+KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 PROTOTYPE = "def {name}(prompts, completions, prompt_types, **kwargs) -> list[float]"
 
 
@@ -123,8 +125,7 @@ def load_reward_function(spec: str, fn_kwargs: Mapping[str, Any] = ()) -> Any:
     except (TypeError, ValueError):  # some builtins have none: the call itself will tell
         return fn
     # Other named parameters are row fields (data_source, extra_info, ...): each call passes them, None if absent.
-    keywords = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    row_fields = {p.name: [] for p in signature.parameters.values() if p.kind in keywords}
+    row_fields = {p.name: [] for p in signature.parameters.values() if p.kind in KEYWORD_KINDS}
     try:
         signature.bind(**{**row_fields, **dict(fn_kwargs), **dict.fromkeys(CALL_ARGS, [])})
     except TypeError as err:
@@ -144,8 +145,7 @@ def declared_keywords(fn: Any) -> dict[str, bool] | None:
         return None
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
-    keywords = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return {p.name: p.default is not p.empty for p in params if p.kind in keywords}
+    return {p.name: p.default is not p.empty for p in params if p.kind in KEYWORD_KINDS}
 
 
 @register_scorer("function")
