@@ -163,6 +163,7 @@ REWARD_SIDE = (
 )
 
 
+@pytest.mark.slow  # a fresh interpreter imports verl and runs the whole dry run: ~60 s on 2 busy cores
 def test_the_dry_run_imports_neither_the_reward_manager_nor_verls_reward_loop(data, tiny_dir):  # noqa: F811
     """A fresh interpreter runs the whole GRPO dry run, then lists what it imported. (``verl.protocol``, DataProto's
     module, is imported by ``import verl`` itself, verl/__init__.py, which composing verl's config needs.)"""
