@@ -70,15 +70,17 @@ class ScoreItem:
 
     ``messages`` is the chat that led to the response (system / user turns), ``prompt`` the last user
     turn as plain text, ``text`` what is judged (the answer with the reasoning stripped, or the
-    reasoning itself for reasoning-safety logging), ``row`` the data row's other fields as verl hands them
-    to the reward manager (``data_source``, ``extra_info``, ``reward_model``, ``uid``, ...; empty outside
-    training).
+    reasoning itself for reasoning-safety logging). ``context`` is the context a request was made in, for judges
+    that read one (HarmBench's contextual behaviours: the passage the behaviour refers to); empty otherwise.
+    ``row`` holds the data row's other fields as verl hands them to the reward manager (``data_source``,
+    ``extra_info``, ``reward_model``, ``uid``, ...; empty outside training).
     """
 
     prompt: str
     text: str
     messages: list[dict[str, str]] = field(default_factory=list)
     prompt_type: str = ""
+    context: str = ""
     row: dict[str, Any] = field(default_factory=dict)
 
     def chat(self) -> list[dict[str, str]]:
