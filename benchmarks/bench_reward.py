@@ -10,6 +10,9 @@
     Target: at least 4x.
 (c) guard_chat against a local server with a fixed 50 ms latency: wall time divided by the ideal
     ceil(n / max_concurrency) * 50 ms. Target: under 1.3.
+(d) the manager's tokenizer work (decode, token counts) on the event loop, as before 0.2.0, divided by the same
+    work in verl's executor (now), for (a)'s classifier and (c)'s guard: the two variants alternate on the same
+    manager (its class swapped), so both see the same load. Above 1: moving it off the loop pays.
 Best of ``--repeats`` runs each; the model is a random Qwen2 classifier (hidden 256, 4 layers) so that
 the forward pass, not Python, dominates as it does with real classifiers. Everything it needs is built in a
 temporary folder (no environment variable, no download).
@@ -18,13 +21,16 @@ temporary folder (no environment variable, no download).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 import os
 import tempfile
+import time
 
 import torch
 from timing import best_of
 
+from tars_verl.reward.manager import TarsRewardManager
 from tars_verl.scorers import ScoreItem
 from tars_verl.testing.fake_servers import ScorerServerProcess
 from tars_verl.testing.tiny_models import build_tokenizer, ensure_tiny_models
@@ -95,6 +101,33 @@ def make_worker(model_path: str, tiny_dir: str, overrides: list[str]):
             *overrides,
         ],
     )[0]
+
+
+class TokenizerOnLoop(TarsRewardManager):
+    """The manager before 0.2.0, for (d) only: the same steps, with the tokenizer work on the event loop."""
+
+    async def run_single(self, data):
+        self.calls += 1
+        item = data[-1:][0]
+        sample = self._read_sample(item)  # the only difference: no run_in_executor
+        jobs = self._submit_jobs(sample)
+        results = dict(zip(jobs, await asyncio.gather(*jobs.values())))
+        total = self._combine(sample, results)
+        return {"reward_score": total, "reward_extra_info": self._log_row(sample, results, total)}
+
+
+def on_loop_vs_executor(worker, batch, repeats: int) -> tuple[float, float]:
+    """Best wall times of (tokenizer on the loop, in the executor), the two variants alternating."""
+    manager = worker.reward_manager
+    times: dict[type, list[float]] = {TokenizerOnLoop: [], TarsRewardManager: []}
+    for _ in range(repeats):
+        for cls in times:
+            manager.__class__ = cls
+            t0 = time.perf_counter()
+            worker.loop.run_until_complete(worker.compute_score_batch(batch))
+            times[cls].append(time.perf_counter() - t0)
+    manager.__class__ = TarsRewardManager
+    return min(times[TokenizerOnLoop]), min(times[TarsRewardManager])
 
 
 def main() -> None:
@@ -169,6 +202,8 @@ def main() -> None:
             f"(target >= 4; per-sample {t_single * 1000:.0f} ms)"
         )
 
+        d_classifier = on_loop_vs_executor(batched, batch, args.repeats)
+
         with ScorerServerProcess(latency_s=0.05, logprobs=False) as url:
             guard = make_worker(
                 model_path,
@@ -192,6 +227,7 @@ def main() -> None:
             direct_run = lambda: guard.loop.run_until_complete(scorer.score(items))  # noqa: E731
             direct_run()
             t_backend = best_of(args.repeats, direct_run)
+            d_guard = on_loop_vs_executor(guard, hbatch, args.repeats)
         ideal = math.ceil(args.http_n / args.http_concurrency) * 0.05
         print(
             f"(c) guard_chat over HTTP, {args.http_n} items at concurrency {args.http_concurrency}, 50 ms latency, "
@@ -199,6 +235,14 @@ def main() -> None:
             f"{t_backend * 1000:.0f} ms); through verl's reward loop + manager {t_http / ideal:.3f}x "
             f"({t_http * 1000:.0f} ms)"
         )
+        for name, n, (on_loop, executor) in (
+            ("classifier", args.n, d_classifier),
+            ("guard_chat", args.http_n, d_guard),
+        ):
+            print(
+                f"(d) {name}, {n} samples: tokenizer on the event loop (before) / in the executor (now): "
+                f"{on_loop / executor:.3f}x ({on_loop * 1000:.0f} ms vs {executor * 1000:.0f} ms)"
+            )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,14 @@
-"""--dry-run checks what the files hold, and reports bad overrides with every other problem, in one short list."""
+"""--dry-run checks what the files hold, and reports bad overrides with every other problem, in one short list; it
+checks verl's plug-in names without importing the reward manager."""
+
+import json
+import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
-from conftest import run_example
+from conftest import ROOT, run_example
 from test_examples_on_cpu import data, tiny_env  # noqa: F401 - the module's data fixture
 
 from tars_verl.training.dry_run import check_grpo, check_sft
@@ -146,3 +152,75 @@ def test_a_missing_rl_file_is_one_problem_naming_what_builds_it(tiny_dir):
         "data.train_files: /no/rl.parquet does not exist (build it with data_prep/build_rl_mix.py, or "
         "data_prep/import_tars_release.py for the authors' released data)"
     ]
+
+
+# -- the dry run checks verl's plug-in names without importing the reward manager or verl's reward loop -------------
+REWARD_SIDE = (
+    "tars_verl.reward.manager",
+    "verl.experimental.reward_loop",
+    "verl.experimental.reward_loop.reward_manager",
+    "verl.trainer.ppo.reward",
+    "verl.trainer.ppo.v1",
+)
+
+
+@pytest.mark.slow  # a fresh interpreter imports verl and runs the whole dry run: ~60 s on 2 busy cores
+def test_the_dry_run_imports_neither_the_reward_manager_nor_verls_reward_loop(data, tiny_dir):  # noqa: F811
+    """A fresh interpreter runs the whole GRPO dry run, then lists what it imported. (``verl.protocol``, DataProto's
+    module, is imported by ``import verl`` itself, verl/__init__.py, which composing verl's config needs.)"""
+    code = (
+        "import json, sys\n"
+        "from tars_verl.training.dry_run import check_grpo\n"
+        "_, problems = check_grpo(sys.argv[2:])\n"
+        "print(json.dumps({'problems': problems, 'imported': [m for m in sys.argv[1].split(',') if m in sys.modules],"
+        " 'verl': 'verl' in sys.modules}))\n"
+    )
+    overrides = [
+        f"actor_rollout_ref.model.path={tiny_dir}/policy",
+        "tars@reward.tars=tiny_cpu",
+        f"data.train_files={data / 'tars' / 'train.parquet'}",
+        f"data.val_files={data / 'tars' / 'val.parquet'}",
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, ",".join(REWARD_SIDE), *overrides],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["verl"]  # verl's own validate_config ran
+    assert result["imported"] == []  # before: the manager, its registry package and verl's v1 trainer
+    assert not [p for p in result["problems"] if "reward" in p or "trainer_mode" in p], result["problems"]
+
+
+def test_a_reward_manager_or_trainer_mode_verl_would_not_resolve_to_tars_is_a_problem(tiny_dir, monkeypatch):
+    from tars_verl.config import compose
+    from tars_verl.reward import manager
+    from tars_verl.training.dry_run import check_plugins, check_reward_manager
+
+    base = ["tars@reward.tars=tiny_cpu", f"actor_rollout_ref.model.path={tiny_dir}/policy"]
+    assert check_reward_manager(compose("tars_grpo", base)) == []
+    (problem,) = check_reward_manager(compose("tars_grpo", [*base, "reward.reward_manager.name=naive"]))
+    assert "reward.reward_manager.name='naive'" in problem
+    importlib_source = [*base, "reward.reward_manager.source=importlib", "reward.reward_manager.name=TarsRewardManager"]
+    for path in ("pkg://tars_verl.reward.manager", "pkg://tars_verl/reward/manager", manager.__file__):
+        assert (
+            check_reward_manager(compose("tars_grpo", [*importlib_source, f"reward.reward_manager.module.path={path}"]))
+            == []
+        )
+    (problem,) = check_reward_manager(
+        compose("tars_grpo", [*importlib_source, "reward.reward_manager.module.path=pkg://my_lab.managers"])
+    )
+    assert "is not the TARS manager; use module.path=pkg://tars_verl.reward.manager" in problem
+    # verl did not load our entry point (VERL_USE_EXTERNAL_PLUGINS=none, or tars-verl not installed): 'tars' unknown
+    monkeypatch.delitem(sys.modules, "tars_verl.verl_plugin")
+    monkeypatch.setenv("VERL_USE_EXTERNAL_PLUGINS", "none")
+    cfg = compose("tars_grpo", base)
+    problems = check_reward_manager(cfg) + [p for p in check_plugins(cfg) if "rollout.name" not in p]
+    assert len(problems) == 2 and all("VERL_USE_EXTERNAL_PLUGINS unset (it is 'none')" in p for p in problems)
+    assert problems[0].startswith("reward.reward_manager.name=tars: ")
+    assert problems[1].startswith("trainer.v1.trainer_mode=tars: ")

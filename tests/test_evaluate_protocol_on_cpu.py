@@ -81,6 +81,45 @@ def test_prefill_is_off_by_default_with_an_option_to_turn_it_on():
     assert GenConfig().prefill_think is False
 
 
+def test_the_generation_flags_are_parsed_into_gen_config():
+    """GenConfig's fields are the flags (HfArgumentParser): every field is settable, under its old flag name too."""
+    import dataclasses
+
+    base = ["--model", "m=x", "--out", "o"]
+    old_names = {
+        "--backend": "openai",
+        "--temperature": "0.3",
+        "--top-p": "0.9",
+        "--top-k": "20",
+        "--repetition-penalty": "1.1",
+        "--max-new-tokens": "64",
+        "--samples": "3",
+        "--batch-size": "2",
+        "--chunk-size": "8",
+        "--seed": "7",
+        "--tensor-parallel-size": "2",
+        "--openai-url": "http://h:1/v1",
+        "--api-key-env": "MY_KEY",
+        "--max-concurrency": "4",
+        "--max-retries": "1",
+        "--timeout-s": "9.5",
+    }
+    argv = [*base, *(x for kv in old_names.items() for x in kv), "--openai-standard-params-only", "--prefill-think"]
+    gen, args = build_parser().parse_args_into_dataclasses(argv)
+    assert gen == GenConfig(
+        backend="openai", temperature=0.3, top_p=0.9, top_k=20, repetition_penalty=1.1, max_new_tokens=64, samples=3,
+        batch_size=2, chunk_size=8, seed=7, tensor_parallel_size=2, openai_url="http://h:1/v1", api_key_env="MY_KEY",
+        max_concurrency=4, max_retries=1, timeout_s=9.5, openai_standard_params_only=True, prefill_think=True,
+    )  # fmt: skip
+    assert {f.name for f in dataclasses.fields(GenConfig)} <= {k.lstrip("-").replace("-", "_") for k in old_names} | {
+        "openai_standard_params_only",
+        "prefill_think",
+    }  # every field is a flag (max_retries and timeout_s were not before)
+    assert args.model == ["m=x"] and not hasattr(args, "seed")  # the run's other flags stay in args
+    with pytest.raises(SystemExit):
+        build_parser().parse_args_into_dataclasses([*base, "--backend", "tgi"])  # choices still checked
+
+
 # --- 1. a cache that cannot go stale ---------------------------------------------------------------------------
 def test_cache_refuses_other_settings_or_weights_and_regenerates_changed_prompts(tiny_dir, tmp_path, monkeypatch):
     model = tmp_path / "model"

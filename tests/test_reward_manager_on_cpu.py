@@ -312,3 +312,45 @@ def test_empty_answers_are_logged_and_their_reward_follows_the_option(
 def test_unknown_empty_answer_policy_stops_at_start_up(tiny_dir):
     with pytest.raises(ScorerConfigError, match="reward.tars.empty_answer must be one of"):
         worker_for(tiny_dir, "reward.tars.empty_answer=skip")
+
+
+def test_tokenizer_work_runs_off_the_event_loop(tiny_dir):
+    """Decoding and token counting go to verl's executor (as verl's own managers do): the event loop that serves the
+    scorers' replies for every concurrent sample never waits on the tokenizer."""
+    import threading
+
+    worker = worker_for(tiny_dir)
+    manager = worker.reward_manager
+    tokenizer, threads = manager.tokenizer, []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+        def decode(self, *args, **kwargs):
+            threads.append(threading.get_ident())
+            return tokenizer.decode(*args, **kwargs)
+
+        def encode(self, *args, **kwargs):
+            threads.append(threading.get_ident())
+            return tokenizer.encode(*args, **kwargs)
+
+    manager.tokenizer = Spy()
+    out = score(worker, [Sample(user("a"), COMPLY, "harmless"), Sample(user("b"), REFUSE, "harmful")])
+    assert out[1]["reward_extra_info"]["answer_tokens"] > 0
+    assert len(threads) >= 6 and threading.get_ident() not in threads  # the loop runs in this thread
+
+
+def test_a_new_log_field_keeps_verls_key_order_without_a_manager_edit(tiny_dir, monkeypatch):
+    """The log row is built from the schema (tars_verl/reward/log_schema.py): a field added there is in every row, in
+    schema order (None until the manager fills it), instead of a run-time error."""
+    from tars_verl.reward import log_schema
+
+    monkeypatch.setattr(log_schema, "KEYS", (*log_schema.KEYS[:3], "judge_latency_s", *log_schema.KEYS[3:]))
+    worker = worker_for(tiny_dir)
+    out = score(worker, [Sample(user("a"), COMPLY, "harmless"), Sample(user("b"), REFUSE, "harmful")])
+    for o in out:
+        assert list(o["reward_extra_info"]) == worker.reward_manager.extra_keys
+        assert (
+            list(o["reward_extra_info"])[3] == "judge_latency_s" and o["reward_extra_info"]["judge_latency_s"] is None
+        )

@@ -10,14 +10,18 @@ from omegaconf import OmegaConf
 
 from tars_verl.data.files import read_done
 from tars_verl.data.sft_traces import (
+    SFT_POOLS,
     TraceConfig,
+    TraceSettings,
+    build_parser,
     generate_traces,
     main,
     select_prompts,
     split_teacher_reply,
+    trace_config,
     traces_to_sft,
 )
-from tars_verl.data.text import normalise
+from tars_verl.data.text import QWEN_DEFAULT_SYSTEM_PROMPT, normalise
 from tars_verl.testing.source_files import write_rl_sources
 
 POOLS = {"wildjailbreak": 6, "aegis2": 4, "safeedit": 0}
@@ -199,3 +203,34 @@ def test_teacher_gets_no_system_prompt_but_the_sft_target_keeps_qwens(sources, s
     n = len(server.requests)
     main(generate_args(sources, tmp_path / "b", server, "--teacher-system-prompt", "Be careful."))
     assert all(p["messages"][0] == {"role": "system", "content": "Be careful."} for _, p in server.requests[n:])
+
+
+def test_the_generate_flags_are_parsed_into_trace_config(tmp_path):
+    """TraceSettings' fields are flags (HfArgumentParser), under their old names too; the other flags become
+    TraceConfig's pools, paths, excluded files and system prompts."""
+    import dataclasses
+
+    (tmp_path / "eval").mkdir()
+    pd.DataFrame({"prompt": ["p"]}).to_parquet(tmp_path / "eval" / "xstest.parquet")
+    argv = ["generate", "--out", "o", "--url", "http://h/v1", "--model", "r1", "--api-key-env", "K"]
+    argv += ["--samples", "2", "--seed", "3", "--max-chars", "50", "--temperature", "0.1", "--max-tokens", "99"]
+    argv += ["--max-concurrency", "5", "--max-retries", "0", "--timeout", "7", "--allow-small-pools"]
+    argv += ["--allow-missing", "--retry-dropped", "--pool", "aegis2=9", "--source", "aegis2=/a.parquet"]
+    argv += ["--exclude", "/mix.parquet", "--exclude-dir", str(tmp_path / "eval"), "--system-prompt", "none"]
+    argv += ["--teacher-system-prompt", "qwen"]
+    cfg = trace_config(build_parser().parse_args(argv))
+    assert cfg == TraceConfig(
+        out="o", url="http://h/v1", model="r1", api_key_env="K", samples=2, seed=3, max_chars=50, temperature=0.1,
+        max_tokens=99, max_concurrency=5, max_retries=0, timeout_s=7.0, allow_small_pools=True, allow_missing=True,
+        retry_dropped=True, pools={**SFT_POOLS, "aegis2": 9}, paths={"aegis2": "/a.parquet"},
+        exclude_files=["/mix.parquet", str(tmp_path / "eval" / "xstest.parquet")], system_prompt=None,
+        teacher_system_prompt=QWEN_DEFAULT_SYSTEM_PROMPT,
+    )  # fmt: skip
+    defaults = trace_config(build_parser().parse_args(["generate", "--out", "o", "--url", "u", "--model", "m"]))
+    assert defaults == TraceConfig(out="o", url="u", model="m")  # the flags' defaults are the dataclass's
+    flags = " ".join(argv)
+    assert all(
+        f"--{f.name.replace('_', '-')}" in flags or f.name == "timeout_s" for f in dataclasses.fields(TraceSettings)
+    )
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["generate", "--out", "o", "--model", "m"])  # --url is still required

@@ -33,11 +33,12 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
+from transformers import HfArgumentParser
 
 from tars_verl.data.files import (
     append_jsonl,
@@ -82,30 +83,57 @@ def split_teacher_reply(message: dict) -> tuple[str, str]:
 
 
 @dataclass
-class TraceConfig:
-    out: str
-    url: str = ""
-    model: str = ""
-    api_key_env: str | None = None
-    samples: int = 4
+class TraceSettings:
+    """The settings of ``generate`` that are one flag each: ``build_sft_traces.py generate`` reads them from its
+    flags with ``transformers.HfArgumentParser`` (``--max-tokens`` or ``--max_tokens`` for ``max_tokens``; the help
+    is each field's)."""
+
+    out: str = field(metadata={"help": "output folder: traces.jsonl (the resumable log) and the SFT parquet files"})
+    url: str = field(
+        default="", metadata={"required": True, "help": "OpenAI-compatible base URL, e.g. https://api.deepseek.com/v1"}
+    )
+    model: str = field(default="", metadata={"required": True, "help": "the teacher model's name at --url"})
+    api_key_env: str | None = field(default=None, metadata={"help": "environment variable holding the API key"})
+    samples: int = field(default=4, metadata={"help": "teacher samples per prompt"})
+    seed: int = field(default=0, metadata={"help": "prompt selection and the train/val split"})
+    max_chars: int = field(default=1000, metadata={"help": "prompts longer than this are not selected"})
+    temperature: float = field(default=0.6, metadata={"help": "teacher sampling temperature"})
+    max_tokens: int = field(default=8192, metadata={"help": "teacher tokens per reply (reasoning + answer)"})
+    max_concurrency: int = field(default=16, metadata={"help": "requests in flight"})
+    max_retries: int = field(default=5, metadata={"help": "retries of a failed request (with back-off)"})
+    timeout_s: float = field(
+        default=600.0,
+        metadata={
+            "aliases": ["--timeout"],
+            "help": "seconds per teacher request before it counts as failed (and is retried)",
+        },
+    )
+    allow_small_pools: bool = field(
+        default=False, metadata={"help": "select fewer prompts than --pool asks when a source has too few"}
+    )
+    allow_missing: bool = field(default=False, metadata={"help": "write the parquet even if some requests failed"})
+    # Ask again for samples the log holds with empty reasoning or answer (dropped from the SFT set).
+    retry_dropped: bool = field(
+        default=False,
+        metadata={
+            "help": "ask again for samples already logged with empty reasoning or answer (e.g. after fixing "
+            "the teacher's reasoning parser); the new reply replaces the old one"
+        },
+    )
+
+
+@dataclass
+class TraceConfig(TraceSettings):
+    """Everything a ``generate`` run needs: the one-flag settings, and what the other flags are turned into (the
+    pools, the source files, the prompts to exclude, the two system prompts)."""
+
     pools: dict[str, int] = field(default_factory=lambda: dict(SFT_POOLS))
     paths: dict[str, str] = field(default_factory=dict)
     exclude_files: list[str] = field(default_factory=list)
-    seed: int = 0
-    max_chars: int = 1000
-    temperature: float = 0.6
-    max_tokens: int = 8192
-    max_concurrency: int = 16
-    max_retries: int = 5
-    timeout_s: float = 600.0
     # The system prompt of the SFT target (the student's chat), not what the teacher is sent.
     system_prompt: str | None = QWEN_DEFAULT_SYSTEM_PROMPT
     # What the teacher is sent as a system turn; None: none (DeepSeek's advice for R1).
     teacher_system_prompt: str | None = None
-    allow_small_pools: bool = False
-    allow_missing: bool = False
-    # Ask again for samples the log holds with empty reasoning or answer (dropped from the SFT set).
-    retry_dropped: bool = False
 
 
 def _text(value) -> str:
@@ -358,46 +386,32 @@ def check_val_fraction(value: float) -> float:
     return value
 
 
-@entry_point
-def main(argv: list[str] | None = None) -> None:
+def named_system_prompt(value: str) -> str | None:
+    """``qwen`` (Qwen's default system prompt), ``none`` (no system turn), or the text itself."""
+    return {"qwen": QWEN_DEFAULT_SYSTEM_PROMPT, "none": None}.get(value, value)
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    g = sub.add_parser("generate", help="ask a teacher endpoint, then write the SFT parquet")
-    g.add_argument("--out", required=True)
-    g.add_argument("--url", required=True, help="OpenAI-compatible base URL, e.g. https://api.deepseek.com/v1")
-    g.add_argument("--model", required=True)
-    g.add_argument("--api-key-env", default=None, help="environment variable holding the API key")
-    g.add_argument("--samples", type=positive_int, default=4)
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=HfArgumentParser)
+    # TraceSettings' flags come from its fields; the flags below are turned into TraceConfig's other fields.
+    g = sub.add_parser(
+        "generate", dataclass_types=TraceSettings, help="ask a teacher endpoint, then write the SFT parquet"
+    )
+    for action in g._actions:  # counts: 0 would select nothing or wait forever (HfArgumentParser types them int)
+        if action.dest in ("samples", "max_tokens", "max_concurrency"):
+            action.type = positive_int
     g.add_argument(
         "--pool", action="append", default=[], help="NAME=N (default wildjailbreak=400 aegis2=300 safeedit=300)"
     )
     g.add_argument("--source", action="append", default=[], help="local copy NAME=PATH")
     g.add_argument("--exclude", action="append", default=[], help="RL mix / eval parquet whose prompts to avoid")
     g.add_argument("--exclude-dir", action="append", default=[], help="folder of such parquet files")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--temperature", type=float, default=0.6)
-    g.add_argument("--max-tokens", type=positive_int, default=8192)
-    g.add_argument("--max-concurrency", type=positive_int, default=16)
-    g.add_argument("--max-retries", type=int, default=5)
-    g.add_argument(
-        "--timeout",
-        type=float,
-        default=600.0,
-        help="seconds per teacher request before it counts as failed (and is retried); default 600",
-    )
-    g.add_argument(
-        "--retry-dropped",
-        action="store_true",
-        help="ask again for samples already logged with empty reasoning or answer (e.g. after fixing "
-        "the teacher's reasoning parser); the new reply replaces the old one",
-    )
-    g.add_argument("--allow-small-pools", action="store_true")
     g.add_argument(
         "--teacher-system-prompt",
         default="none",
-        help="system prompt sent to the teacher: 'none' (default; DeepSeek advises none for R1), 'qwen', or a text",
+        help="system prompt sent to the teacher: 'none' (DeepSeek advises none for R1), 'qwen', or a text",
     )
-    g.add_argument("--allow-missing", action="store_true", help="write the parquet even if some requests failed")
     c = sub.add_parser("convert", help="turn an existing traces file into the SFT parquet; no endpoint")
     c.add_argument("--traces", required=True, help="jsonl/json/parquet with prompt and reasoning+answer or response")
     c.add_argument("--out", required=True)
@@ -405,13 +419,31 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument(
             "--system-prompt",
             default="qwen",
-            help="system prompt of the SFT target: 'qwen' (default), 'none', or a text",
+            help="system prompt of the SFT target: 'qwen', 'none', or a text",
         )
         p.add_argument("--val-fraction", type=float, default=0.05)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def trace_config(args: argparse.Namespace) -> TraceConfig:
+    """The ``generate`` command line as a TraceConfig."""
+    # The generate sub-parser is an HfArgumentParser of TraceSettings: args holds each of its fields, parsed.
+    return TraceConfig(
+        **{f.name: getattr(args, f.name) for f in fields(TraceSettings)},
+        pools={**SFT_POOLS, **parse_kv(args.pool, "--pool", int)},
+        paths=parse_kv(args.source, "--source"),
+        exclude_files=[*args.exclude, *(f for d in args.exclude_dir for f in eval_dir_files(d, "--exclude-dir"))],
+        system_prompt=named_system_prompt(args.system_prompt),
+        teacher_system_prompt=named_system_prompt(args.teacher_system_prompt),
+    )
+
+
+@entry_point
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     check_val_fraction(args.val_fraction)  # before any request
-    system = {"qwen": QWEN_DEFAULT_SYSTEM_PROMPT, "none": None}.get(args.system_prompt, args.system_prompt)
+    system = named_system_prompt(args.system_prompt)
     if args.cmd == "convert":
         table = read_table(args.traces)
         if "prompt" not in table.columns or table.empty:
@@ -424,32 +456,7 @@ def main(argv: list[str] | None = None) -> None:
         stats = write_sft(records, args.out, system, args.val_fraction)
         print(json.dumps(stats, indent=2))
         return
-    exclude = list(args.exclude) + [f for d in args.exclude_dir for f in eval_dir_files(d, "--exclude-dir")]
-    pools = dict(SFT_POOLS)
-    pools.update(parse_kv(args.pool, "--pool", int))
-    cfg = TraceConfig(
-        out=args.out,
-        url=args.url,
-        model=args.model,
-        api_key_env=args.api_key_env,
-        samples=args.samples,
-        pools=pools,
-        paths=parse_kv(args.source, "--source"),
-        exclude_files=exclude,
-        seed=args.seed,
-        temperature=args.temperature,
-        max_tokens=args.max_tokens,
-        max_concurrency=args.max_concurrency,
-        max_retries=args.max_retries,
-        system_prompt=system,
-        teacher_system_prompt={"qwen": QWEN_DEFAULT_SYSTEM_PROMPT, "none": None}.get(
-            args.teacher_system_prompt, args.teacher_system_prompt
-        ),
-        allow_small_pools=args.allow_small_pools,
-        allow_missing=args.allow_missing,
-        timeout_s=args.timeout,
-        retry_dropped=args.retry_dropped,
-    )
+    cfg = trace_config(args)
     if cfg.timeout_s <= 0:
         raise ValueError(f"--timeout must be > 0, got {cfg.timeout_s}")
     prompts = select_prompts(cfg)

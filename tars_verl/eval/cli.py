@@ -25,12 +25,11 @@ import argparse
 import json
 import logging
 
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, HfArgumentParser
 
 from tars_verl.data.files import check_file_name
 from tars_verl.data.text import parse_kv, positive_int
 from tars_verl.eval.generate import (
-    BACKENDS,
     GenConfig,
     decoding,
     generate_for_model,
@@ -100,16 +99,22 @@ def _tokenizer(name: str, path: str, explicit: dict[str, str], backend: str, not
         return _WordCounter()
 
 
-def run(args) -> dict[str, str]:
+def run(args, gen_cfg: GenConfig) -> dict[str, str]:
     try:
         from tars_verl.eval.report import protocols, write_report
     except ImportError as err:
         raise ImportError(f"the evaluation report needs its extra: pip install 'tars-verl[eval]' ({err})") from err
     # Credentials in any URL given here, and the API key, are hidden from every message and file from now on.
-    for value in (args.openai_url, args.judge_url, args.harmbench_url, args.harmbench_prompts, args.harmbench_hashes):
+    for value in (
+        gen_cfg.openai_url,
+        args.judge_url,
+        args.harmbench_url,
+        args.harmbench_prompts,
+        args.harmbench_hashes,
+    ):
         if value and "://" in value:
             register_url(value)
-    register_env_secret(args.api_key_env)
+    register_env_secret(gen_cfg.api_key_env)
     models = parse_kv(args.model, "--model")
     if not models:
         raise ValueError("give at least one --model NAME=PATH")
@@ -139,24 +144,6 @@ def run(args) -> dict[str, str]:
         args.behaviors,
         args.limit,
         allow_empty=capability is not None,
-    )
-    gen_cfg = GenConfig(
-        backend=args.backend,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty,
-        max_new_tokens=args.max_new_tokens,
-        samples=args.samples,
-        prefill_think=args.prefill_think,
-        batch_size=args.batch_size,
-        chunk_size=args.chunk_size,
-        seed=args.seed,
-        tensor_parallel_size=args.tensor_parallel_size,
-        openai_url=args.openai_url or "",
-        api_key_env=args.api_key_env,
-        max_concurrency=args.max_concurrency,
-        openai_standard_params_only=args.openai_standard_params_only,
     )
     gen_cfg.validate()
     backend = resolve_backend(gen_cfg.backend)
@@ -205,7 +192,7 @@ def run(args) -> dict[str, str]:
         )
         attack = [p for p in prompts if p.attack == attack_name and p.suite == "safety"][: args.repr_max]
         if len(safe) >= 3 and len(attack) >= 3:
-            reps = {name: representation_margin(path, safe, attack, args.seed) for name, path in models.items()}
+            reps = {name: representation_margin(path, safe, attack, gen_cfg.seed) for name, path in models.items()}
     if capability is not None:
         from tars_verl.eval.capability import run_capability
 
@@ -241,8 +228,23 @@ def run(args) -> dict[str, str]:
     return files
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and each flag's default."""
+
+
+def build_parser() -> HfArgumentParser:
+    """The flags of :class:`GenConfig` come from its fields (``HfArgumentParser``); the others are the run's own."""
+    ap = HfArgumentParser(GenConfig, description=__doc__, formatter_class=_HelpFormatter)
+    for action in ap._actions:  # counts: 0 would generate nothing or wait forever (HfArgumentParser types them int)
+        if action.dest in (
+            "samples",
+            "max_new_tokens",
+            "batch_size",
+            "chunk_size",
+            "tensor_parallel_size",
+            "max_concurrency",
+        ):
+            action.type = positive_int
     ap.add_argument(
         "--model",
         action="append",
@@ -286,43 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="tokenizer that clips generations to 512 tokens before the "
         "HarmBench classifier (default cais/HarmBench-Llama-2-13b-cls)",
     )
-    ap.add_argument("--backend", default="auto", choices=list(BACKENDS))
-    ap.add_argument("--openai-url", help="--backend openai: the endpoint's base URL (…/v1)")
-    ap.add_argument("--api-key-env", help="--backend openai: environment variable holding the API key")
-    ap.add_argument("--max-concurrency", type=positive_int, default=32, help="--backend openai: requests in flight")
-    ap.add_argument(
-        "--openai-standard-params-only",
-        action="store_true",
-        help="--backend openai: do not send top_k / repetition_penalty (for APIs that reject them; "
-        "by default they are sent so that a vLLM server's generation_config cannot apply)",
-    )
     ap.add_argument(
         "--tokenizer",
         action="append",
         default=[],
         help="NAME=PATH: tokenizer for a model's length counts (API models); repeatable",
-    )
-    ap.add_argument("--samples", type=positive_int, default=1)
-    ap.add_argument(
-        "--temperature",
-        type=float,
-        default=0.0,
-        help="0 = greedy decoding (the default: HarmBench's setting for attack evaluation); > 0 samples (e.g. 0.6, "
-        "TARS's training temperature, with --samples N); the report states which was used",
-    )
-    ap.add_argument("--top-p", type=float, default=1.0)
-    ap.add_argument("--top-k", type=int, default=0, help="0 = off (the model's generation_config is not used)")
-    ap.add_argument("--repetition-penalty", type=float, default=1.0)
-    ap.add_argument("--max-new-tokens", type=positive_int, default=4096)
-    ap.add_argument("--batch-size", type=positive_int, default=16, help="hf back end: sequences per generate call")
-    ap.add_argument(
-        "--chunk-size", type=positive_int, default=1024, help="vllm/openai: requests per generate call / flush"
-    )
-    ap.add_argument("--tensor-parallel-size", type=positive_int, default=1)
-    ap.add_argument(
-        "--prefill-think",
-        action="store_true",
-        help="end the generation prompt with '<think>\\n' (off by default: the TARS models write it)",
     )
     ap.add_argument(
         "--no-prefill-think", dest="prefill_think", action="store_false", help="the default; kept for old command lines"
@@ -336,7 +306,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--limit", type=positive_int, help="first N prompts of each set (quick checks)")
     ap.add_argument("--no-representations", action="store_true")
     ap.add_argument("--repr-max", type=positive_int, default=200, help="prompts per class for the UMAP/SVM margin")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--capability",
         help="comma-separated lm-eval-harness tasks; 'paper' = gsm8k,minerva_math500,"
@@ -353,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
 @entry_point
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    run(build_parser().parse_args(argv))
+    gen_cfg, args = build_parser().parse_args_into_dataclasses(argv)
+    run(args, gen_cfg)
 
 
 if __name__ == "__main__":

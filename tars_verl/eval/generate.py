@@ -47,7 +47,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from tqdm.auto import tqdm
 
@@ -62,29 +62,51 @@ BACKENDS = ("auto", "hf", "vllm", "openai")
 
 @dataclass
 class GenConfig:
-    backend: str = "auto"
+    """How every model is sampled. ``python -m tars_verl.eval`` reads these fields from its flags
+    (``transformers.HfArgumentParser``: ``--top-p`` or ``--top_p`` for ``top_p``; the help is each field's)."""
+
+    _argument_group_name = "generation (all models)"  # the --help section of these flags
+
+    backend: str = field(default="auto", metadata={"choices": list(BACKENDS), "help": "auto: vllm on a GPU, else hf"})
     # 0 = greedy (HarmBench's default for attack evaluation); > 0 samples.
-    temperature: float = 0.0
-    top_p: float = 1.0
+    temperature: float = field(
+        default=0.0,
+        metadata={
+            "help": "0 = greedy decoding (the default: HarmBench's setting for attack evaluation); > 0 samples (e.g. "
+            "0.6, TARS's training temperature, with --samples N); the report states which was used"
+        },
+    )
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
     # 0 = no top-k cut (both back ends); set it explicitly, the model's generation_config is ignored.
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    max_new_tokens: int = 4096
-    samples: int = 1
-    prefill_think: bool = False
-    batch_size: int = 16  # hf: sequences per generate call
-    chunk_size: int = 1024  # vllm / openai: requests per generate call / cache flush
-    seed: int = 0
-    tensor_parallel_size: int = 1
+    top_k: int = field(default=0, metadata={"help": "0 = off (the model's generation_config is not used)"})
+    repetition_penalty: float = field(default=1.0, metadata={"help": "1.0 = off"})
+    max_new_tokens: int = field(default=4096, metadata={"help": "tokens per generation (reasoning + answer)"})
+    samples: int = field(default=1, metadata={"help": "generations per prompt"})
+    prefill_think: bool = field(
+        default=False,
+        metadata={"help": "end the generation prompt with '<think>\\n' (off by default: the TARS models write it)"},
+    )
+    batch_size: int = field(default=16, metadata={"help": "hf back end: sequences per generate call"})
+    chunk_size: int = field(default=1024, metadata={"help": "vllm/openai: requests per generate call / flush"})
+    seed: int = field(default=0, metadata={"help": "base seed; each (prompt, sample) gets its own from it"})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vllm back end: GPUs per model"})
     # openai back end: base URL (…/v1), API key variable, requests in flight, retries.
-    openai_url: str = ""
-    api_key_env: str | None = None
-    max_concurrency: int = 32
-    max_retries: int = 5
-    timeout_s: float = 600.0
+    openai_url: str = field(default="", metadata={"help": "--backend openai: the endpoint's base URL (…/v1)"})
+    api_key_env: str | None = field(
+        default=None, metadata={"help": "--backend openai: environment variable holding the API key"}
+    )
+    max_concurrency: int = field(default=32, metadata={"help": "--backend openai: requests in flight"})
+    max_retries: int = field(default=5, metadata={"help": "--backend openai: retries of a failed request"})
+    timeout_s: float = field(default=600.0, metadata={"help": "--backend openai: seconds per request"})
     # For APIs that reject vLLM's sampling extensions: send only OpenAI's own fields (then top_k and the
     # repetition penalty are the server's defaults, and top_k / repetition_penalty must stay 0 / 1.0).
-    openai_standard_params_only: bool = False
+    openai_standard_params_only: bool = field(
+        default=False,
+        metadata={
+            "help": "--backend openai: do not send top_k / repetition_penalty (for APIs that reject them; "
+            "by default they are sent so that a vLLM server's generation_config cannot apply)"
+        },
+    )
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:

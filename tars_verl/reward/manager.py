@@ -24,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, NamedTuple
 
+import numpy as np
 from verl import DataProto
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
@@ -35,8 +37,8 @@ from tars_verl.redaction import install as install_secret_scrubbing
 from tars_verl.reward.batching import MicroBatcher
 from tars_verl.reward.config import TarsConfig, tars_config_from
 from tars_verl.reward.log_schema import per_type_reward_key, reward_log_keys
-from tars_verl.reward.prompt_type import PROMPT_TYPES, PromptTypeError, resolve_prompt_type
-from tars_verl.reward.response_format import THINK_OPEN, format_reward, split_reasoning
+from tars_verl.reward.prompt_type import PromptTypeError, resolve_prompt_type
+from tars_verl.reward.response_format import THINK_OPEN, ResponseParts, format_reward, split_reasoning
 from tars_verl.scorers import ScoreItem, Scorer, ScoreResult, build_scorer
 from tars_verl.scorers.refusal_keywords import is_refusal
 from tars_verl.scorers.weighted import WeightedScorer
@@ -61,6 +63,34 @@ def _row_name(non_tensor: dict[str, Any]) -> str:
     index = extra.get("index") if isinstance(extra, dict) else None
     source = _row_source(non_tensor) or "unknown source"
     return f"data row {index} ({source})" if index is not None else f"a data row without extra_info.index ({source})"
+
+
+def _row_fields(non_tensor: dict[str, Any]) -> dict[str, Any]:
+    """The data row's fields as plain Python values (numpy scalars unwrapped), for scorers that read them."""
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in non_tensor.items()}
+
+
+class _Sample(NamedTuple):
+    """One response as read from verl's batch: what the scorers judge and what the log row reports.
+
+    A NamedTuple, not a dataclass: verl may execute this file under a module name missing from ``sys.modules``
+    (``source=importlib``), where ``@dataclass`` fails.
+    """
+
+    prompt_type: str
+    prompt: str
+    messages: list[dict[str, Any]]
+    row: dict[str, Any]
+    parts: ResponseParts
+    format: float
+    refused: bool
+    response_tokens: int
+    answer_tokens: int
+    val_judged: bool
+
+    @property
+    def empty_answer(self) -> bool:
+        return not self.parts.answer.strip()
 
 
 class TarsRewardManager(RewardManagerBase):
@@ -93,21 +123,34 @@ class TarsRewardManager(RewardManagerBase):
         if self.tars.check_on_start:
             for scorer in self.scorers.values():
                 scorer.check_ready()
-        self.extra_keys = self._extra_keys()
-        self._warned_no_raw_prompt = False
-        self.calls = 0  # run_single calls, for tests and metrics
-
-    def _extra_keys(self) -> list[str]:
-        """The logged keys (tars_verl/reward/log_schema.py), plus each ``weighted`` scorer's components."""
-        return reward_log_keys(
-            f"{role}/{name}"
+        # Each ``weighted`` scorer's components, logged as <role>/<name>.
+        self.components = [
+            (role, name)
             for role, scorer in self.scorers.items()
             if isinstance(scorer, WeightedScorer)
             for name, _, _ in scorer.components
-        )
+        ]
+        self.extra_keys = reward_log_keys(f"{role}/{name}" for role, name in self.components)
+        self._warned_no_raw_prompt = False
+        self.calls = 0  # run_single calls, for tests and metrics
 
-    # -- one sample ---------------------------------------------------------------------------
-    def _decode(self, item) -> tuple[str, str, list[dict[str, Any]], int]:
+    async def run_single(self, data: DataProto) -> dict:
+        self.calls += 1
+        item = data[-1:][0]  # multi-sequence outputs: the last sequence carries the reward
+        # Tokenizer work off the event loop (as verl's own managers do): the loop keeps serving scorer replies.
+        sample = await asyncio.get_running_loop().run_in_executor(None, self._read_sample, item)
+        jobs = self._submit_jobs(sample)
+        results: dict[str, ScoreResult] = dict(zip(jobs, await asyncio.gather(*jobs.values())))
+        total = self._combine(sample, results)
+        return {"reward_score": total, "reward_extra_info": self._log_row(sample, results, total)}
+
+    # -- the steps of run_single ---------------------------------------------------------------
+    def _read_sample(self, item) -> _Sample:
+        """Decode the response, split off the reasoning, count tokens: everything that needs the tokenizer."""
+        try:
+            prompt_type = resolve_prompt_type(item.non_tensor_batch, self.tars.prompt_type_key)
+        except PromptTypeError as err:
+            raise PromptTypeError(f"{err}{_missing_row_hint(item.non_tensor_batch)}") from None
         prompt_ids = item.batch["prompts"]
         response_ids = item.batch["responses"]
         attention = item.batch["attention_mask"]
@@ -116,7 +159,10 @@ class TarsRewardManager(RewardManagerBase):
         # The mask says which prompt tokens are real: the agent loop left-pads prompts, verl's colocated
         # reward batch (trainer_base._compute_reward_colocate) right-pads them.
         valid_prompt = prompt_ids[attention[: prompt_ids.shape[-1]].bool()]
-        prompt_tail = self.tokenizer.decode(valid_prompt[-8:], skip_special_tokens=False)
+        think_prefilled = self.tars.think_prefilled
+        if think_prefilled == "auto":
+            prompt_tail = self.tokenizer.decode(valid_prompt[-8:], skip_special_tokens=False)
+            think_prefilled = prompt_tail.rstrip().endswith(THINK_OPEN)
         messages = item.non_tensor_batch.get("raw_prompt")
         if messages is None:
             if not self._warned_no_raw_prompt:
@@ -125,81 +171,73 @@ class TarsRewardManager(RewardManagerBase):
             messages = [{"role": "user", "content": self.tokenizer.decode(valid_prompt, skip_special_tokens=True)}]
         # Content parts become text, a dict or a message without a role is an error naming the row.
         messages = chat_messages(messages, f"TARS reward: {_row_name(item.non_tensor_batch)}: raw_prompt")
-        return response, prompt_tail, messages, n_resp
-
-    def _think_prefilled(self, prompt_tail: str) -> bool:
-        if self.tars.think_prefilled == "auto":
-            return prompt_tail.rstrip().endswith(THINK_OPEN)
-        return bool(self.tars.think_prefilled)
-
-    async def run_single(self, data: DataProto) -> dict:
-        self.calls += 1
-        item = data[-1:][0]  # multi-sequence outputs: the last sequence carries the reward
-        try:
-            prompt_type = resolve_prompt_type(item.non_tensor_batch, self.tars.prompt_type_key)
-        except PromptTypeError as err:
-            raise PromptTypeError(f"{err}{_missing_row_hint(item.non_tensor_batch)}") from None
-        response, prompt_tail, messages, n_resp = self._decode(item)
-        think_prefilled = self._think_prefilled(prompt_tail)
-        parts = split_reasoning(response, think_prefilled)
-        # A prompt without a user turn would give every judge an empty request: an error naming the row.
-        prompt = last_user_text(messages, f"TARS reward: {_row_name(item.non_tensor_batch)}: raw_prompt")
-        weights = self.tars.weights()[prompt_type]
-
-        def submit(role: str, text: str):
-            return self.batchers[role].submit(ScoreItem(prompt, text, messages, prompt_type))
-
-        jobs: dict[str, Any] = {}
-        val_judged = _row_source(item.non_tensor_batch) in self.val_judge_sources
-        if val_judged:  # e.g. StrongREJECT-small judged by the StrongREJECT rubric, as the authors validate
-            jobs["val_judge"] = submit("val_judge", parts.answer)
-        else:
-            for role in ("safety", "helpfulness"):
-                if weights[role] > 0:
-                    jobs[role] = submit(role, parts.answer)
-            if self.tars.reasoning_safety and prompt_type == "harmful" and parts.reasoning:
-                jobs["reasoning_safety"] = submit("safety", parts.reasoning)
-        results: dict[str, ScoreResult] = dict(zip(jobs, await asyncio.gather(*jobs.values())))
-
-        fmt = format_reward(response, think_prefilled)
-        if val_judged:
-            combined = results["val_judge"].score
-        else:
-            w_total = sum(weights[r] for r in ("safety", "helpfulness") if r in results)
-            combined = sum(weights[r] * results[r].score for r in ("safety", "helpfulness") if r in results) / w_total
-        empty = not parts.answer.strip()
-        total = 0.0 if (empty and self.tars.empty_answer == "zero") else fmt * combined
+        parts = split_reasoning(response, bool(think_prefilled))
         answer_tokens = len(self.tokenizer.encode(parts.answer, add_special_tokens=False)) if parts.answer else 0
-        extra: dict[str, Any] = {
-            "total": total,
-            "format": fmt,
-            "safety": results["safety"].score if "safety" in results else None,
-            "helpfulness": results["helpfulness"].score if "helpfulness" in results else None,
-            "reasoning_safety": results["reasoning_safety"].score if "reasoning_safety" in results else None,
-            "prompt_type": prompt_type,
-            "refused": float(is_refusal(parts.answer)),
-            "reasoning_chars": len(parts.reasoning),
-            "answer_chars": len(parts.answer),
-            "answer_tokens": answer_tokens,
-            "reasoning_tokens": max(n_resp - answer_tokens, 0) if parts.has_close_tag else 0,
-            "scorer_fallbacks": sum(bool(r.details.get("fallback")) for r in results.values()),
-            "empty_answer": float(empty),
-            "val_judged": float(val_judged),
-            "strongreject": results["val_judge"].details.get("strongreject") if val_judged else None,
-        }
-        for t in PROMPT_TYPES:
-            extra[per_type_reward_key(t)] = total if t == prompt_type else None
-        for role, scorer in self.scorers.items():
-            if isinstance(scorer, WeightedScorer):
-                comps = results[role].details.get("components", {}) if role in results else {}
-                for name, _, _ in scorer.components:
-                    extra[f"{role}/{name}"] = comps.get(name)
-        if list(extra) != self.extra_keys:  # verl takes the keys of sample 0 for every sample
-            raise RuntimeError(
-                f"TARS reward log {list(extra)} differs from its schema {self.extra_keys}: "
-                "add the key to tars_verl/reward/log_schema.py"
-            )
-        return {"reward_score": total, "reward_extra_info": extra}
+        return _Sample(
+            prompt_type=prompt_type,
+            # A prompt without a user turn would give every judge an empty request: an error naming the row.
+            prompt=last_user_text(messages, f"TARS reward: {_row_name(item.non_tensor_batch)}: raw_prompt"),
+            messages=messages,
+            row=_row_fields(item.non_tensor_batch),
+            parts=parts,
+            format=format_reward(response, bool(think_prefilled)),
+            refused=is_refusal(parts.answer),
+            response_tokens=n_resp,
+            answer_tokens=answer_tokens,
+            val_judged=_row_source(item.non_tensor_batch) in self.val_judge_sources,
+        )
+
+    def _submit_jobs(self, s: _Sample) -> dict[str, Awaitable[ScoreResult]]:
+        """One scorer call per role the prompt type needs, each parked in that scorer's micro-batcher."""
+
+        def submit(role: str, text: str) -> Awaitable[ScoreResult]:
+            return self.batchers[role].submit(ScoreItem(s.prompt, text, s.messages, s.prompt_type, row=s.row))
+
+        if s.val_judged:  # e.g. StrongREJECT-small judged by the StrongREJECT rubric, as the authors validate
+            return {"val_judge": submit("val_judge", s.parts.answer)}
+        weights = self.tars.weights()[s.prompt_type]
+        jobs = {role: submit(role, s.parts.answer) for role in ("safety", "helpfulness") if weights[role] > 0}
+        if self.tars.reasoning_safety and s.prompt_type == "harmful" and s.parts.reasoning:
+            jobs["reasoning_safety"] = submit("safety", s.parts.reasoning)  # logged, never rewarded
+        return jobs
+
+    def _combine(self, s: _Sample, results: dict[str, ScoreResult]) -> float:
+        """total = format * (w_s * safety + w_h * helpfulness) / (w_s + w_h), or format * the val judge's score."""
+        if s.empty_answer and self.tars.empty_answer == "zero":
+            return 0.0
+        if s.val_judged:
+            return s.format * results["val_judge"].score
+        weights = self.tars.weights()[s.prompt_type]
+        roles = [r for r in ("safety", "helpfulness") if r in results]
+        return s.format * sum(weights[r] * results[r].score for r in roles) / sum(weights[r] for r in roles)
+
+    def _log_row(self, s: _Sample, results: dict[str, ScoreResult], total: float) -> dict[str, Any]:
+        """``reward_extra_info``: every key of the schema (tars_verl/reward/log_schema.py), None where it does not
+        apply; verl takes the key list of sample 0 for every sample."""
+        row: dict[str, Any] = dict.fromkeys(self.extra_keys)
+        score = {role: r.score for role, r in results.items()}
+        row.update(
+            total=total,
+            format=s.format,
+            safety=score.get("safety"),
+            helpfulness=score.get("helpfulness"),
+            reasoning_safety=score.get("reasoning_safety"),
+            prompt_type=s.prompt_type,
+            refused=float(s.refused),
+            reasoning_chars=len(s.parts.reasoning),
+            answer_chars=len(s.parts.answer),
+            answer_tokens=s.answer_tokens,
+            reasoning_tokens=max(s.response_tokens - s.answer_tokens, 0) if s.parts.has_close_tag else 0,
+            scorer_fallbacks=sum(bool(r.details.get("fallback")) for r in results.values()),
+            empty_answer=float(s.empty_answer),
+            val_judged=float(s.val_judged),
+            strongreject=results["val_judge"].details.get("strongreject") if s.val_judged else None,
+        )
+        row[per_type_reward_key(s.prompt_type)] = total
+        for role, name in self.components:
+            if role in results:
+                row[f"{role}/{name}"] = results[role].details.get("components", {}).get(name)
+        return row
 
 
 def _missing_row_hint(non_tensor: dict[str, Any]) -> str:

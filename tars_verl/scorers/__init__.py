@@ -11,9 +11,13 @@
 | ``llm_judge`` | helpfulness / any rubric | OpenAI-compatible chat endpoint |
 | ``strongreject`` | validation / evaluation (paper) | StrongREJECT rubric judge, OpenAI-compatible chat |
 | ``weighted`` | either | weighted mix of the above |
+| ``function`` | either | your own reward function, named in the config (``fn: path/to/file.py:name``) |
+
+Your own :class:`Scorer` subclass needs no registration: ``backend: my_pkg.my_scorers:MyScorer``.
 """
 
 from . import (  # noqa: F401 - importing registers the back ends
+    function,
     guard_chat,
     hf_classifier,
     hf_reward_model,

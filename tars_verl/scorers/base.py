@@ -16,6 +16,11 @@ A back end subclasses :class:`Scorer`, declares its settings as a dataclass that
 ``score`` never turns a failure into a number on its own: an error propagates (the training step
 fails, naming the back end) unless the config says ``on_failure: fallback`` with an explicit
 ``fallback_score``; each fallback is logged and flagged in the result's details.
+
+A back end of your own needs no registration and no edit to the package: name its class in the config,
+``backend: my_pkg.my_scorers:MyGuard`` (or ``path/to/file.py:MyGuard``), and :func:`parse_scorer_config` loads it
+(:mod:`tars_verl.scorers.user_code`) and checks its keys against ``MyGuard.Config`` as for a built-in. A plain
+function goes through ``backend: function`` (:mod:`tars_verl.scorers.function`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any, ClassVar
 
 from tars_verl.errors import ScorerConfigError, ScorerError
 from tars_verl.redaction import scrub
+from tars_verl.scorers.user_code import is_object_spec, load_object
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +73,8 @@ class ScoreItem:
     turn as plain text, ``text`` what is judged (the answer with the reasoning stripped, or the
     reasoning itself for reasoning-safety logging). ``context`` is the context a request was made in, for judges
     that read one (HarmBench's contextual behaviours: the passage the behaviour refers to); empty otherwise.
+    ``row`` holds the data row's other fields as verl hands them to the reward manager (``data_source``,
+    ``extra_info``, ``reward_model``, ``uid``, ...; empty outside training).
     """
 
     prompt: str
@@ -74,6 +82,7 @@ class ScoreItem:
     messages: list[dict[str, str]] = field(default_factory=list)
     prompt_type: str = ""
     context: str = ""
+    row: dict[str, Any] = field(default_factory=dict)
 
     def chat(self) -> list[dict[str, str]]:
         """The conversation with ``text`` as the assistant's reply."""
@@ -116,6 +125,8 @@ class ScorerConfig:
 class Scorer(ABC):
     Config: ClassVar[type[ScorerConfig]] = ScorerConfig
     name: ClassVar[str] = ""
+    # The config key this scorer was built from (reward.tars.safety...), set by build_scorer; for messages.
+    config_key: str = "scorer"
 
     def __init__(self, config: ScorerConfig, **context: Any):
         self.config = config
@@ -189,16 +200,23 @@ def parse_scorer_config(cfg: Mapping[str, Any], where: str = "scorer") -> tuple[
     """Resolve ``cfg['backend']`` and check every key against that back end's Config dataclass."""
     cfg = _to_dict(cfg)
     backend = cfg.get("backend")
+    choices = f"choose one of {sorted(SCORERS)}, or your own Scorer subclass as module:Class or path/to/file.py:Class"
     if not backend:
-        raise ScorerConfigError(f"{where}.backend is not set; choose one of {sorted(SCORERS)}")
-    if backend not in SCORERS:
-        raise ScorerConfigError(f"{where}.backend={backend!r} is unknown; choose one of {sorted(SCORERS)}")
-    cls = SCORERS[backend]
+        raise ScorerConfigError(f"{where}.backend is not set; {choices}")
+    if is_object_spec(backend):
+        cls = user_scorer_class(backend, f"{where}.backend")
+    elif backend in SCORERS:
+        cls = SCORERS[backend]
+    else:
+        raise ScorerConfigError(f"{where}.backend={backend!r} is unknown; {choices}")
     known = {f.name for f in dataclasses.fields(cls.Config)}
     unknown = sorted(set(cfg) - known)
     if unknown:
         raise ScorerConfigError(f"{where}: unknown key(s) {unknown} for backend {backend!r}; valid: {sorted(known)}")
-    config = cls.Config(**cfg)
+    try:
+        config = cls.Config(**cfg)
+    except TypeError as err:  # a required field of the back end's Config is missing
+        raise ScorerConfigError(f"{where}: {err} (backend {backend!r})") from None
     try:
         config.validate()
     except ScorerConfigError as err:
@@ -210,7 +228,35 @@ def parse_scorer_config(cfg: Mapping[str, Any], where: str = "scorer") -> tuple[
 def build_scorer(cfg: Mapping[str, Any], where: str = "scorer", **context: Any) -> Scorer:
     """Build a scorer from its config mapping; ``context`` passes run-time objects (router address...)."""
     cls, config = parse_scorer_config(cfg, where)
-    return cls(config, **context)
+    scorer = cls(config, **context)
+    scorer.config_key = where
+    return scorer
+
+
+def user_scorer_class(spec: str, key: str) -> type[Scorer]:
+    """The Scorer subclass a config names as ``module:Class`` / ``path/to/file.py:Class``, checked."""
+    cls = load_object(spec, key)
+    shown = f"{key}={spec!r}"
+    if not (isinstance(cls, type) and issubclass(cls, Scorer)):
+        what = "a function" if callable(cls) and not isinstance(cls, type) else f"a {type(cls).__name__}"
+        if isinstance(cls, type):
+            what = f"the class {cls.__name__}, which does not extend tars_verl.scorers.Scorer"
+        raise ScorerConfigError(
+            f"{shown} is {what}, not a Scorer subclass. Extend tars_verl.scorers.Scorer (tars_verl/config/README.md, "
+            f"'Adding a scorer'), or, for a plain reward function, set backend=function and fn={spec}."
+        )
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        raise ScorerConfigError(f"{shown}: {cls.__name__} does not implement {missing} (async def score_batch(items))")
+    conf = cls.Config
+    if not (isinstance(conf, type) and dataclasses.is_dataclass(conf) and issubclass(conf, ScorerConfig)):
+        raise ScorerConfigError(
+            f"{shown}: {cls.__name__}.Config must be a @dataclass extending tars_verl.scorers.ScorerConfig, "
+            f"got {cls.Config!r}"
+        )
+    if not cls.name:
+        cls.name = spec  # how messages name the back end, as a registered name does
+    return cls
 
 
 def _to_dict(cfg: Any) -> dict[str, Any]:

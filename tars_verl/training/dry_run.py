@@ -4,7 +4,8 @@
     python -m tars_verl.training.dry_run sft   <the same Hydra overrides the run gets>
 
 ``grpo`` composes ``tars_grpo.yaml`` exactly as ``verl.trainer.main_ppo`` would, runs verl's own
-``validate_config``, resolves the reward manager the way verl does, validates ``reward.tars`` (scorer
+``validate_config``, checks that the reward manager and trainer mode resolve to the TARS ones the way verl
+resolves them (by name, without importing the reward manager or verl's reward loop), validates ``reward.tars`` (scorer
 back ends, their keys, API keys in the environment, verl's served-RM routing), and checks that data
 files exist and model paths exist locally or look like hub ids. It reads the data files: GRPO files
 must be parquet / json / jsonl with a ``prompt`` column of chat messages and a prompt type on every
@@ -87,16 +88,7 @@ def check_grpo(overrides: list[str]) -> tuple[DictConfig | None, list[str]]:
     check_model("actor_rollout_ref.model.path", cfg.actor_rollout_ref.model.path, problems)
     if cfg.reward.reward_model.enable:
         check_model("reward.reward_model.model_path", cfg.reward.reward_model.model_path, problems)
-    try:
-        from verl.trainer.ppo.reward import resolve_reward_manager_cls
-
-        cls = resolve_reward_manager_cls(cfg)
-        from tars_verl.reward.manager import TarsRewardManager
-
-        if cls is not TarsRewardManager:
-            problems.append(f"reward manager resolves to {cls.__name__}, not TarsRewardManager")
-    except Exception as err:  # noqa: BLE001
-        problems.append(f"reward manager: {type(err).__name__}: {err}")
+    problems += check_reward_manager(cfg)
     problems += check_reward(cfg)
     problems += check_gpu_and_cluster(cfg)
     return cfg, problems
@@ -129,7 +121,10 @@ def check_plugins(cfg: DictConfig) -> list[str]:
                 "tars_hf needs VERL_USE_EXTERNAL_MODULES=tars_verl.testing.hf_rollout)"
             )
     mode = OmegaConf.select(cfg, "trainer.v1.trainer_mode")
-    if OmegaConf.select(cfg, "trainer.use_v1") and mode:
+    if OmegaConf.select(cfg, "trainer.use_v1") and mode == "tars":
+        problems += tars_plugin_problems("trainer.v1.trainer_mode=tars")
+    elif OmegaConf.select(cfg, "trainer.use_v1") and mode:
+        # Another mode: ask verl's registry (importing it imports verl's whole v1 trainer and reward loop).
         from verl.trainer.ppo.v1 import get_trainer_cls
 
         try:
@@ -137,6 +132,55 @@ def check_plugins(cfg: DictConfig) -> list[str]:
         except ValueError as err:
             problems.append(f"trainer.v1.trainer_mode: {err}")
     return problems
+
+
+def check_reward_manager(cfg: DictConfig) -> list[str]:
+    """verl will build the TARS reward manager: checked from the names, the way
+    ``verl.trainer.ppo.reward.resolve_reward_manager_cls`` resolves them, without importing the manager (and verl's
+    reward loop with it): the dry run stays a driver-side check of settings and files."""
+    manager = cfg.reward.reward_manager
+    source, name = manager.get("source"), manager.get("name")
+    if source == "register":
+        if name != "tars":
+            return [f"reward.reward_manager.name={name!r}: the TARS reward needs the 'tars' reward manager"]
+        return tars_plugin_problems("reward.reward_manager.name=tars")
+    if source == "importlib":
+        path = OmegaConf.select(manager, "module.path") or ""
+        if name != "TarsRewardManager" or not _is_tars_manager_path(path):
+            return [
+                f"reward.reward_manager (source=importlib): module.path={path!r} name={name!r} is not the TARS "
+                "manager; use module.path=pkg://tars_verl.reward.manager name=TarsRewardManager, or source=register "
+                "name=tars"
+            ]
+        return []
+    return [f"reward.reward_manager.source={source!r} is unknown to verl (register or importlib)"]
+
+
+def _is_tars_manager_path(path: str) -> bool:
+    """``pkg://tars_verl.reward.manager`` (dots or slashes), or a path to that file (found without importing it)."""
+    import importlib.util
+
+    if path.startswith("pkg://"):
+        return path[len("pkg://") :].replace("/", ".") == "tars_verl.reward.manager"
+    path = path.removeprefix("file://")
+    ours = importlib.util.find_spec("tars_verl.reward.manager").origin
+    return bool(path) and os.path.exists(path) and os.path.samefile(path, ours)
+
+
+def tars_plugin_problems(what: str) -> list[str]:
+    """verl finds the ``tars`` names (reward manager, trainer mode) only when ``import verl`` loaded our
+    ``verl.plugins`` entry point, which registers them as verl imports their registries (tars_verl/verl_plugin.py);
+    main_ppo runs in the same environment as this check."""
+    import verl  # noqa: F401 - loads the verl.plugins entry points, as main_ppo's own `import verl` does
+
+    if "tars_verl.verl_plugin" in sys.modules:
+        return []
+    return [
+        f"{what}: 'tars' is registered by tars-verl's verl.plugins entry point (tars_verl.verl_plugin), which "
+        "`import verl` did not load here: install tars-verl (pip install -e .) and leave VERL_USE_EXTERNAL_PLUGINS "
+        f"unset (it is {os.environ.get('VERL_USE_EXTERNAL_PLUGINS', 'auto')!r}), or set "
+        "VERL_USE_EXTERNAL_MODULES=tars_verl.verl_plugin"
+    ]
 
 
 def check_reward(cfg: DictConfig) -> list[str]:

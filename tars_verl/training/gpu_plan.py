@@ -124,7 +124,7 @@ def check_flash_attn(cfg: DictConfig, model_key: str) -> list[str]:
         return []
     return [
         f"flash-attn is not installed but {' and '.join(wants)}: install flash-attn built for this torch "
-        "(README, 'GPU install'), or run without it: "
+        "(docs/gpu_install.md), or run without it: "
         f"+{model_key}.override_config.attn_implementation=sdpa {model_key}.use_remove_padding=False (slower)"
     ]
 
