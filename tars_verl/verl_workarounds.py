@@ -21,7 +21,7 @@ ray_init_env_forwarding     a way to give Ray workers env vars without printing 
 served_rm_routing           a reward manager that stays in charge when verl serves   ``reward/manager.py``,
                             a reward model (verl bypasses it unless a custom         ``training/dry_run.py``,
                             reward function is set)                                  ``verl_plugin.py``,
-                                                                                     ``examples/lib/tars_grpo.sh``
+                                                                                     ``examples/lib/launch.sh``
 lazy_plugin_registration    lazy plug-ins (entry points are imported on every        ``verl_plugin.py``
                             ``import verl``, in every process)
 file_loaded_reward_manager  one class when verl loads a manager by file path         ``reward/manager.py``
@@ -632,7 +632,7 @@ SERVED_RM_ROUTING = _workaround(
     ),
     remove_when=(
         "verl keeps the configured reward manager when it serves a reward model: delete check_served_rm_routing, "
-        "SERVED_RM_CUSTOM_REWARD_FUNCTION and the two overrides in examples/lib/tars_grpo.sh; keep "
+        "SERVED_RM_CUSTOM_REWARD_FUNCTION and the two overrides in examples/lib/launch.sh; keep "
         "verl_plugin.compute_score one release for old configs. VERL_RM_ROUTES goes when verl tells a reward "
         "manager the route (or a scoring call) of the RM it serves."
     ),
@@ -640,13 +640,13 @@ SERVED_RM_ROUTING = _workaround(
         "tars_verl/reward/manager.py",
         "tars_verl/training/dry_run.py",
         "tars_verl/verl_plugin.py",
-        "examples/lib/tars_grpo.sh",
+        "examples/lib/launch.sh",
         "tars_verl/scorers/served_reward_model.py",
     ),
 )
 
 # The custom reward function that keeps the TARS manager in charge when verl serves a reward model. Its only copy,
-# in bash, is the launch script's (examples/lib/tars_grpo.sh); tests check that it matches.
+# in bash, is the launch script's (examples/lib/launch.sh); tests check that it matches.
 SERVED_RM_CUSTOM_REWARD_FUNCTION = {"path": "pkg://tars_verl.verl_plugin", "name": "compute_score"}
 
 
