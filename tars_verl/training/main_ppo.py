@@ -6,9 +6,12 @@ except that the Ray job verl starts gets the environment variables the ``reward.
 (``api_key_env`` names such as ``OPENAI_API_KEY``, and ``oc.env`` settings such as ``TARS_GUARD_URL``)
 in its runtime env, so reward workers on other nodes see the head's values. Only the names are
 printed. See :mod:`tars_verl.training.multinode`; how the env reaches ``ray.init`` is the workaround
-``ray_init_env_forwarding`` in :mod:`tars_verl.verl_workarounds`. The launch scripts use this entry point.
+``ray_init_env_forwarding`` in :mod:`tars_verl.verl_workarounds`. The launch scripts use this entry point, as they
+start the driver on the head directly; a run submitted with ``ray job submit`` needs no wrapper: the job's runtime
+env carries the values (``python -m tars_verl.overrides --runtime-env``; docs/multinode.md says why, and what Ray
+itself logs of a runtime env).
 
-    python -m tars_verl.training.main_ppo --config-path=pkg://tars_verl.config --config-name=tars_grpo ...
+    python -m tars_verl.training.main_ppo --config-path=pkg://tars_verl.config --config-name=tars_grpo_recipe ...
 """
 
 from __future__ import annotations
