@@ -555,11 +555,20 @@ RAY_INIT_ENV_FORWARDING = _workaround(
 )
 
 
+# Ray's runtime-env agent logs every runtime env it creates, env_vars values included, at INFO level into
+# <ray temp dir>/session_*/logs/runtime_env_agent.log on every node (ray 2.60, _private/runtime_env/agent/
+# runtime_env_agent.py: "Creating runtime env: ..."). The agent reads its level from RAY_LOGGER_LEVEL when its node
+# starts; docs/multinode.md tells users to start their nodes with it.
+RAY_QUIET_AGENT = {"RAY_LOGGER_LEVEL": "warning"}
+
+
 @contextlib.contextmanager
 def ray_init_with_env(env: dict[str, str]):
     """Within the block, ``ray.init`` also sets ``env`` in the job's runtime env (all workers, all nodes).
 
-    The values stay out of verl's printed config and Ray init arguments; only the names are printed.
+    The values stay out of verl's printed config and Ray init arguments; only the names are printed. When ``ray.init``
+    starts Ray itself (one node), that node starts with :data:`RAY_QUIET_AGENT` (unless ``RAY_LOGGER_LEVEL`` is set),
+    so that Ray's own log files do not hold the values either; nodes started with ``ray start`` must be started so.
     """
     import ray
 
@@ -572,8 +581,17 @@ def ray_init_with_env(env: dict[str, str]):
         runtime_env = dict(kwargs.get("runtime_env") or {})
         runtime_env["env_vars"] = {**dict(runtime_env.get("env_vars") or {}), **env}
         kwargs["runtime_env"] = runtime_env
-        print(f"[tars] forwarding to every Ray worker: {', '.join(sorted(env))} (values not shown)")
-        return original(*args, **kwargs)
+        print(
+            f"[tars] forwarding to every Ray worker: {', '.join(sorted(env))} (values not shown; nodes started with "
+            "`ray start` need RAY_LOGGER_LEVEL=warning, or Ray's runtime-env agent logs them: docs/multinode.md)"
+        )
+        quiet = {k: v for k, v in RAY_QUIET_AGENT.items() if k not in os.environ}
+        os.environ.update(quiet)  # inherited by the Ray processes a local ray.init starts, read there at start
+        try:
+            return original(*args, **kwargs)
+        finally:
+            for name in quiet:
+                os.environ.pop(name, None)
 
     ray.init = init
     try:

@@ -200,9 +200,11 @@ def free_port() -> int:
 
 def node_env() -> dict[str, str]:
     """What every node starts with: the CPU test platform, no TARS setting or secret, no Ray address."""
-    env = {k: v for k, v in os.environ.items() if k not in (SECRET_NAME, *SETTING_NAMES, "RAY_ADDRESS")}
+    # Ray's single-machine switch (tests/conftest.py sets it for this process) refuses a second node.
+    single = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    env = {k: v for k, v in os.environ.items() if k not in (SECRET_NAME, *SETTING_NAMES, "RAY_ADDRESS", single)}
     env.pop("CUDA_VISIBLE_DEVICES", None)  # unset, not empty: Ray refuses the GPU slot otherwise
-    env.update({k: v for k, v in cpu_env().items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"})  # multi-node
+    env.update({k: v for k, v in cpu_env().items() if k != single})
     env.update(
         PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p),
         RAY_AUTH_MODE="disabled",  # Ray 2.60 turns token auth on for `ray start --head`; not this test's subject
@@ -234,12 +236,18 @@ def node_ports(temp_dir: str) -> list[str]:
     ]
 
 
+class NodeExited(AssertionError):
+    pass
+
+
 def wait_for(what: str, check, procs, timeout_s: float = 300):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for p in procs:
             if p.poll() is not None:
-                raise AssertionError(f"{what}: `ray start` exited with {p.returncode} (see {p.args[-1]})")
+                with open(p.log_path) as f:
+                    tail = f.read()[-3000:]
+                raise NodeExited(f"{what}: `ray start` exited with {p.returncode}; its output ends:\n{tail}")
         with contextlib.suppress(Exception):
             result = check()
             if result:
@@ -272,9 +280,38 @@ def processes_under(temp_dir: str) -> list[int]:
 
 def start_node(args: list[str], env: dict, log_path) -> subprocess.Popen:
     with open(log_path, "w") as out:  # the child keeps its own handle
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [ray_cli(), "start", *args], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
+    proc.log_path = log_path
+    return proc
+
+
+def end_node(proc: subprocess.Popen) -> None:
+    """`ray start --block` ends its node's processes on SIGTERM (they also die with it: Ray's fate sharing); its
+    process group, which is its own (start_new_session), is killed after a grace period in any case."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(60)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
+def start_until_ready(what, make_args, env, log_dir, ready, procs, attempts=3):
+    """Start a node and wait until ``ready()``. Ray gives a new raylet 30 s to register with the GCS (hard-coded in
+    ray/_private/node.py), which a machine busy with other work can miss; `ray start` then exits, and the node is
+    started again, ``attempts`` times at most. Every process started is appended to ``procs``."""
+    for attempt in range(1, attempts + 1):
+        proc = start_node(make_args(), env, log_dir / f"{what.replace(' ', '_')}.{attempt}.log")
+        procs.append(proc)
+        try:
+            return wait_for(what, ready, [proc])
+        except NodeExited:
+            end_node(proc)
+            if attempt == attempts:
+                raise
 
 
 def alive_nodes(dashboard: str) -> list[dict] | None:
@@ -290,16 +327,27 @@ def two_node_cluster(log_dir):
     gcs, dashboard_port = free_port(), free_port()
     dashboard = f"http://127.0.0.1:{dashboard_port}"
     env = node_env()
-    procs = []
+    procs: list[subprocess.Popen] = []
     try:
-        head_args = ["--head", f"--port={gcs}", "--num-cpus=0", "--num-gpus=0", "--include-dashboard=true"]
-        head_args += ["--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}"]
-        head_args += [f"--ray-client-server-port={free_port()}", *node_ports(temp_dir)]
-        procs.append(start_node(head_args, env, log_dir / "ray_head.log"))
-        wait_for("the Ray head", lambda: NO_PROXY.open(f"{dashboard}/api/version", timeout=5).status == 200, procs)
-        node2_args = [f"--address=127.0.0.1:{gcs}", "--num-cpus=32", "--num-gpus=1", '--resources={"tars_node2": 1}']
-        procs.append(start_node([*node2_args, *node_ports(temp_dir)], env, log_dir / "ray_node2.log"))
-        nodes = wait_for("the second Ray node", lambda: alive_nodes(dashboard), procs)
+        head = ["--head", f"--port={gcs}", "--num-cpus=0", "--num-gpus=0", "--include-dashboard=true"]
+        head += ["--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}"]
+        start_until_ready(
+            "the Ray head",
+            lambda: [*head, f"--ray-client-server-port={free_port()}", *node_ports(temp_dir)],
+            env,
+            log_dir,
+            lambda: NO_PROXY.open(f"{dashboard}/api/version", timeout=5).status == 200,
+            procs,
+        )
+        node2 = [f"--address=127.0.0.1:{gcs}", "--num-cpus=32", "--num-gpus=1", '--resources={"tars_node2": 1}']
+        nodes = start_until_ready(
+            "the second Ray node",
+            lambda: [*node2, *node_ports(temp_dir)],
+            env,
+            log_dir,
+            lambda: alive_nodes(dashboard),
+            procs,
+        )
         yield {
             "dashboard": dashboard,
             "temp_dir": temp_dir,
@@ -308,11 +356,8 @@ def two_node_cluster(log_dir):
             "env": env,
         }
     finally:
-        for p in reversed(procs):  # the second node first, then the head; each ends its node's processes
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(60)
+        for p in reversed(procs):  # the second node first, then the head
+            end_node(p)
         deadline = time.monotonic() + 60
         while (left := processes_under(temp_dir)) and time.monotonic() < deadline:
             for pid in left:  # ours: each names this cluster's own temp dir
