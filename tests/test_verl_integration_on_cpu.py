@@ -299,62 +299,56 @@ def end_node(proc: subprocess.Popen) -> None:
     proc.wait(10)
 
 
-def start_until_ready(what, make_args, env, log_dir, ready, procs, attempts=3):
-    """Start a node and wait until ``ready()``. Ray gives a new raylet 30 s to register with the GCS (hard-coded in
-    ray/_private/node.py), which a machine busy with other work can miss; `ray start` then exits, and the node is
-    started again, ``attempts`` times at most. Every process started is appended to ``procs``."""
-    for attempt in range(1, attempts + 1):
-        proc = start_node(make_args(), env, log_dir / f"{what.replace(' ', '_')}.{attempt}.log")
-        procs.append(proc)
-        try:
-            return wait_for(what, ready, [proc])
-        except NodeExited:
-            end_node(proc)
-            if attempt == attempts:
-                raise
-
-
-def alive_nodes(dashboard: str) -> list[dict] | None:
+def alive_nodes(dashboard: str, count: int) -> list[dict] | None:
     nodes = [n for n in state(dashboard, "nodes") if n["state"] == "ALIVE"]
-    return nodes if len(nodes) == 2 else None
+    return nodes if len(nodes) == count else None
+
+
+def start_two_nodes(temp_dir: str, env: dict, log_dir, attempt: int, procs: list) -> tuple[str, list[dict]]:
+    """One try: the head, ready when its raylet is registered (not only its dashboard: `ray start` still exits if
+    the raylet misses Ray's 30 s), then the second node. Raises NodeExited if either `ray start` exits."""
+    gcs, dashboard_port = free_port(), free_port()
+    dashboard = f"http://127.0.0.1:{dashboard_port}"
+    head = ["--head", f"--port={gcs}", "--num-cpus=0", "--num-gpus=0", "--include-dashboard=true"]
+    head += [
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard_port}",
+        f"--ray-client-server-port={free_port()}",
+    ]
+    procs.append(start_node([*head, *node_ports(temp_dir)], env, log_dir / f"ray_head.{attempt}.log"))
+    wait_for("the Ray head", lambda: alive_nodes(dashboard, 1), procs)
+    node2 = [f"--address=127.0.0.1:{gcs}", "--num-cpus=32", "--num-gpus=1", '--resources={"tars_node2": 1}']
+    procs.append(start_node([*node2, *node_ports(temp_dir)], env, log_dir / f"ray_node2.{attempt}.log"))
+    return dashboard, wait_for("the second Ray node", lambda: alive_nodes(dashboard, 2), procs)
 
 
 @contextlib.contextmanager
-def two_node_cluster(log_dir):
+def two_node_cluster(log_dir, secret: str):
     """A head with no CPUs or GPUs (the job's driver runs there, nothing else can) and a second node with 32 CPUs
-    and one GPU slot for the CPU platform: every worker verl starts, reward workers included, runs on node 2."""
+    and one GPU slot for the CPU platform: every worker verl starts, reward workers included, runs on node 2.
+
+    Ray gives a new raylet 30 s to register with the GCS (hard-coded in ray/_private/node.py), which a machine busy
+    with other work can miss; `ray start` then exits, and the cluster is started again (3 tries). On exit the nodes
+    are stopped, every file Ray wrote is searched for ``secret`` (``cluster["files_with_secret"]``), and the
+    cluster's temp dir is removed."""
     temp_dir = tempfile.mkdtemp(prefix="tars_ray_", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    gcs, dashboard_port = free_port(), free_port()
-    dashboard = f"http://127.0.0.1:{dashboard_port}"
     env = node_env()
     procs: list[subprocess.Popen] = []
+    cluster = {"temp_dir": temp_dir, "env": env}
     try:
-        head = ["--head", f"--port={gcs}", "--num-cpus=0", "--num-gpus=0", "--include-dashboard=true"]
-        head += ["--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}"]
-        start_until_ready(
-            "the Ray head",
-            lambda: [*head, f"--ray-client-server-port={free_port()}", *node_ports(temp_dir)],
-            env,
-            log_dir,
-            lambda: NO_PROXY.open(f"{dashboard}/api/version", timeout=5).status == 200,
-            procs,
-        )
-        node2 = [f"--address=127.0.0.1:{gcs}", "--num-cpus=32", "--num-gpus=1", '--resources={"tars_node2": 1}']
-        nodes = start_until_ready(
-            "the second Ray node",
-            lambda: [*node2, *node_ports(temp_dir)],
-            env,
-            log_dir,
-            lambda: alive_nodes(dashboard),
-            procs,
-        )
-        yield {
-            "dashboard": dashboard,
-            "temp_dir": temp_dir,
-            "head": next(n["node_id"] for n in nodes if n["is_head_node"]),
-            "second": next(n["node_id"] for n in nodes if "tars_node2" in n["resources_total"]),
-            "env": env,
-        }
+        for attempt in range(1, 4):
+            try:
+                dashboard, nodes = start_two_nodes(temp_dir, env, log_dir, attempt, procs)
+                break
+            except NodeExited:
+                for p in reversed(procs):
+                    end_node(p)
+                if attempt == 3:
+                    raise
+        cluster["dashboard"] = dashboard
+        cluster["head"] = next(n["node_id"] for n in nodes if n["is_head_node"])
+        cluster["second"] = next(n["node_id"] for n in nodes if "tars_node2" in n["resources_total"])
+        yield cluster
     finally:
         for p in reversed(procs):  # the second node first, then the head
             end_node(p)
@@ -364,6 +358,8 @@ def two_node_cluster(log_dir):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(1)
+        cluster["files_with_secret"] = files_holding(secret, temp_dir)  # complete now: every node has stopped
+        shutil.rmtree(temp_dir, ignore_errors=True)
         assert not processes_under(temp_dir), "processes of the test's Ray cluster are still running"
 
 
@@ -468,21 +464,17 @@ def test_verl_main_ppo_as_a_ray_job_on_two_nodes(tmp_path, tiny_dir, server):
     ]
     logs = tmp_path / "logs"
     logs.mkdir()
-    try:
-        with two_node_cluster(logs) as cluster:
-            job = submit(cluster, server, secret, entrypoint, tiny_dir)
-            log = job.stdout + job.stderr
-            (logs / "submit.log").write_text(log)
-            assert job.returncode == 0, log[-6000:]
-            workers = state(cluster["dashboard"], "actors", class_name="RewardLoopWorker")
-            [record] = [j for j in state(cluster["dashboard"], "jobs") if j.get("type") == "SUBMISSION"]
-            ran_on = {"reward workers": {w["node_id"] for w in workers}, "driver": record["driver_node_id"]}
-        # After the nodes stopped, so that every log is complete: Ray's session logs of both nodes, the job's output
-        # (hydra folder, console), the nodes' own output.
-        leaks = files_holding(secret, cluster["temp_dir"], tmp_path)
-    finally:
-        if "cluster" in locals():
-            shutil.rmtree(cluster["temp_dir"], ignore_errors=True)
+    with two_node_cluster(logs, secret) as cluster:
+        job = submit(cluster, server, secret, entrypoint, tiny_dir)
+        log = job.stdout + job.stderr
+        (logs / "submit.log").write_text(log)
+        assert job.returncode == 0, log[-6000:]
+        workers = state(cluster["dashboard"], "actors", class_name="RewardLoopWorker")
+        [record] = [j for j in state(cluster["dashboard"], "jobs") if j.get("type") == "SUBMISSION"]
+        ran_on = {"reward workers": {w["node_id"] for w in workers}, "driver": record["driver_node_id"]}
+    # Searched after the nodes stopped, so that every log is complete: Ray's session logs of both nodes (in the
+    # cluster's temp dir), the job's output (hydra folder, console), the nodes' own output.
+    leaks = cluster["files_with_secret"] + files_holding(secret, tmp_path)
     print(f"two-node GRPO job, cluster start to stop: {time.monotonic() - started:.0f} s")
 
     # Where it ran: the driver on the head, every reward worker on the second node.
