@@ -210,6 +210,9 @@ def node_env() -> dict[str, str]:
         RAY_AUTH_MODE="disabled",  # Ray 2.60 turns token auth on for `ray start --head`; not this test's subject
         RAY_LOGGER_LEVEL="warning",  # docs/multinode.md: else Ray's runtime-env agent logs the env's values
         RAY_USAGE_STATS_ENABLED="0",
+        # Ray's memory monitor kills workers when the MACHINE is at 95% of its memory, whoever uses it: on a shared
+        # CI machine that can be this job's supervisor. The kernel's OOM killer still guards the machine.
+        RAY_memory_monitor_refresh_ms="0",
     )
     return env
 
