@@ -318,11 +318,13 @@ def start_two_nodes(temp_dir: str, env: dict, log_dir, attempt: int, procs: list
         f"--dashboard-port={dashboard_port}",
         f"--ray-client-server-port={free_port()}",
     ]
-    procs.append(start_node([*head, *node_ports(temp_dir)], env, log_dir / f"ray_head.{attempt}.log"))
-    wait_for("the Ray head", lambda: alive_nodes(dashboard, 1), procs)
+    mine = [start_node([*head, *node_ports(temp_dir)], env, log_dir / f"ray_head.{attempt}.log")]
+    procs += mine  # for the clean-up; this try watches its own only
+    wait_for("the Ray head", lambda: alive_nodes(dashboard, 1), mine)
     node2 = [f"--address=127.0.0.1:{gcs}", "--num-cpus=32", "--num-gpus=1", '--resources={"tars_node2": 1}']
-    procs.append(start_node([*node2, *node_ports(temp_dir)], env, log_dir / f"ray_node2.{attempt}.log"))
-    return dashboard, wait_for("the second Ray node", lambda: alive_nodes(dashboard, 2), procs)
+    mine.append(start_node([*node2, *node_ports(temp_dir)], env, log_dir / f"ray_node2.{attempt}.log"))
+    procs.append(mine[-1])
+    return dashboard, wait_for("the second Ray node", lambda: alive_nodes(dashboard, 2), mine)
 
 
 @contextlib.contextmanager
