@@ -399,6 +399,9 @@ def tiny_run_settings(data, tiny_dir, out_dir) -> list[str]:
         "trainer.logger=[console]",
         f"trainer.default_local_dir={out_dir / 'ckpt'}",
         f"hydra.run.dir={out_dir / 'hydra'}",
+        # TransferQueue puts its storage actor on the alive node with the smallest id, without fallback
+        # (transfer_queue/utils/common.py): the head has no CPU for it, so it is pinned to the second node.
+        "+transfer_queue.backend.SimpleStorage.required_node_resource=tars_node2",
     ]
 
 
