@@ -504,3 +504,17 @@ def test_verl_main_ppo_as_a_ray_job_on_two_nodes(tmp_path, tiny_dir, server):
     # No log or file of the run holds the key.
     in_output = secret in log  # a bool, so that a failure message never shows the key itself
     assert leaks == [] and not in_output, (leaks, in_output)
+
+
+def test_the_tars_trainer_stops_at_start_when_the_reward_config_cannot_be_built(monkeypatch):
+    """A scorer's key missing where the workers run once failed only inside each reward worker, and verl 0.9.1 waits
+    on a dead reward worker forever (seen in the two-node run without the runtime env); the trainer, built in verl's
+    TaskRunner before any worker, now stops the run with the reward config's own message."""
+    from tars_verl.config import compose
+    from tars_verl.errors import ScorerConfigError
+    from tars_verl.training.trainer import TarsPPOTrainer
+
+    monkeypatch.delenv(SECRET_NAME, raising=False)
+    cfg = compose("tars_grpo", ["tars@reward.tars=tiny_cpu", *GUARD])
+    with pytest.raises(ScorerConfigError, match=f"reward.tars.safety: guard_chat: environment variable {SECRET_NAME}"):
+        TarsPPOTrainer(cfg)
