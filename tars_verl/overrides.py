@@ -161,13 +161,14 @@ def runtime_env(preset: str, extra: list[str] = ()) -> dict:
     return {"env_vars": env}
 
 
-def render_bash(preset: str, overrides: list[Override], env_names: list[str]) -> str:
+def render_bash(preset: str, overrides: list[Override], env_names: list[str], extra: list[str] = ()) -> str:
     width = max(len(shlex.quote(o.text)) for o in overrides)
     lines = [f"# TARS on verl 0.9.x, preset {preset}: add these to your verl GRPO command (docs/verl_integration.md)."]
     if env_names:
+        again = shlex.join(["python", "-m", "tars_verl.overrides", "--preset", preset, "--runtime-env", *extra])
         lines += [
             f"# The reward workers read {', '.join(env_names)} from their environment; on a multi-node cluster:",
-            f"#   ray job submit --runtime-env <(python -m tars_verl.overrides --preset {preset} --runtime-env) -- ...",
+            f"#   ray job submit --runtime-env <({again}) -- ...",
         ]
     lines.append("TARS_OVERRIDES=(")
     lines += [f"  {shlex.quote(o.text):<{width}}  # {o.why}" for o in overrides]
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         from tars_verl.training.multinode import scorer_env_names
 
         secrets, settings = scorer_env_names(tars_config(args.preset, args.extra))
-        print(render_bash(args.preset, overrides, secrets + settings))
+        print(render_bash(args.preset, overrides, secrets + settings, args.extra))
     return 0
 
 
