@@ -12,7 +12,8 @@
 #   TARS_PRESET     reward preset            (paper | open | tiny_cpu; swap scorers with overrides)
 #   VAL_N           validation samples/prompt (8, at TEMPERATURE 0.6, as the paper)
 #   NNODES, GPUS_PER_NODE                    (1 x 8 here)
-#   every knob and its default: examples/lib/defaults.sh (layout qwen7b)
+#   every knob and its default: examples/lib/defaults.sh (layout qwen7b); the paper's fixed GRPO settings:
+#   tars_verl/config/tars_grpo_recipe.yaml. The command each stage runs: examples/lib/launch.sh
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/launch.sh
 source "$(dirname "$0")/lib/launch.sh"

@@ -21,7 +21,7 @@ ray_init_env_forwarding     a way to give Ray workers env vars without printing 
 served_rm_routing           a reward manager that stays in charge when verl serves   ``reward/manager.py``,
                             a reward model (verl bypasses it unless a custom         ``training/dry_run.py``,
                             reward function is set)                                  ``verl_plugin.py``,
-                                                                                     ``examples/lib/tars_grpo.sh``
+                                                                                     ``examples/lib/launch.sh``
 lazy_plugin_registration    lazy plug-ins (entry points are imported on every        ``verl_plugin.py``
                             ``import verl``, in every process)
 file_loaded_reward_manager  one class when verl loads a manager by file path         ``reward/manager.py``
@@ -555,11 +555,20 @@ RAY_INIT_ENV_FORWARDING = _workaround(
 )
 
 
+# Ray's runtime-env agent logs every runtime env it creates, env_vars values included, at INFO level into
+# <ray temp dir>/session_*/logs/runtime_env_agent.log on every node (ray 2.60, _private/runtime_env/agent/
+# runtime_env_agent.py: "Creating runtime env: ..."). The agent reads its level from RAY_LOGGER_LEVEL when its node
+# starts; docs/multinode.md tells users to start their nodes with it.
+RAY_QUIET_AGENT = {"RAY_LOGGER_LEVEL": "warning"}
+
+
 @contextlib.contextmanager
 def ray_init_with_env(env: dict[str, str]):
     """Within the block, ``ray.init`` also sets ``env`` in the job's runtime env (all workers, all nodes).
 
-    The values stay out of verl's printed config and Ray init arguments; only the names are printed.
+    The values stay out of verl's printed config and Ray init arguments; only the names are printed. When ``ray.init``
+    starts Ray itself (one node), that node starts with :data:`RAY_QUIET_AGENT` (unless ``RAY_LOGGER_LEVEL`` is set),
+    so that Ray's own log files do not hold the values either; nodes started with ``ray start`` must be started so.
     """
     import ray
 
@@ -572,8 +581,17 @@ def ray_init_with_env(env: dict[str, str]):
         runtime_env = dict(kwargs.get("runtime_env") or {})
         runtime_env["env_vars"] = {**dict(runtime_env.get("env_vars") or {}), **env}
         kwargs["runtime_env"] = runtime_env
-        print(f"[tars] forwarding to every Ray worker: {', '.join(sorted(env))} (values not shown)")
-        return original(*args, **kwargs)
+        print(
+            f"[tars] forwarding to every Ray worker: {', '.join(sorted(env))} (values not shown; nodes started with "
+            "`ray start` need RAY_LOGGER_LEVEL=warning, or Ray's runtime-env agent logs them: docs/multinode.md)"
+        )
+        quiet = {k: v for k, v in RAY_QUIET_AGENT.items() if k not in os.environ}
+        os.environ.update(quiet)  # inherited by the Ray processes a local ray.init starts, read there at start
+        try:
+            return original(*args, **kwargs)
+        finally:
+            for name in quiet:
+                os.environ.pop(name, None)
 
     ray.init = init
     try:
@@ -632,7 +650,7 @@ SERVED_RM_ROUTING = _workaround(
     ),
     remove_when=(
         "verl keeps the configured reward manager when it serves a reward model: delete check_served_rm_routing, "
-        "SERVED_RM_CUSTOM_REWARD_FUNCTION and the two overrides in examples/lib/tars_grpo.sh; keep "
+        "SERVED_RM_CUSTOM_REWARD_FUNCTION and the two overrides in examples/lib/launch.sh; keep "
         "verl_plugin.compute_score one release for old configs. VERL_RM_ROUTES goes when verl tells a reward "
         "manager the route (or a scoring call) of the RM it serves."
     ),
@@ -640,13 +658,13 @@ SERVED_RM_ROUTING = _workaround(
         "tars_verl/reward/manager.py",
         "tars_verl/training/dry_run.py",
         "tars_verl/verl_plugin.py",
-        "examples/lib/tars_grpo.sh",
+        "examples/lib/launch.sh",
         "tars_verl/scorers/served_reward_model.py",
     ),
 )
 
 # The custom reward function that keeps the TARS manager in charge when verl serves a reward model. Its only copy,
-# in bash, is the launch script's (examples/lib/tars_grpo.sh); tests check that it matches.
+# in bash, is the launch script's (examples/lib/launch.sh); tests check that it matches.
 SERVED_RM_CUSTOM_REWARD_FUNCTION = {"path": "pkg://tars_verl.verl_plugin", "name": "compute_score"}
 
 

@@ -11,6 +11,7 @@ import sys
 import pandas as pd
 import pytest
 from conftest import ROOT, run_example
+from omegaconf import OmegaConf
 
 from tars_verl.data.rl_mix import MixConfig, write_mixes
 from tars_verl.testing.cpu_platform import cpu_env, sft_cpu_overrides
@@ -240,7 +241,11 @@ def test_dry_run_rejects_unregistered_rollout_and_trainer_mode(data, tiny_dir, t
 
 # -- the commands the scripts run: a stub `python` and `torchrun` first on PATH record each argv instead -----------
 LIB = os.path.join(ROOT, "examples", "lib")
-KNOBS = sorted(set(re.findall(r"\$\{(\w+):=", open(os.path.join(LIB, "defaults.sh")).read())))
+DEFAULTS_SH = open(os.path.join(LIB, "defaults.sh")).read()
+# NAME=hydra.key: the GRPO knobs whose default is the recipe YAML's (tars_verl/config/tars_grpo_recipe.yaml).
+_TABLE = re.search(r"^TARS_GRPO_KNOBS=\((.*?)^\)", DEFAULTS_SH, re.M | re.S)
+GRPO_KNOBS = dict(re.findall(r"^\s*(\w+)=([\w.]+)", _TABLE[1] if _TABLE else "", re.M))
+KNOBS = sorted(set(re.findall(r"\$\{(\w+):=", DEFAULTS_SH)) | set(GRPO_KNOBS))
 SFT_OVERRIDE = """trainer.experiment_name=it's a "quoted" $HOME run"""  # one argument: spaces, both quotes, a `$`
 GRPO_OVERRIDE = "trainer.experiment_name=grpo with spaces"
 STUB = """#!{python}
@@ -360,6 +365,69 @@ def test_no_default_is_set_outside_defaults_sh():
                 found[os.path.relpath(path, ROOT)] = hits
     assert found == {}
     assert {"SFT_TRAIN", "SFT_OUT", "NNODES", "GPU_MEM_GIB", "MODEL_PATH", "TRAIN_FILE"} <= set(KNOBS)
+
+
+def test_grpo_knobs_default_to_the_recipe_yaml_and_override_it_when_set(stubs):
+    """The paper's GRPO settings have one home, tars_grpo_recipe.yaml: no bash default for these knobs, a key there
+    for each, and a knob set in the environment reaches its key (and only then)."""
+    from tars_verl.config import compose
+
+    assert {"LR", "TRAIN_BATCH", "N_ROLLOUTS", "EPOCHS", "TEMPERATURE", "VAL_N"} <= set(GRPO_KNOBS)
+    assert not set(GRPO_KNOBS) & set(re.findall(r"\$\{(\w+):=", DEFAULTS_SH))  # no second default in bash
+    recipe = compose("tars_grpo_recipe", ["tars@reward.tars=tiny_cpu"])
+    for key in GRPO_KNOBS.values():
+        assert OmegaConf.select(recipe, key) is not None, key
+
+    env = {**stubs, "SFT_MODEL_PATH": "org/warm"}
+    plain = run_example("run_tars_qwen7b.sh", env, "--print-cmd").stdout.splitlines()[-1]
+    assert not any(f" {key}=" in plain for key in GRPO_KNOBS.values())
+    values = {name: str(i + 2) for i, name in enumerate(GRPO_KNOBS)}
+    grpo = run_example("run_tars_qwen7b.sh", {**env, **values}, "--print-cmd", "x=1").stdout.splitlines()[-1]
+    for name, key in GRPO_KNOBS.items():
+        assert f" {key}={values[name]} " in grpo + " ", name
+    assert grpo.endswith(" x=1")  # the user's overrides still come last, so they win
+
+
+@pytest.mark.parametrize("flag", ["--dryrun", "--print_cmd", "-n", "--dry-run=1", "--cfg"])
+def test_a_misspelt_flag_stops_before_anything_runs(flag, stubs):
+    """Once passed on as a Hydra override while the real SFT stage started (issue 21)."""
+    out = run_example("run_tars_qwen7b.sh", stubs, flag, "trainer.total_epochs=1")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"unknown option '{flag}'" in out.stderr
+    assert all(known in out.stderr for known in ("--dry-run", "--print-cmd", "--sft", "--grpo", "--help"))
+    assert recorded(stubs) == []
+    out = run_example("run_sft_warmstart_qwen1.5b.sh", stubs, "--sft", flag)
+    assert out.returncode == 2 and recorded(stubs) == []
+
+
+@pytest.mark.parametrize(
+    "knob,value",
+    [
+        ("NNODES", "abc"),
+        ("GPUS_PER_NODE", "8x"),
+        ("NPROC_PER_NODE", "1.5"),
+        ("MASTER_PORT", "29500 "),
+        ("TRAIN_BATCH", "-4"),
+        ("LR", "fast"),
+        ("SFT_LR", "1e-5e"),
+        ("TEST_FREQ", "-2"),
+        ("GPU_MEM_GIB", "80GB"),
+    ],
+)
+def test_a_non_numeric_knob_stops_with_its_name_before_anything_runs(knob, value, stubs):
+    out = run_example("run_tars_qwen7b.sh", {**stubs, knob: value}, "--dry-run")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"[tars] {knob} must be" in out.stderr and "Nothing was run" in out.stderr
+    assert recorded(stubs) == []
+
+
+def test_a_knob_is_never_evaluated_as_shell_arithmetic(stubs, tmp_path):
+    """bash arithmetic expands `$(...)` in an array index: MAX_PROMPT='HOME[$(cmd)]' once ran cmd (set -u or not)."""
+    marker = tmp_path / "ran"
+    out = run_example("run_tars_qwen7b.sh", {**stubs, "MAX_PROMPT": f"HOME[$(touch {marker})]"}, "--print-cmd")
+    assert out.returncode == 2 and "MAX_PROMPT must be a whole number" in out.stderr
+    assert not marker.exists()
+    assert recorded(stubs) == []
 
 
 def test_one_edit_of_defaults_sh_changes_both_stages(stubs, tmp_path):

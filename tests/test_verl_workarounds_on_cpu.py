@@ -452,9 +452,9 @@ def test_served_rm_check_refuses_the_bypass_and_names_the_fix():
 
 
 def test_the_launch_script_sets_the_same_custom_reward_function():
-    script = (ROOT / "examples" / "lib" / "tars_grpo.sh").read_text().split()
+    script = (ROOT / "examples" / "lib" / "launch.sh").read_text().split()
     for override in vw.served_rm_overrides():
-        assert override in script, f"examples/lib/tars_grpo.sh lost {override} (workaround served_rm_routing)"
+        assert override in script, f"examples/lib/launch.sh lost {override} (workaround served_rm_routing)"
 
 
 def test_the_marker_reward_function_is_the_plugins_and_refuses_to_score():

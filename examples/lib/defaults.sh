@@ -1,7 +1,28 @@
-# Every default of the example launch scripts, and the only place one is set (tests/test_examples_on_cpu.py checks).
-# Each knob is an environment variable: a value you export wins over the default written here.
+# Every default of the example launch scripts that varies per model or cluster, and the only place one is set in
+# bash (tests/test_examples_on_cpu.py checks). Each knob is an environment variable: a value you export wins over the
+# default written here. The paper's fixed GRPO settings are YAML, tars_verl/config/tars_grpo_recipe.yaml; the knobs in
+# TARS_GRPO_KNOBS below have no default here and, when set, override the key named next to them.
 # Sourced by launch.sh; tars_defaults MODEL applies MODEL's layout first, because some recipe defaults derive from
 # it (SFT_EXPORT from SFT_OUT, CKPT_DIR from EXPERIMENT, NPROC_PER_NODE from GPUS_PER_NODE).
+
+# shellcheck disable=SC2034  # read by launch.sh, which sources this file
+TARS_GRPO_KNOBS=(
+  TRAIN_BATCH=data.train_batch_size                  # prompts per step (the PPO mini-batch follows: one update a step)
+  N_ROLLOUTS=actor_rollout_ref.rollout.n             # responses per prompt
+  LR=actor_rollout_ref.actor.optim.lr
+  EPOCHS=trainer.total_epochs
+  TEMPERATURE=actor_rollout_ref.rollout.temperature  # train and validation sampling temperature
+  VAL_N=actor_rollout_ref.rollout.val_kwargs.n       # validation samples per prompt (paper: 8 on StrongREJECT-small)
+  TEST_FREQ=trainer.test_freq
+  SAVE_FREQ=trainer.save_freq
+)
+# Numeric knobs, checked before anything runs (a typo must not reach torchrun or a GPU job).
+# shellcheck disable=SC2034
+TARS_WHOLE_NUMBER_KNOBS=(NNODES GPUS_PER_NODE NPROC_PER_NODE NODE_RANK MASTER_PORT SFT_BATCH SFT_MICRO_BATCH
+  SFT_EPOCHS SFT_MAX_LENGTH SFT_PATIENCE ROLLOUT_TP RM_TP MAX_PROMPT MAX_RESPONSE MAX_TOKENS_PER_GPU TRAIN_BATCH
+  N_ROLLOUTS EPOCHS VAL_N)
+TARS_STEP_KNOBS=(TEST_FREQ SAVE_FREQ)  # whole numbers, or -1 (never)
+TARS_NUMBER_KNOBS=(SFT_LR LR TEMPERATURE GPU_MEM_UTIL RM_GPU_MEM_UTIL GPU_MEM_GIB)
 
 # shellcheck disable=SC2034  # the values are read by the stage functions that launch.sh sources next to this file
 tars_defaults() {
@@ -61,23 +82,16 @@ tars_defaults() {
   : "${MASTER_PORT:=29500}"
   : "${TORCHRUN_ARGS:=}"
 
-  # --- GRPO (paper's hyperparameters) ------------------------------------------------------------------------
+  # --- GRPO: what varies per model and cluster (the paper's fixed settings: tars_grpo_recipe.yaml) ----------------
   : "${TRAIN_FILE:=data/tars/train.parquet}"           # data_prep/build_rl_mix.py
   : "${VAL_FILE:=data/eval/strongreject_small.parquet}"  # data_prep/build_eval_sets.py
   : "${TARS_PRESET:=paper}"                            # paper | open | tiny_cpu; swap scorers with overrides
   : "${ROLLOUT_NAME:=vllm}"                            # vllm | sglang (tars_hf: CPU tests only)
   : "${GPU_MEM_UTIL:=0.5}"
-  : "${TRAIN_BATCH:=32}"     # prompts per step
-  : "${N_ROLLOUTS:=8}"       # responses per prompt
-  : "${LR:=1e-6}"
-  : "${EPOCHS:=3}"
+  # Sequence lengths and the token budget per GPU they set: memory, so per cluster (--dry-run plans it).
   : "${MAX_PROMPT:=512}"
   : "${MAX_RESPONSE:=4096}"
-  : "${TEMPERATURE:=0.6}"    # train and validation sampling temperature
-  : "${VAL_N:=8}"            # validation samples per prompt (paper: 8 on StrongREJECT-small)
   : "${MAX_TOKENS_PER_GPU:=$(((MAX_PROMPT + MAX_RESPONSE) * 2))}"
-  : "${TEST_FREQ:=10}"
-  : "${SAVE_FREQ:=20}"
   : "${PROJECT:=tars}"
   : "${CKPT_DIR:=checkpoints/$PROJECT/$EXPERIMENT}"
   : "${LOGGER:=[console]}"

@@ -1,7 +1,9 @@
 """The Hydra configs of a TARS run, and :func:`compose`, the one place Python composes them.
 
-``tars_grpo.yaml`` (verl's PPO trainer config plus the TARS defaults), ``tars_sft.yaml`` (verl's SFT trainer config
-plus ``tars_sft``), the presets in ``tars/`` and one file per scorer back end in ``tars_scorer/``; every option is in
+``tars_grpo.yaml`` (verl's PPO trainer config plus ``tars_additions.yaml``, what TARS adds to any verl config),
+``tars_grpo_recipe.yaml`` (that plus the paper's GRPO settings: the launch scripts' config), ``tars_sft.yaml`` (verl's
+SFT trainer config plus ``tars_sft``), the presets in ``tars/`` and one file per scorer back end in ``tars_scorer/``;
+every option is in
 this folder's ``README.md``. The launch scripts hand the folder to verl (``--config-path=pkg://tars_verl.config``);
 in Python, the dry run, the demo, the tests and
 :func:`tars_verl.reward.config.load_preset` all compose through :func:`compose`.

@@ -1,9 +1,10 @@
 """Check a TARS launch before any GPU is spent: the examples' ``--dry-run``.
 
-    python -m tars_verl.training.dry_run grpo  <the same Hydra overrides the run gets>
+    python -m tars_verl.training.dry_run grpo [--config-name=NAME] <the same Hydra overrides the run gets>
     python -m tars_verl.training.dry_run sft   <the same Hydra overrides the run gets>
 
-``grpo`` composes ``tars_grpo.yaml`` exactly as ``verl.trainer.main_ppo`` would, runs verl's own
+``grpo`` composes ``tars_grpo.yaml`` (or ``--config-name``'s config from ``tars_verl/config``, e.g. the launch
+scripts' ``tars_grpo_recipe``) exactly as ``verl.trainer.main_ppo`` would, runs verl's own
 ``validate_config``, checks that the reward manager and trainer mode resolve to the TARS ones the way verl
 resolves them (by name, without importing the reward manager or verl's reward loop), validates ``reward.tars`` (scorer
 back ends, their keys, API keys in the environment, verl's served-RM routing), and checks that data
@@ -70,9 +71,9 @@ def check_model(name: str, path: str | None, problems: list[str]) -> None:
         problems.append(f"{name}: {path} is neither a local folder nor a hub id (org/name)")
 
 
-def check_grpo(overrides: list[str]) -> tuple[DictConfig | None, list[str]]:
+def check_grpo(overrides: list[str], config_name: str = "tars_grpo") -> tuple[DictConfig | None, list[str]]:
     problems: list[str] = []
-    cfg = compose_reporting("tars_grpo", overrides, problems)
+    cfg = compose_reporting(config_name, overrides, problems)
     if cfg is None:
         return None, problems
     try:
@@ -245,7 +246,15 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 2
     stage, overrides = argv[0], [a for a in argv[1:] if a != "--"]
-    cfg, problems = (check_grpo if stage == "grpo" else check_sft)(overrides)
+    names = [a.split("=", 1)[1] for a in overrides if a.startswith("--config-name=")]
+    overrides = [a for a in overrides if not a.startswith("--config-name=")]
+    if stage == "grpo":
+        cfg, problems = check_grpo(overrides, *names[-1:])
+    elif names:
+        print("[dry-run] sft: --config-name is for grpo (the SFT stage always composes tars_sft)")
+        return 2
+    else:
+        cfg, problems = check_sft(overrides)
     if problems:
         print(f"[dry-run] {stage}: {len(problems)} problem(s):")
         from tars_verl.redaction import scrub

@@ -8,9 +8,11 @@ in its runtime env, so reward workers on other nodes see the head's values. Only
 printed. Every process of the job scrubs secrets from its output (``TARS_SCRUB_OUTPUT``, read by
 :mod:`tars_verl.verl_plugin`; :mod:`tars_verl.redaction`). See :mod:`tars_verl.training.multinode`; how
 the env reaches ``ray.init`` is the workaround ``ray_init_env_forwarding`` in :mod:`tars_verl.verl_workarounds`.
-The launch scripts use this entry point.
+The launch scripts use this entry point, as they start the driver on the head directly; a run submitted with
+``ray job submit`` needs no wrapper: the job's runtime env carries the values (``python -m tars_verl.overrides
+--runtime-env``; docs/multinode.md says why, and what Ray itself logs of a runtime env).
 
-    python -m tars_verl.training.main_ppo --config-path=pkg://tars_verl.config --config-name=tars_grpo ...
+    python -m tars_verl.training.main_ppo --config-path=pkg://tars_verl.config --config-name=tars_grpo_recipe ...
 """
 
 from __future__ import annotations

@@ -26,9 +26,11 @@ Use it from the command line (verl's own sync trainer stays available as ``train
 
 from __future__ import annotations
 
+from omegaconf import OmegaConf
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
+from tars_verl.reward.config import tars_config_from
 from tars_verl.reward.per_type_metrics import prompt_type_metrics
 from tars_verl.verl_workarounds import compute_reward_colocate_with_row_fields, training_reward_infos
 
@@ -38,6 +40,14 @@ TRAINER_NAME = "tars"
 @register_trainer(TRAINER_NAME)
 class TarsPPOTrainer(PPOTrainerSync):
     """verl's ``sync`` PPO trainer with per-prompt-type reward metrics at each training step."""
+
+    def __init__(self, config):
+        # Fail fast: a reward config the TARS manager would reject (a scorer's API key not set where the workers
+        # run, an unknown back end) otherwise fails in each reward worker's constructor, which verl 0.9.1 logs from
+        # the agent loop and then waits on forever. Checked here, in verl's TaskRunner, before any worker starts.
+        if OmegaConf.select(config, "reward.reward_manager.name") == "tars":
+            tars_config_from(config.reward.get("tars"))
+        super().__init__(config)
 
     def _compute_reward_colocate(self, batch, metrics=None):
         """verl's colocated reward step, with the data-row fields (prompt type) in the reward batch."""
