@@ -133,6 +133,17 @@ def write_report(out: str, tables: dict[str, pd.DataFrame], reps: dict[str, dict
             tables["safety"],
             ["model", "dataset", "attack", "n", "dsr", "dsr_lo", "dsr_hi", "format_survival", "dsr_when_formatted"],
         ),
+        *(
+            [
+                "## Defense success rate per attack, adaptive or transferred (HarmBench)\n",
+                "adaptive: generated against this model; transfer: made against another model (imported sets); "
+                "model-agnostic: the same test cases for every model (PAP); mean: over the attacks listed, its "
+                "interval the mean of their 95% Wilson bounds.\n",
+                _md_table(tables["attacks"], ["model", "attack", "kind", "n", "dsr", "dsr_lo", "dsr_hi"]),
+            ]
+            if not tables.get("attacks", empty).empty
+            else []
+        ),
         "## Compliance on harmless prompts\n",
         _md_table(tables["compliance"], ["model", "dataset", "n", "compliance", "compliance_lo", "compliance_hi"]),
         "## Adaptive reasoning (Sorry-Bench)\n",
