@@ -25,7 +25,8 @@ import os
 import random
 import time
 
-from .served_models import _chat, qwen_tokenizer_dir, train_responder  # noqa: F401  (qwen_tokenizer_dir: re-export)
+from ..eval.attack.base import Attack, AttackResult, Behavior
+from .served_models import _chat, train_responder
 from .tiny_models import build_folder_once
 
 WIN_TRIGGER = "zebra"
@@ -243,3 +244,35 @@ def write_behaviors_csv(path: str, rows: list[dict]) -> str:
     cols = ["Behavior", "FunctionalCategory", "SemanticCategory", "Tags", "ContextString", "BehaviorID"]
     pd.DataFrame([{c: r.get(c, "") for c in cols} for r in rows], columns=cols).to_csv(path, index=False)
     return path
+
+
+# -- a method of the tests' own, for the runner (resume, shards, Ray placement) -------------------------------------
+class EchoAttack(Attack):
+    """A white-box stand-in: each test case is the behaviour's request plus ``suffix``. Records each call (one line
+    per behaviour in ``calls_file``) and where it ran (``CUDA_VISIBLE_DEVICES``, pid); fails on ``fail_ids``."""
+
+    name = "echo"
+    white_box = True
+
+    def __init__(self, model: str, suffix: str = "!", calls_file: str = "", fail_ids=(), delay_s: float = 0.0):
+        self.model, self.suffix, self.calls_file = model, suffix, calls_file
+        self.fail_ids, self.delay_s = set(fail_ids), delay_s
+
+    def settings(self) -> dict:
+        return {"suffix": self.suffix}
+
+    async def run(self, behavior: Behavior, progress=None) -> AttackResult:
+        import asyncio
+
+        if self.calls_file:
+            with open(self.calls_file, "a") as f:
+                f.write(behavior.behavior_id + "\n")
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if behavior.behavior_id in self.fail_ids:
+            raise RuntimeError(f"planned failure of {behavior.behavior_id}")
+        for step in (1, 2):
+            if progress is not None:
+                progress(step, 2)
+        log = {"steps": 2, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "pid": os.getpid()}
+        return AttackResult([f"{behavior.request()} {self.suffix}"], log)

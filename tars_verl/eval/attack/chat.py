@@ -22,7 +22,9 @@ import threading
 from typing import Any
 
 from tars_verl.errors import ScorerError
-from tars_verl.scorers.http_client import HttpEndpoint, redact_url
+
+# tars_verl.scorers.http_client is imported where a client is made: importing the scorers package loads torch, which
+# the runner (and every Ray worker of a cluster run) should not pay for just to read behaviours.
 
 
 def run_in_thread(coro_factory):
@@ -63,6 +65,8 @@ class ChatClient:
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
     ):
+        from tars_verl.scorers.http_client import HttpEndpoint, redact_url
+
         if not url:
             raise ValueError(f"{role}: no endpoint URL (give --{role}-url http://host:port/v1)")
         if not is_endpoint(url):
@@ -92,6 +96,8 @@ class ChatClient:
     def check_ready(self) -> None:
         """GET ``/models`` (a few quick retries): the endpoint answers and serves ``model``; with no model named,
         the endpoint must serve exactly one, which is then used."""
+
+        from tars_verl.scorers.http_client import HttpEndpoint
 
         async def probe():
             ep = HttpEndpoint(self._url, api_key=self._api_key, timeout_s=30, max_retries=2, backoff_initial_s=0.2)

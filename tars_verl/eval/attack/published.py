@@ -24,7 +24,7 @@ import re
 import string
 from dataclasses import dataclass
 
-from tars_verl.eval.harmbench import HARMBENCH_BASE_URL, fetch_cached
+# tars_verl.eval.harmbench (the download cache) is imported where a file is fetched: it loads the scorers (torch).
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,8 @@ def is_url(source: str) -> bool:
 def read_text(source: str, what: str, hint: str = "", cache_dir: str | None = None) -> str:
     """The text of a URL (downloaded once, cached) or a local file; errors name the URL/path and what it is."""
     if is_url(source):
+        from tars_verl.eval.harmbench import fetch_cached
+
         return fetch_cached(source, cache_dir, what, hint).decode("utf-8")
     if not os.path.isfile(source):
         raise FileNotFoundError(f"{what}: file not found: {source}{'; ' + hint if hint else ''}")
@@ -78,7 +80,11 @@ def read_text(source: str, what: str, hint: str = "", cache_dir: str | None = No
 def read_published(base: str | None, path: str, what: str, hint: str = "", cache_dir: str | None = None) -> str:
     """HarmBench's file ``path`` (repository path) under ``base``: a URL or a local clone (default: HarmBench's
     repository)."""
-    base = (base or HARMBENCH_BASE_URL).rstrip("/")
+    if not base:
+        from tars_verl.eval.harmbench import HARMBENCH_BASE_URL
+
+        base = HARMBENCH_BASE_URL
+    base = base.rstrip("/")
     return read_text(f"{base}/{path}" if is_url(base) else os.path.join(base, path), what, hint, cache_dir)
 
 
