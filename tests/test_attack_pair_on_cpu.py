@@ -56,7 +56,9 @@ def attack_server(tmp_path_factory):
 
     require_vllm()
     root = os.environ.get("TARS_ATTACK_MODELS_DIR") or str(tmp_path_factory.mktemp("attack") / "responder")
-    with VLLMServer(ensure_attack_responder(root, log=lambda m: None), SERVED_NAMES, max_model_len=1024) as srv:
+    model = ensure_attack_responder(root, log=lambda m: None)
+    # a generous start-up limit: on a shared 2-core machine vLLM has taken more than the default 300 s
+    with VLLMServer(model, SERVED_NAMES, max_model_len=1024, startup_timeout_s=900) as srv:
         yield srv.url + "/v1"
 
 

@@ -64,6 +64,7 @@ class ChatClient:
         max_retries: int = 5,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        standard_params_only: bool = False,
     ):
         from tars_verl.scorers.http_client import HttpEndpoint, redact_url
 
@@ -78,6 +79,7 @@ class ChatClient:
                 raise ValueError(f"{role}: environment variable {api_key_env} (the API key) is not set")
         self.role = role
         self.model = model
+        self.standard_params_only = standard_params_only
         self._url, self._api_key = url, api_key
         self.endpoint = HttpEndpoint(
             url,
@@ -139,11 +141,19 @@ class ChatClient:
             "top_p": top_p,
             "max_tokens": max_tokens,
         }
+        if not self.standard_params_only:
+            # vLLM applies the served model's generation_config to the sampling fields a request leaves out (a
+            # Qwen's top_k=20...); HarmBench's own vLLM calls sample with no top-k and no repetition penalty.
+            payload.update(top_k=-1, repetition_penalty=1.0)
         if stop:
             payload["stop"] = list(stop)
         if seed is not None:
             payload["seed"] = seed
         if continue_final:  # vLLM: render the last (assistant) message open and continue it
+            if self.standard_params_only:
+                raise ValueError(
+                    f"{self.role}: pre-filling a reply needs vLLM's continue_final_message; use the api style"
+                )
             payload.update(continue_final_message=True, add_generation_prompt=False)
         body = await self.endpoint.post_json("/chat/completions", payload)
         try:
@@ -294,10 +304,20 @@ def make_responder(
     max_concurrency: int = 64,
     timeout_s: float = 300.0,
     max_retries: int = 5,
+    standard_params_only: bool = False,
 ):
     """The model under test: an endpoint URL (its served ``model_name``, or the one model it serves) or a local
     model folder / hub id."""
     if is_endpoint(model):
-        client = ChatClient("target", model, model_name, api_key_env, max_concurrency, timeout_s, max_retries)
+        client = ChatClient(
+            "target",
+            model,
+            model_name,
+            api_key_env,
+            max_concurrency,
+            timeout_s,
+            max_retries,
+            standard_params_only=standard_params_only,
+        )
         return EndpointResponder(client, temperature, max_tokens, stop)
     return LocalResponder(model, backend, temperature, max_tokens, stop)

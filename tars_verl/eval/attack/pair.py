@@ -241,6 +241,9 @@ class PAIRConfig:
     pair_prompts: str = ""
     cache_dir: str = ""
     seed: int = 0  # per-request sampling seeds (attacker), for reproducible runs
+    # Send only OpenAI's own sampling fields (for APIs that reject vLLM's top_k / repetition_penalty; then the
+    # open_source styles, which pre-fill replies with vLLM's continue_final_message, are not available).
+    standard_params_only: bool = False
     # HTTP: requests in flight per endpoint, timeout, retries of a failing request (not of a malformed reply).
     max_concurrency: int = 64
     timeout_s: float = 300.0
@@ -287,6 +290,11 @@ class PAIRConfig:
             raise ValueError("pair: temperatures must be >= 0")
         if not isinstance(self.target_stop, list) or not all(isinstance(s, str) for s in self.target_stop):
             raise ValueError(f"pair: target_stop must be a list of strings, got {self.target_stop!r}")
+        if self.standard_params_only and "open_source" in (self.attacker_style, self.judge_style):
+            raise ValueError(
+                "pair: standard_params_only needs attacker_style=api and judge_style=api (pre-filled "
+                "replies need vLLM's continue_final_message)"
+            )
 
     def settings(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in self.RUNTIME_KEYS}
@@ -324,8 +332,13 @@ class PAIRAttack(Attack):
         self.model = model
         self.prompts = load_pair_prompts(cfg.pair_prompts or None, cfg.cache_dir or None)
         http = dict(max_concurrency=cfg.max_concurrency, timeout_s=cfg.timeout_s, max_retries=cfg.http_max_retries)
-        self.attacker = ChatClient("attacker", cfg.attacker_url, cfg.attacker_model, cfg.attacker_api_key_env, **http)
-        self.judge = ChatClient("judge", cfg.judge_url, cfg.judge_model, cfg.judge_api_key_env, **http)
+        std = cfg.standard_params_only
+        self.attacker = ChatClient(
+            "attacker", cfg.attacker_url, cfg.attacker_model, cfg.attacker_api_key_env, **http, standard_params_only=std
+        )
+        self.judge = ChatClient(
+            "judge", cfg.judge_url, cfg.judge_model, cfg.judge_api_key_env, **http, standard_params_only=std
+        )
         self.target = make_responder(
             model,
             temperature=cfg.target_temperature,
@@ -334,6 +347,7 @@ class PAIRAttack(Attack):
             model_name=cfg.target_model_name,
             api_key_env=cfg.target_api_key_env,
             backend=cfg.target_backend,
+            standard_params_only=std,
             **http,
         )
 

@@ -149,6 +149,8 @@ class PAPConfig:
     max_new_tokens: int = 2048
     temperature: float = 1.0
     stop: list[str] = field(default_factory=lambda: ["|"])
+    # Send only OpenAI's own sampling fields (for APIs that reject vLLM's top_k / repetition_penalty).
+    standard_params_only: bool = False
     # Attempts per technique when the reply is empty (tars_v0: has no <paraphrase>); each attempt a new seed.
     max_attempts: int = 3
     pap_templates: str = ""  # HarmBench's files (raw base URL or local clone) or a JSON file; "" = HarmBench's
@@ -209,6 +211,7 @@ class PAPAttack(Attack):
             cfg.max_concurrency,
             cfg.timeout_s,
             cfg.http_max_retries,
+            standard_params_only=cfg.standard_params_only,
         )
 
     def technique_names(self) -> list[str]:

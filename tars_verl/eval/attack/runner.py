@@ -279,6 +279,10 @@ def prepare(cfg: RunConfig, build: bool = True) -> Prepared:
     json.dumps(record)  # settings must be JSON (the contract); fail here, not after the first behaviour
     record["run_key"] = _sha({k: record[k] for k in ("method", "model", "settings")})
     record["model_arg"] = cfg.model
+    if is_endpoint(cfg.model):  # never write a URL's password or secret query values
+        from tars_verl.scorers.http_client import redact_url
+
+        record["model_arg"] = redact_url(cfg.model)
     work = work_dir(cfg.out)
     check_run_record(work, record, cfg.restart, write=not cfg.dry_run)
     done = read_done(work, behaviors, record["run_key"])
