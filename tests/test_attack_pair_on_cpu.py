@@ -50,13 +50,13 @@ ROWS = [
 
 
 @pytest.fixture(scope="module")
-def attack_server(tmp_path_factory):
+def attack_server():
     """The trained responder behind one real vLLM server, as tiny-attacker / tiny-target / tiny-judge."""
     from tars_verl.testing.vllm_server import VLLMServer
 
     require_vllm()
-    root = os.environ.get("TARS_ATTACK_MODELS_DIR") or str(tmp_path_factory.mktemp("attack") / "responder")
-    model = ensure_attack_responder(root, log=lambda m: None)
+    # trained once per machine (a cache keyed by the code that defines it), or in TARS_ATTACK_MODELS_DIR
+    model = ensure_attack_responder(os.environ.get("TARS_ATTACK_MODELS_DIR"), log=lambda m: None)
     # a generous start-up limit: on a shared 2-core machine vLLM has taken more than the default 300 s
     with VLLMServer(model, SERVED_NAMES, max_model_len=1024, startup_timeout_s=900) as srv:
         yield srv.url + "/v1"

@@ -20,6 +20,7 @@ request kind, so that one vLLM server is attacker, target and judge:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -226,8 +227,24 @@ def pair_examples(tokenizer, rng: random.Random) -> list[tuple[str, list[int], s
     ]
 
 
-def ensure_attack_responder(root: str, log=print) -> str:
-    """Train the tiny responder of :func:`pair_examples` once into ``root`` (atomically); returns ``root``."""
+def default_responder_dir() -> str:
+    """Where the responder is kept between runs on this machine: ``~/.cache/tars_verl/testing/attack_responder-<key>``
+    (``$XDG_CACHE_HOME`` respected), the key a hash of the code that defines it (this module and the trainer), so a
+    change to either trains a new one."""
+    from . import served_models
+
+    h = hashlib.sha256()
+    for module_file in (__file__, served_models.__file__):
+        with open(module_file, "rb") as f:
+            h.update(f.read())
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "tars_verl", "testing", f"attack_responder-{h.hexdigest()[:12]}")
+
+
+def ensure_attack_responder(root: str | None = None, log=print) -> str:
+    """Train the tiny responder of :func:`pair_examples` once into ``root`` (default :func:`default_responder_dir`;
+    atomically: a folder is whole or absent); returns ``root``."""
+    root = root or default_responder_dir()
 
     def build(tmp: str) -> None:
         t0 = time.time()
