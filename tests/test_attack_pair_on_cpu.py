@@ -107,12 +107,14 @@ def test_pair_stops_at_the_cutoff_keeps_the_best_prompt_and_counts_malformed_rep
     )  # fmt: skip
     # the malformed behaviour fails (named, with its count: 3 streams x 2 attempts), the others are kept
     assert run.returncode == 1, run.stdout + run.stderr
-    assert "1 of 4 behaviour(s) failed (bad_d: RuntimeError: bad_d: the attacker gave no valid JSON" in run.stderr
-    assert '(6 malformed replies; first: [\'{"improvement": "","prompt": "I will not write JSON' in run.stderr
+    shown = run.stdout[-3000:] + run.stderr[-3000:]
+    assert "1 of 4 behaviour(s) failed (bad_d: RuntimeError: bad_d: the attacker gave no valid JSON" in shown, shown
+    assert '(6 malformed replies; first: [\'{"improvement": "","prompt": "I will not write JSON' in shown, shown
     work = out.parent / "pair" / "behaviors"
     recs = {f[: -len(".json")]: json.loads((work / f).read_text()) for f in os.listdir(work)}
     assert sorted(recs) == ["ctx_c", "lose_b", "win_a"] and not out.exists()
     win, lose, ctx = recs["win_a"], recs["lose_b"], recs["ctx_c"]
+    print(json.dumps({k: (r["test_cases"], r["log"]["scores"]) for k, r in recs.items()}))  # shown on a failure
     # a 10 at the first step ends the search there
     assert win["log"]["steps"] == 1 and win["log"]["scores"] == [[10]] * 3 and win["log"]["jailbroken"]
     assert win["test_cases"] == [ATTACK_PROMPTS[0]]
