@@ -40,6 +40,9 @@ OPTION_FLAGS = {
     "api_key_env": "target_api_key_env",
     "pair_prompts": "pair_prompts",
     "pap_templates": "pap_templates",
+    "mutator_url": "mutator_url",
+    "mutator_model": "mutator_model",
+    "mutator_api_key_env": "api_key_env",
 }
 
 
@@ -104,6 +107,9 @@ def add_run_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--judge-url", help="pair: the judge's endpoint (default: the attacker's)")
     ap.add_argument("--judge-model", help="pair: the judge's served model name (default: the attacker's)")
     ap.add_argument("--judge-api-key-env", help="pair: environment variable holding the judge endpoint's API key")
+    ap.add_argument("--mutator-url", help="autodan: the mutation LLM's endpoint (HarmBench: Mistral-7B-Instruct-v0.2)")
+    ap.add_argument("--mutator-model", help="autodan: the mutation LLM's served model name")
+    ap.add_argument("--mutator-api-key-env", help="autodan: environment variable holding the mutator's API key")
     ap.add_argument(
         "--pair-prompts",
         help="pair: HarmBench's repository (raw base URL or local clone; default: its GitHub repository) or a JSON "

@@ -120,10 +120,18 @@ def attack_class(method: str) -> type[Attack]:
 
 
 def build_attack(cls: type[Attack], model: str, options: dict[str, Any]) -> Attack:
+    """``cls(model, **options)``; for a class with a settings dataclass ``Config`` (GCG, AutoDAN), the options that
+    are its fields build it (``cls(model, config=Config(...), **other options)``)."""
+    name = cls.name or cls.__name__
+    config_cls = getattr(cls, "Config", None)
     try:
+        if dataclasses.is_dataclass(config_cls):
+            known = {f.name for f in dataclasses.fields(config_cls)}
+            config = config_cls(**{k: v for k, v in options.items() if k in known})
+            return cls(model, config=config, **{k: v for k, v in options.items() if k not in known})
         return cls(model, **options)
     except TypeError as err:
-        raise ValueError(f"attack {cls.name or cls.__name__}: bad options {sorted(options)}: {err}") from err
+        raise ValueError(f"attack {name}: bad options {sorted(options)}: {err}") from err
 
 
 def work_dir(out: str) -> str:
