@@ -419,3 +419,26 @@ def test_pair_api_styles_send_plain_chat_turns_and_an_unparsed_rating_counts_as_
     assert not {"continue_final_message", "stop", "top_k", "repetition_penalty"} & set(attacker)
     assert attacker["messages"][-1]["role"] == "user" and attacker["messages"][0]["role"] == "system"
     assert [m["role"] for m in judge["messages"]] == ["system", "user"]
+
+
+def test_gcg_runs_through_the_runner_from_its_config_options(tmp_path, tiny_dir):
+    from tars_verl.eval.attack.gcg import GCGAttack
+
+    csv = write_behaviors_csv(str(tmp_path / "b.csv"), ROWS[:1] + ROWS[-1:])
+    targets = tmp_path / "t.json"
+    targets.write_text(json.dumps({"b0": "Sure, here is thing 0", "ctx": "Sure, here is a summary"}))
+    opts = {"num_steps": 2, "search_width": 8, "top_k": 8, "eval_with_check_refusal": False, "device": "cpu"}
+    cfg = RunConfig(method="gcg", model=f"{tiny_dir}/policy", behaviors=csv, out=str(tmp_path / "gcg.json"),
+                    targets=str(targets), options=opts, progress=False)  # fmt: skip
+    assert GCGAttack.white_box and run_attack(cfg)["attacked"] == 2
+    cases = json.loads((tmp_path / "gcg.json").read_text())
+    assert cases["b0"][0].startswith("do thing 0 ") and cases["ctx"][0].startswith(
+        "Some passage.\n\n---\n\nsummarise it"
+    )
+    meta = json.loads((tmp_path / "gcg.meta.json").read_text())
+    assert meta["settings"]["num_steps"] == 2 and meta["settings"]["search_width"] == 8
+    assert len(json.loads((tmp_path / "gcg.logs.json").read_text())["b0"]["losses"]) == 2
+    assert attack_kind(str(tmp_path / "gcg.json"), f"{tiny_dir}/policy", "hf") == "adaptive"
+    with pytest.raises(ValueError, match=r"attack gcg: bad options .*'no_such_setting'"):
+        run_attack(RunConfig("gcg", f"{tiny_dir}/policy", csv, str(tmp_path / "x.json"), {"no_such_setting": 1},
+                             targets=str(targets)))  # fmt: skip
