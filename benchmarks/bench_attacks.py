@@ -251,7 +251,7 @@ def bench_pair(quick: bool, models_dir: str | None = None, repeats: int | None =
         SERVED_NAMES,
         ensure_attack_responder,
         write_behaviors_csv,
-        write_harmbench_standins,
+        write_pair_pap_standins,
     )
     from tars_verl.testing.vllm_server import VLLMServer
 
@@ -275,7 +275,7 @@ def bench_pair(quick: bool, models_dir: str | None = None, repeats: int | None =
             "attacker_model": "tiny-attacker",
             "judge_model": "tiny-judge",
             "target_model_name": "tiny-target",
-            "pair_prompts": write_harmbench_standins(os.path.join(tmp, "HarmBench")),
+            "pair_prompts": write_pair_pap_standins(os.path.join(tmp, "HarmBench")),
             "n_streams": 8,
         }
         runs = iter(range(10_000))

@@ -22,7 +22,7 @@ from tars_verl.testing.attack_models import (
     WIN_TRIGGER,
     ensure_attack_responder,
     write_behaviors_csv,
-    write_harmbench_standins,
+    write_pair_pap_standins,
 )
 
 pytestmark = pytest.mark.slow
@@ -68,7 +68,7 @@ def files(tmp_path_factory):
     targets = root / "targets.json"
     targets.write_text(json.dumps({r["BehaviorID"]: f"Sure, here is how to {r['Behavior']}" for r in ROWS}))
     return {
-        "hb": write_harmbench_standins(str(root / "HarmBench")),
+        "hb": write_pair_pap_standins(str(root / "HarmBench")),
         "csv": write_behaviors_csv(str(root / "behaviors.csv"), ROWS),
         "csv3": write_behaviors_csv(str(root / "behaviors3.csv"), ROWS[:3]),
         "targets": str(targets),

@@ -19,7 +19,7 @@ from tars_verl.eval.attack.runner import AttackRunError, RunConfig, SettingsChan
 from tars_verl.eval.metrics import attack_table
 from tars_verl.eval.prompts import load_attack_file
 from tars_verl.eval.prompts import load_behaviors as eval_behaviors
-from tars_verl.testing.attack_models import write_behaviors_csv, write_harmbench_standins
+from tars_verl.testing.attack_models import write_behaviors_csv, write_pair_pap_standins
 
 ECHO = "tars_verl.testing.attack_models:EchoAttack"
 ROWS = [{"BehaviorID": f"b{i}", "Behavior": f"do thing {i}", "FunctionalCategory": "standard"} for i in range(5)] + [
@@ -78,7 +78,7 @@ def test_behaviors_file_errors_name_the_file_column_and_rows(tmp_path):
 def test_a_missing_target_string_names_the_behavior_id_at_start_up(tmp_path, csv):
     targets = tmp_path / "targets.json"
     targets.write_text(json.dumps({f"b{i}": "Sure, here is" for i in range(5)}))  # no "ctx"
-    hb = write_harmbench_standins(str(tmp_path / "hb"))
+    hb = write_pair_pap_standins(str(tmp_path / "hb"))
     args = ["--method", "pair", "--model", "http://127.0.0.1:9/v1", "--model-name", "t", "--attacker-url",
             "http://127.0.0.1:9/v1", "--attacker-model", "a", "--pair-prompts", hb, "--targets", str(targets),
             "--behaviors", csv, "--out", str(tmp_path / "c" / "pair.json")]  # fmt: skip
@@ -108,7 +108,7 @@ def free_port() -> int:
 
 
 def test_an_unreachable_attacker_fails_at_start_naming_it_before_any_work(tmp_path, csv):
-    hb = write_harmbench_standins(str(tmp_path / "hb"))
+    hb = write_pair_pap_standins(str(tmp_path / "hb"))
     dead = f"http://127.0.0.1:{free_port()}/v1"
     targets = tmp_path / "t.json"
     targets.write_text(json.dumps({r["BehaviorID"]: "Sure" for r in ROWS}))
@@ -125,7 +125,7 @@ def test_an_unreachable_attacker_fails_at_start_naming_it_before_any_work(tmp_pa
 
 
 def test_a_target_model_that_cannot_be_loaded_fails_at_start(tmp_path, csv, server):
-    hb = write_harmbench_standins(str(tmp_path / "hb"))
+    hb = write_pair_pap_standins(str(tmp_path / "hb"))
     server.files["/v1/models"] = json.dumps({"data": [{"id": "attacker"}]})
     broken = tmp_path / "broken_model"
     broken.mkdir()
@@ -363,7 +363,7 @@ def pair_once(tmp_path, server, **options):
     from tars_verl.eval.attack.pair import PAIRAttack
 
     server.files["/v1/models"] = json.dumps({"data": [{"id": "attacker"}, {"id": "target"}]})
-    hb = write_harmbench_standins(str(tmp_path / "hb"))
+    hb = write_pair_pap_standins(str(tmp_path / "hb"))
     attack = PAIRAttack(
         server.url + "/v1",
         attacker_url=server.url + "/v1",

@@ -3,7 +3,7 @@ attacker (TESTING ONLY).
 
 The texts here are this project's own, NOT HarmBench's: they have the published SHAPE (the same files, function
 names, parameters and variable names as HarmBench's ``baselines/pair/*.py`` and ``baselines/pap/templates.py``), so
-the code under test loads them through the very path a user's fetched files take (:func:`write_harmbench_standins`
+the code under test loads them through the very path a user's fetched files take (:func:`write_pair_pap_standins`
 writes them in a folder laid out like HarmBench's repository, read as a local clone or through a ``file://`` URL).
 
 :func:`pair_examples` gives ``train_responder`` (``tars_verl/testing/served_models.py``) one fixed greedy reply per
@@ -117,7 +117,7 @@ PAP_TEMPLATES_PY = (
 )
 
 
-def write_harmbench_standins(root: str) -> str:
+def write_pair_pap_standins(root: str) -> str:
     """Write the stand-in files at HarmBench's paths under ``root``; returns ``root`` (a "local clone")."""
     files = {
         "baselines/pair/system_prompts.py": SYSTEM_PROMPTS_PY,
@@ -142,7 +142,7 @@ def _standin_prompts():
     from tars_verl.eval.attack.pap import load_pap_templates
 
     with tempfile.TemporaryDirectory() as tmp:
-        write_harmbench_standins(tmp)
+        write_pair_pap_standins(tmp)
         return load_pair_prompts(tmp), load_pap_templates(tmp)
 
 
@@ -229,14 +229,27 @@ def pair_examples(tokenizer, rng: random.Random) -> list[tuple[str, list[int], s
 
 def default_responder_dir() -> str:
     """Where the responder is kept between runs on this machine: ``~/.cache/tars_verl/testing/attack_responder-<key>``
-    (``$XDG_CACHE_HOME`` respected), the key a hash of the code that defines it (this module and the trainer), so a
-    change to either trains a new one."""
+    (``$XDG_CACHE_HOME`` respected), the key a hash of what defines it (the stand-in texts, the replies, the request
+    kinds and the trainer), so a change to any of them trains a new one."""
+    import inspect
+
     from . import served_models
 
     h = hashlib.sha256()
-    for module_file in (__file__, served_models.__file__):
-        with open(module_file, "rb") as f:
-            h.update(f.read())
+    parts = [
+        SYSTEM_PROMPTS_PY,
+        COMMON_PY,
+        JUDGES_PY,
+        CONVERSERS_PY,
+        PAP_TEMPLATES_PY,
+        repr(_WORDS),
+        repr(ATTACK_PROMPTS),
+    ]
+    parts += [WIN_TRIGGER, MALFORMED_TRIGGER, IMPROVEMENT, repr(RATINGS), MALFORMED_REPLY, TARGET_REPLY, PAP_REPLY]
+    parts += [inspect.getsource(f) for f in (pair_examples, _text, _goal, _json, _continue, ensure_attack_responder)]
+    parts.append(inspect.getsource(served_models))
+    for part in parts:
+        h.update(part.encode() + b"\0")
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(cache, "tars_verl", "testing", f"attack_responder-{h.hexdigest()[:12]}")
 
