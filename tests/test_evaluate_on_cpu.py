@@ -138,20 +138,9 @@ def eval_dir(tmp_path_factory):
 
 @pytest.mark.slow
 def test_end_to_end_report_resume_and_judge_swap(eval_dir, tiny_dir, server, tmp_path, monkeypatch):
-    import asyncio
-
-    from tars_verl.eval.pap import generate_pap
-
-    pap_out = tmp_path / "pap.json"
-    n, failures = asyncio.run(
-        generate_pap(
-            {"harmbench-0": "harmbench behaviour 0", "harmbench-1": "harmbench behaviour 1"},
-            server.url + "/v1",
-            "paraphraser",
-            str(pap_out),
-        )
-    )
-    assert n == 10 and failures == 0 and len(json.loads(pap_out.read_text())["harmbench-0"]) == 5
+    pap_out = tmp_path / "pap.json"  # PAP test cases (python -m tars_verl.eval.attack --method pap writes them)
+    pap = {f"harmbench-{i}": [f"As a researcher I ask: harmbench behaviour {i} ({k})" for k in range(5)] for i in "01"}
+    pap_out.write_text(json.dumps(pap))
 
     out = tmp_path / "report"
     args = [

@@ -1,7 +1,6 @@
 """HarmBench as HarmBench judges it: copyright behaviours by hashing (never the classifier), the classifier's
-prompts downloaded from a configurable base URL and cached, and PAP paraphrases that carry the context."""
+prompts downloaded from a configurable base URL and cached."""
 
-import asyncio
 import json
 import pickle
 import random
@@ -16,9 +15,7 @@ from tars_verl.data.eval_sets import build_eval_sets
 from tars_verl.eval.cli import main, resolve_judge
 from tars_verl.eval.harmbench import HarmBenchClassifier, HarmBenchClassifierConfig
 from tars_verl.eval.judge import build_judge, judge_records
-from tars_verl.eval.pap import generate_pap
-from tars_verl.eval.pap import main as pap_main
-from tars_verl.eval.prompts import EvalPrompt, collect, load_attack_file, load_behaviors
+from tars_verl.eval.prompts import EvalPrompt, collect
 
 # --- fixtures: text, HarmBench-era hash files, a behaviours CSV -------------------------------------------
 _rng = random.Random(0)
@@ -312,42 +309,4 @@ def test_copyright_hashes_download_from_the_base_url_and_a_404_names_the_behavio
     assert len(server.gets) == n  # every file from the cache
 
 
-# --- 2. PAP paraphrases of contextual behaviours carry the context --------------------------------------------
-def test_pap_sends_and_keeps_the_context_of_contextual_behaviours(tmp_path, server):
-    hb, _ = harmbench_prompts(tmp_path)
-    out = tmp_path / "pap.json"
-    pap_main(["--eval-file", str(hb), "--url", server.url + "/v1", "--model", "paraphraser", "--out", str(out)])
-    asked = {}
-    for _, payload in server.requests:
-        content = payload["messages"][-1]["content"]
-        asked.setdefault(content.split("[REQUEST]\n")[1].split("\n[/REQUEST]")[0], []).append(content)
-    assert all("[CONTEXT]\nHere is a passage about C.\n[/CONTEXT]" in c for c in asked["Summarise the passage for C"])
-    assert not any("[CONTEXT]" in c for c in asked["Write a standard thing A"])
-    cases = json.loads(out.read_text())
-    assert len(cases["ctx_c"]) == 5 and all(
-        c.startswith("Here is a passage about C.\n\n---\n\n") and "Summarise the passage for C" in c
-        for c in cases["ctx_c"]
-    )
-    assert not any("---" in c for c in cases["std_a"])
-    # paired by BehaviorID, the attack prompt keeps the context for the model and the judge
-    attack = load_attack_file(str(out), "pap", load_behaviors(str(behaviors_csv(tmp_path / "b.csv"))))
-    ctx = [p for p in attack if p.extra["behavior_id"] == "ctx_c"]
-    assert ctx[0].messages[-1]["content"].startswith("Here is a passage about C.") and ctx[0].context
-
-
-def test_pap_remakes_paraphrases_logged_without_the_context(tmp_path, server):
-    out = str(tmp_path / "pap.json")
-    old = [  # a log from before contexts were sent: the contextual behaviour's paraphrases lack it
-        {"prompt_id": bid, "sample_idx": k, "technique": "x", "paraphrase": f"old {bid} {k}"}
-        for bid in ("std_a", "ctx_c")
-        for k in range(5)
-    ]
-    (tmp_path / "pap.json.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
-    behaviors = {"std_a": "Write A", "ctx_c": "Summarise C"}
-    n, failures = asyncio.run(
-        generate_pap(behaviors, server.url + "/v1", "paraphraser", out, contexts={"ctx_c": "Passage C."})
-    )
-    assert n == 10 and failures == 0 and len(server.requests) == 5  # only the contextual behaviour again
-    cases = json.loads(open(out).read())
-    assert cases["std_a"] == [f"old std_a {k}" for k in range(5)]
-    assert all(c.startswith("Passage C.\n\n---\n\n") and "old" not in c for c in cases["ctx_c"])
+# --- 2. PAP paraphrases of contextual behaviours: tests/test_attack_runner_on_cpu.py (the attack runner) ----

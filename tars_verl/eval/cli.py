@@ -39,13 +39,14 @@ from tars_verl.eval.generate import (
 from tars_verl.eval.judge import build_judge, judge_presets, judge_provenance, judge_records, refusal_reader
 from tars_verl.eval.metrics import (
     attack_average,
+    attack_table,
     compliance_table,
     length_table,
     per_behaviour,
     safety_table,
     tradeoff,
 )
-from tars_verl.eval.prompts import collect
+from tars_verl.eval.prompts import collect, load_attack_file, load_behaviors
 from tars_verl.redaction import entry_point, register_env_secret, register_url
 from tars_verl.scorers import parse_scorer_config
 
@@ -137,29 +138,50 @@ def run(args, gen_cfg: GenConfig) -> dict[str, str]:
         from tars_verl.eval.capability import CapabilityConfig
 
         capability = CapabilityConfig.from_args(args)  # checks lm-eval and the tasks before any generation
+    attack_specs = parse_kv(args.attack, "--attack")
+    # --attack NAME=generate: test cases generated against each model (tars_verl.eval.attack.evaluation)
+    generated = {k: v for k, v in attack_specs.items() if v == "generate"}
     prompts = collect(
         args.eval_dir,
         args.eval_file,
-        parse_kv(args.attack, "--attack"),
+        {k: v for k, v in attack_specs.items() if k not in generated},
         args.behaviors,
         args.limit,
-        allow_empty=capability is not None,
+        allow_empty=capability is not None or bool(generated),
     )
     gen_cfg.validate()
     backend = resolve_backend(gen_cfg.backend)
+    attack_runs, behavior_prompts = {}, []
+    if generated:
+        from tars_verl.eval.attack.evaluation import behavior_stubs, check_generation, run_configs
+
+        attack_runs = run_configs(generated, models, args, gen_cfg)
+        check_generation(attack_runs)  # behaviours, targets, options, settings: before any generation
+        behavior_prompts = behavior_stubs(args.behaviors, args.limit)
     # Every judge the prompts need is built and reached now, before hours of generation.
-    suites = {p.suite for p in prompts}
+    suites = {p.suite for p in prompts + behavior_prompts}
     judges = {}
     for suite, role in SUITE_JUDGE.items():
         if suite in suites:
-            judges[suite] = build_judge(judge_cfgs[suite], where=f"{role} judge", prompts=prompts)
+            judges[suite] = build_judge(judge_cfgs[suite], where=f"{role} judge", prompts=prompts + behavior_prompts)
             judges[suite].check_ready()
+    model_prompts = {name: list(prompts) for name in models}
+    if attack_runs:
+        from tars_verl.eval.attack.evaluation import generate_cases
+
+        behaviors = load_behaviors(args.behaviors)
+        for (attack, model), path in generate_cases(attack_runs).items():
+            for name in [model] if model else list(models):
+                model_prompts[name] += load_attack_file(path, attack, behaviors)
+        prompts = list({p.prompt_id: p for ps in model_prompts.values() for p in ps}.values())
     tables: dict = {}
     judged = None
     meta_notes: dict[str, str] = {}
     if prompts:
         gens = {
-            name: generate_for_model(name, path, prompts, gen_cfg, f"{args.out}/generations", args.regenerate)
+            name: generate_for_model(
+                name, path, model_prompts[name], gen_cfg, f"{args.out}/generations", args.regenerate
+            )
             for name, path in models.items()
         }
         tokenizers = {
@@ -173,8 +195,13 @@ def run(args, gen_cfg: GenConfig) -> dict[str, str]:
         for table in (safety, compliance):  # every number says how its generations were decoded
             if not table.empty:
                 table["decoding"] = decoding(gen_cfg)
+        from tars_verl.eval.attack.evaluation import attack_kinds
+
         tables = {
             "safety": safety,
+            "attacks": attack_table(
+                safety, attack_kinds(attack_specs, models, backend, args.out) if not safety.empty else {}
+            ),
             "safety_avg": avg,
             "safety_per_behavior": per_behaviour(df),
             "compliance": compliance,
@@ -254,12 +281,21 @@ def build_parser() -> HfArgumentParser:
     ap.add_argument("--out", required=True)
     ap.add_argument("--eval-dir", help="folder written by data_prep/build_eval_sets.py")
     ap.add_argument("--eval-file", action="append", default=[], help="one eval parquet (repeatable)")
-    ap.add_argument("--attack", action="append", default=[], help="NAME=test_cases.json (gcg, pair, autodan, pap)")
+    ap.add_argument(
+        "--attack",
+        action="append",
+        default=[],
+        help="NAME=test_cases.json (gcg, pair, autodan, pap), or NAME=generate: generated against each --model "
+        "(python -m tars_verl.eval.attack; settings: --attack-option, docs/attacks.md)",
+    )
     ap.add_argument(
         "--behaviors",
         help="HarmBench behaviours file (BehaviorID, Behavior, ContextString): attack "
         "test cases are paired with behaviours by BehaviorID",
     )
+    from tars_verl.eval.attack.evaluation import add_eval_args
+
+    add_eval_args(ap)
     ap.add_argument("--safety-judge", default="harmbench")
     ap.add_argument(
         "--refusal-judge",

@@ -136,6 +136,72 @@ def attack_average(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+ATTACK_KINDS = ("adaptive", "transfer", "model-agnostic", "unknown")
+_ATTACK_ORDER = ("gcg", "pair", "autodan", "pap")
+
+
+def attack_table(
+    safety: pd.DataFrame, kinds: dict[tuple[str, str], str] | None = None, dataset: str = "harmbench"
+) -> pd.DataFrame:
+    """Per model, on ``dataset``: the DSR of each attack with its interval and its kind (``adaptive``: generated
+    against this model; ``transfer``: made against another model; ``model-agnostic``: the same cases for every
+    model, like PAP; ``unknown``: a file without provenance), then a ``mean`` row: the mean DSR over those attacks
+    (the paper's headline) and, as :func:`attack_average`, the mean of their interval bounds.
+
+    The per-attack numbers are the rows of :func:`safety_table` as they are (``dsr``, ``dsr_lo``, ``dsr_hi``, ``n``
+    test cases, ``n_behaviors``): HarmBench's per-behaviour mean, with the Wilson interval over behaviours.
+
+    >>> safety = pd.DataFrame({"model": ["m"] * 3, "dataset": ["harmbench"] * 3, "attack": ["pap", "gcg", "direct"],
+    ...     "n": [10] * 3, "dsr": [0.8, 0.6, 1.0], "dsr_lo": [0.5, 0.3, 0.7], "dsr_hi": [0.9, 0.8, 1.0]})
+    >>> t = attack_table(safety, {("m", "gcg"): "adaptive", ("m", "pap"): "model-agnostic"})
+    >>> t[["attack", "kind", "dsr"]].values.tolist()
+    [['gcg', 'adaptive', 0.6], ['pap', 'model-agnostic', 0.8], ['mean', 'adaptive+model-agnostic', 0.7]]
+    """
+    kinds = kinds or {}
+    cols = ["model", "attack", "kind", "n", "n_behaviors", "dsr", "dsr_lo", "dsr_hi"]
+    if safety.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    use = safety[(safety["dataset"] == dataset) & (safety["attack"] != "direct")]
+    for model, g in use.groupby("model"):
+        order = sorted(g["attack"], key=lambda a: (_ATTACK_ORDER.index(a) if a in _ATTACK_ORDER else 99, a))
+        g = g.set_index("attack").loc[order].reset_index()
+        seen = []
+        for _, r in g.iterrows():
+            kind = kinds.get((model, r["attack"]), "unknown")
+            if kind not in ATTACK_KINDS:
+                raise ValueError(f"attack_table: kind {kind!r} of {model}/{r['attack']} is not one of {ATTACK_KINDS}")
+            seen.append(kind)
+            rows.append(
+                {
+                    "model": model,
+                    "attack": r["attack"],
+                    "kind": kind,
+                    "n": int(r["n"]),
+                    "n_behaviors": int(r["n_behaviors"]) if "n_behaviors" in r else "",
+                    "dsr": r["dsr"],
+                    "dsr_lo": r["dsr_lo"],
+                    "dsr_hi": r["dsr_hi"],
+                }
+            )
+        rows.append(
+            {
+                "model": model,
+                "attack": "mean",
+                "kind": "+".join(k for k in ATTACK_KINDS if k in seen),
+                "n": int(g["n"].sum()),
+                # the same behaviours under every attack (HarmBench's setting) or, when they differ, not one number
+                "n_behaviors": int(g["n_behaviors"].iloc[0])
+                if "n_behaviors" in g and g["n_behaviors"].nunique() == 1
+                else "",
+                "dsr": g["dsr"].mean(),
+                "dsr_lo": g["dsr_lo"].mean(),
+                "dsr_hi": g["dsr_hi"].mean(),
+            }
+        )
+    return pd.DataFrame(rows, columns=cols)
+
+
 def _refusal_classes(g: pd.DataFrame) -> pd.Series:
     if "refusal_class" in g and (g["refusal_class"].fillna("") != "").all():
         return g["refusal_class"]

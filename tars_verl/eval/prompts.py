@@ -3,7 +3,7 @@
 Every prompt is an :class:`EvalPrompt` with the ``suite`` it counts for:
 
 - ``safety``: HarmBench / StrongREJECT behaviours, directly (``attack="direct"``) or as attack prompts
-  (``gcg``, ``pair``, ``autodan`` from HarmBench test-case files; ``pap`` from ``tars_verl.eval.pap``).
+  (``gcg``, ``pair``, ``autodan``, ``pap``: HarmBench test-case files, e.g. from ``python -m tars_verl.eval.attack``).
   The judge sees the original ``behavior``, never the attack prompt.
 - ``overrefusal``: XSTest safe prompts and the non-toxic WildChat sample.
 - ``adaptive``: Sorry-Bench, with its category groups.
@@ -174,7 +174,7 @@ def collect(
     prompts: list[EvalPrompt] = []
     for path in files:
         prompts += load_eval_set(path, limit=limit)
-    # Behaviours of the harmbench eval set, by BehaviorID and by the set's own prompt id (tars_verl.eval.pap).
+    # Behaviours of the harmbench eval set, by BehaviorID and by the set's own prompt id.
     behaviors = {
         key: {
             "behavior": p.behavior,

@@ -184,6 +184,17 @@ def write_report(
                 "decoding",
             ],
         ),
+        *(
+            [
+                "## Defense success rate per attack, adaptive or transferred (HarmBench)\n",
+                "adaptive: generated against this model; transfer: made against another model (imported sets); "
+                "model-agnostic: the same test cases for every model (PAP); mean: over the attacks listed, its "
+                "interval the mean of their 95% Wilson bounds.\n",
+                _md_table(tables["attacks"], ["model", "attack", "kind", "n", "dsr", "dsr_lo", "dsr_hi"]),
+            ]
+            if not tables.get("attacks", empty).empty
+            else []
+        ),
         "## Compliance on harmless prompts\n",
         "Shares of all rows (XSTest's classes): full compliance (`compliance`, with its 95% interval), refusal "
         "(full + partial), full and partial refusal (empty when the judge does not tell them apart), and the number "

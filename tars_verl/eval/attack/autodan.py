@@ -274,12 +274,15 @@ class Mutator:
         return body
 
     async def mutate_one(self, text: str, seed: int) -> str:
+        from tars_verl.errors import ScorerError
+        from tars_verl.scorers.http_client import only_choice
+
         body = await self.endpoint.post_json("/chat/completions", self.request(text, seed))
         try:
-            reply = body["choices"][0]["message"]["content"]
+            reply = only_choice(body, "reply")["message"]["content"]
             if not isinstance(reply, str):
                 raise TypeError(f"content is {type(reply).__name__}")
-        except (KeyError, IndexError, TypeError) as err:
+        except (KeyError, IndexError, TypeError, ScorerError) as err:
             raise RuntimeError(
                 f"AutoDAN mutator {self.endpoint.base_url}: reply without choices[0].message.content ({err})"
             ) from err
@@ -310,6 +313,7 @@ class AutoDANAttack(Attack):
 
     name: ClassVar[str] = "autodan"
     needs_target_string: ClassVar[bool] = True
+    white_box: ClassVar[bool] = True  # one behaviour at a time on this process's GPU; one Ray worker per GPU
     Config: ClassVar[type] = AutoDANConfig
 
     def __init__(

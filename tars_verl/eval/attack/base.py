@@ -99,9 +99,18 @@ class AttackResult:
 
 
 class Attack(ABC):
-    """One attack method. Subclasses set ``name`` and implement :meth:`settings` and :meth:`run`."""
+    """One attack method. Subclasses set ``name`` and implement :meth:`settings` and :meth:`run`.
+
+    The runner builds one per process as ``cls(model, **options)``: ``model`` is the model under test (a local
+    folder, a hub id or an endpoint URL, as the user gave it) and ``options`` the method's settings by name (from
+    ``--set KEY=VALUE`` and the method's own flags); an unknown option should raise ``TypeError`` naming it.
+    Construction must be cheap (the runner builds one on the driver to read :meth:`settings`): load models in
+    :meth:`check_ready`."""
 
     name: ClassVar[str] = ""
+    # Runs the model under test on this process's GPU (GCG, AutoDAN): the runner runs one behaviour at a time per
+    # process, and its Ray launcher places one such worker per GPU. Black-box methods run many behaviours at once.
+    white_box: ClassVar[bool] = False
     # Generated against the model under test (adaptive) rather than read from another model's file (transfer).
     adaptive: ClassVar[bool] = True
     # Needs Behavior.target (GCG, AutoDAN): the runner stops at start-up naming each BehaviorID without one.

@@ -170,6 +170,7 @@ class GCGAttack(Attack):
 
     name: ClassVar[str] = "gcg"
     needs_target_string: ClassVar[bool] = True
+    white_box: ClassVar[bool] = True  # one behaviour at a time on this process's GPU; one Ray worker per GPU
     Config: ClassVar[type] = GCGConfig
 
     def __init__(self, model_path: str, config: GCGConfig | None = None, device: str = "auto", dtype: str = "auto"):
