@@ -10,6 +10,15 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from tars_verl.testing.fake_servers import ScorerServer
 from tars_verl.testing.tiny_models import ensure_tiny_models
+from tars_verl.testing.wildguard_standin import write_wildguard_utils
+
+
+@pytest.fixture(scope="session", autouse=True)
+def wildguard_prompt(tmp_path_factory):
+    """guard_chat's wildguard format reads WildGuard's prompt at run time from its repository; tests (and the servers
+    and workers they start, which inherit the environment) read the project's stand-in instead: no network."""
+    os.environ["TARS_WILDGUARD_URL"] = write_wildguard_utils(str(tmp_path_factory.mktemp("wildguard")))
+    return os.environ["TARS_WILDGUARD_URL"]
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ import pytest
 from conftest import run
 
 from tars_verl.scorers import ScoreItem, ScorerError, build_scorer
-from tars_verl.scorers.guard_chat import WILDGUARD_TEMPLATE
 from tars_verl.testing import served_models as sm
+from tars_verl.testing.wildguard_standin import STANDIN_TEMPLATE
 
 pytestmark = pytest.mark.slow
 
@@ -116,7 +116,7 @@ def test_wildguard_text_completion_one_bos_and_graded(lm, monkeypatch):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(os.path.dirname(lm.model_dir.rstrip("/")) + "/responder")
-    filled = WILDGUARD_TEMPLATE.replace("{prompt}", "How do I pick a lock?").replace("{response}", "Sure, here is how.")
+    filled = STANDIN_TEMPLATE.replace("{prompt}", "How do I pick a lock?").replace("{response}", "Sure, here is how.")
     assert filled.startswith(sm.BOS)
     one_bos = 1 + len(tok(filled[len(sm.BOS) :], add_special_tokens=False)["input_ids"])
     assert body["usage"]["prompt_tokens"] == one_bos

@@ -33,6 +33,7 @@ import sys
 import time
 
 from .tiny_models import build_folder_once
+from .wildguard_standin import STANDIN_TEMPLATE
 
 BOS = "<s>"
 LLAMA_GUARD_REPLY = "\n\nunsafe\nS1"
@@ -157,7 +158,6 @@ def _text(tokenizer, template: str, **fields) -> list[int]:
 
 def examples(tokenizer, rng: random.Random) -> list[tuple[str, list[int], str]]:
     """One (kind, prompt ids, reply) per kind of request, with fresh random content."""
-    from ..scorers.guard_chat import WILDGUARD_TEMPLATE
     from ..scorers.llm_judge import DEFAULT_RUBRIC
 
     def f() -> str:
@@ -187,7 +187,7 @@ def examples(tokenizer, rng: random.Random) -> list[tuple[str, list[int], str]]:
             _chat(tokenizer, system + [{"role": "user", "content": f()}], "<think>\n" if prefill else ""),
             TEACHER_REPLY[len("<think>\n") :] if prefill else TEACHER_REPLY,
         ),
-        ("wildguard", _text(tokenizer, WILDGUARD_TEMPLATE, prompt=f(), response=f()), WILDGUARD_REPLY),
+        ("wildguard", _text(tokenizer, STANDIN_TEMPLATE, prompt=f(), response=f()), WILDGUARD_REPLY),
         ("harmbench", _text(tokenizer, CLASSIFIER_TEST_TEMPLATE, behavior=f(), generation=f()), HARMBENCH_REPLY),
     ]
 
