@@ -80,7 +80,7 @@ def parse_wildguard_template(text: str, where: str) -> str:
     ``WILDGUARD_INPUT_FORMAT``, read with ``ast``) or of a file holding the template itself; ValueError naming
     ``where`` when it is neither or lacks ``{prompt}`` / ``{response}``.
 
-    >>> parse_wildguard_template('X = 1\nWILDGUARD_INPUT_FORMAT = "Q: {prompt} A: {response}"', "utils.py")
+    >>> parse_wildguard_template('WILDGUARD_INPUT_FORMAT = "Q: {prompt} A: {response}"', "utils.py")
     'Q: {prompt} A: {response}'
     """
     template = text
