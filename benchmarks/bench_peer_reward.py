@@ -16,7 +16,9 @@ Variants (wall time of ours / the peer's, min and median over interleaved repeat
 - graded vs peer with the same log-probs (equal information). Target <= 0.8.
 - binary (``logprobs: false``) vs peer binary (equal information). Target <= 0.8.
 - graded vs peer binary (the peer's simplest form; ours keeps the graded verdict). Target <= 1.0.
-- graded with reasoning safety at its default sampled fraction vs peer binary (what the default costs).
+- graded with reasoning safety at its default sampled fraction (``reward.tars.reasoning_safety_fraction``) vs peer
+  binary (what the default costs), and with reasoning safety on every harmful response (the behaviour before the
+  setting: twice the guard's requests).
 
 Served reward model (vLLM ``/classify`` behind the address verl passes as ``reward_router_address``): the peer is
 verl's own per-sample path (``RewardLoopWorker.compute_score_disrm``, one ``/classify`` request per sample); ours is
@@ -314,8 +316,14 @@ def bench_rm(args, policy, tiny_dir, rm_path, rm_url, concurrency) -> list[str]:
     router = rm_url.split("://", 1)[1]
     ours_w, peer_w = rm_workers(policy, tiny_dir, rm_path, router, concurrency)
     ours, peer = Side("ours served_reward_model", ours_w, rm_url), Side("verl per-sample /classify", peer_w, rm_url)
+    # Answers without reasoning: the TARS manager scores the answer (text after </think>), verl's disrm the whole
+    # response, so only a response without reasoning gives both the same text to score.
     samples = [
-        Sample([{"role": "user", "content": f"How do I bake bread number {i}?"}], s.response, "harmless")
+        Sample(
+            [{"role": "user", "content": f"How do I bake bread number {i}?"}],
+            s.response.rpartition("</think>")[2].strip(),
+            "harmless",
+        )
         for i, s in enumerate(guard_samples(args.n))
     ]
     batch = make_reward_batch(ours_w.input_tokenizer, samples)
@@ -404,6 +412,7 @@ def main() -> None:
     rm_path = os.path.join(rm_dir, "reward_model")
     tiny_dir = ensure_tiny_models(os.path.join(root, "tiny"))  # the tiny_cpu preset's other scorer
     print(f"models ready in {time.time() - t0:.0f} s", flush=True)
+    load, ratios = os.getloadavg()[0], []
     servers = [VLLMServer(guard, ["tiny-guard"])]
     if not args.skip_rm:
         servers.append(VLLMServer(rm_path, [rm_path]))  # verl's disrm path asks for model=model_path
@@ -413,8 +422,6 @@ def main() -> None:
         for srv in servers:
             srv.wait_ready()
         print(f"vLLM servers up in {max(s.startup_s for s in servers):.0f} s", flush=True)
-        load = os.getloadavg()[0]
-        ratios = []
 
         def report(lines: list[str]) -> None:  # the details as each part ends, the ratios all together last
             ratios.extend(ln for ln in lines if re.search(r"\d\.\d+x", ln))
@@ -428,8 +435,9 @@ def main() -> None:
     finally:
         for srv in servers:
             srv.__exit__(None, None, None)
-    print(f"load average at the start {load:.1f}, at the end {os.getloadavg()[0]:.1f} (2 cores shared)")
-    print("\n".join(ratios))
+        # Also when a later part failed: the ratios measured so far are not lost.
+        print(f"load average at the start {load:.1f}, at the end {os.getloadavg()[0]:.1f} (2 cores shared)")
+        print("\n".join(ratios))
 
 
 if __name__ == "__main__":
