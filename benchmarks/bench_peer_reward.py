@@ -110,7 +110,9 @@ def delta(before: dict, after: dict) -> dict:
 
 
 def describe(d: dict) -> str:
-    seqs = d["generated"] / d["steps"] if d["steps"] else float("nan")
+    # Generation: sequences decoding per step (generated tokens / steps); pooling (/classify) generates nothing: the
+    # requests per step.
+    seqs = (d["generated"] or d["engine_requests"]) / d["steps"] if d["steps"] else float("nan")
     hit = d["cache_hits"] / d["cache_queries"] if d["cache_queries"] else float("nan")
     return (
         f"{d['http']:.0f} HTTP requests, {d['engine_requests']:.0f} engine requests, {d['steps']:.0f} engine steps, "
