@@ -103,6 +103,11 @@ def make_worker(model_path: str, tiny_dir: str, overrides: list[str]):
     )[0]
 
 
+def close_worker(worker) -> None:
+    """Close what the worker's reward manager opened (its scorers' sessions): no "Unclosed client session" at exit."""
+    worker.loop.run_until_complete(worker.reward_manager.aclose())
+
+
 class TokenizerOnLoop(TarsRewardManager):
     """The manager before 0.2.0, for (d) only: the same steps, with the tokenizer work on the event loop."""
 
@@ -203,6 +208,8 @@ def main() -> None:
         )
 
         d_classifier = on_loop_vs_executor(batched, batch, args.repeats)
+        close_worker(batched)
+        close_worker(per_sample)
 
         with ScorerServerProcess(latency_s=0.05, logprobs=False) as url:
             guard = make_worker(
@@ -228,6 +235,7 @@ def main() -> None:
             direct_run()
             t_backend = best_of(args.repeats, direct_run)
             d_guard = on_loop_vs_executor(guard, hbatch, args.repeats)
+            close_worker(guard)
         ideal = math.ceil(args.http_n / args.http_concurrency) * 0.05
         print(
             f"(c) guard_chat over HTTP, {args.http_n} items at concurrency {args.http_concurrency}, 50 ms latency, "

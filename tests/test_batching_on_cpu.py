@@ -56,3 +56,53 @@ def test_wrong_result_count_is_an_error():
 
     with pytest.raises(RuntimeError, match="2 items"):
         asyncio.run(main())
+
+
+def test_a_batch_in_flight_when_its_loop_is_closed_raises_nothing_at_collection(monkeypatch):
+    """A reward worker's loop closed (or the process ending) while a batch waits on its scorer: the batch's task is
+    destroyed with GeneratorExit, and must not touch its callers' futures on the closed loop."""
+    import gc
+    import sys
+
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    async def never(xs):
+        await asyncio.Event().wait()
+
+    loop = asyncio.new_event_loop()
+
+    async def main():
+        b = MicroBatcher(never, max_batch_size=2, max_wait_ms=1)
+        waiters = [asyncio.ensure_future(b.submit(i)) for i in range(2)]
+        while not b._tasks:
+            await asyncio.sleep(0.001)
+        return waiters
+
+    waiters = loop.run_until_complete(main())
+    loop.close()
+    del loop, waiters
+    gc.collect()
+    assert [(u.exc_type, str(u.exc_value)) for u in unraisable] == []
+
+
+def test_aclose_cancels_parked_items_and_batches_in_flight():
+    calls = []
+
+    async def slow(xs):
+        calls.append(list(xs))
+        await asyncio.Event().wait()
+
+    async def main():
+        b = MicroBatcher(slow, max_batch_size=2, max_wait_ms=60_000)
+        sent = [asyncio.ensure_future(b.submit(i)) for i in range(2)]  # a full batch: goes out at once
+        parked = asyncio.ensure_future(b.submit(2))  # waits for a partner or 60 s
+        while not calls:
+            await asyncio.sleep(0.001)
+        await b.aclose()
+        results = await asyncio.gather(*sent, parked, return_exceptions=True)
+        return results, b
+
+    results, b = asyncio.run(main())
+    assert all(isinstance(r, asyncio.CancelledError) for r in results)
+    assert calls == [[0, 1]] and not b._tasks and not b._pending and b._timer is None

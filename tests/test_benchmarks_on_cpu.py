@@ -1,5 +1,6 @@
 """Every benchmark in benchmarks/ runs as the README writes it (`.venv/bin/python benchmarks/<name>.py`), in its
-``--quick`` mode, with no TARS_* variable set, and prints its ratios: a broken benchmark is a red CI."""
+``--quick`` mode, with no TARS_* variable set, prints its ratios and leaves no client session open: a broken benchmark
+is a red CI."""
 
 import glob
 import os
@@ -27,3 +28,5 @@ def test_benchmark_quick_mode_runs_and_prints_ratios(path):
     )
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     assert re.search(r"\d\.\d+x", out.stdout), out.stdout[-2000:]  # a ratio against the run's own baseline
+    # Every client session the benchmark (and the project code it drives) opened was closed.
+    assert "Unclosed client session" not in out.stderr and "Unclosed connector" not in out.stderr, out.stderr[-4000:]

@@ -354,3 +354,48 @@ def test_a_new_log_field_keeps_verls_key_order_without_a_manager_edit(tiny_dir, 
         assert (
             list(o["reward_extra_info"])[3] == "judge_latency_s" and o["reward_extra_info"]["judge_latency_s"] is None
         )
+
+
+def test_reasoning_safety_is_scored_on_the_configured_fraction_the_same_ones_each_run(tiny_dir):
+    from tars_verl.reward.config import TarsConfig, load_preset
+    from tars_verl.reward.per_type_metrics import prompt_type_metrics
+
+    default = TarsConfig().reasoning_safety_fraction
+    assert default == 0.1
+    assert load_preset("paper").reasoning_safety_fraction == load_preset("open").reasoning_safety_fraction == default
+    samples = [
+        Sample(user(f"how do I make poison {i}"), f"<think>\nstep {i}: refuse\n</think>\n\nI can't help.", "harmful")
+        for i in range(300)
+    ] + [Sample(user("a poem"), COMPLY, "harmless")]
+
+    def run(fraction):
+        fraction_key = f"reward.tars.reasoning_safety_fraction={fraction}"
+        worker = worker_for(tiny_dir, "tars_scorer@reward.tars.safety=refusal_keywords", fraction_key)
+        scorer = worker.reward_manager.scorers["safety"]
+        texts = []
+        score_batch = scorer.score_batch
+
+        async def counting(items):
+            texts.extend(it.text for it in items)
+            return await score_batch(items)
+
+        scorer.score_batch = counting
+        out = [o["reward_extra_info"] for o in score(worker, samples)]
+        return [i for i, info in enumerate(out) if info["reasoning_safety"] is not None], texts, out
+
+    scored, texts, out = run(default)
+    assert 0.05 * 300 <= len(scored) <= 0.15 * 300  # about a tenth of the harmful responses
+    assert len(texts) == 300 + len(scored)  # the safety scorer's traffic: every answer, and the sampled reasoning
+    assert all(out[i]["prompt_type"] == "harmful" for i in scored)
+    logged = [out[i]["reasoning_safety"] for i in scored]
+    assert prompt_type_metrics(out)["tars/harmful/reasoning_safety/mean"] == pytest.approx(sum(logged) / len(logged))
+    again, _, _ = run(default)
+    assert again == scored  # a rerun scores the same responses
+    everything, texts_all, _ = run(1.0)
+    assert everything == list(range(300)) and len(texts_all) == 600
+
+
+@pytest.mark.parametrize("bad", ["1.5", "-0.1", "true"])
+def test_a_reasoning_safety_fraction_outside_0_1_stops_at_start_up(tiny_dir, bad):
+    with pytest.raises(ScorerConfigError, match="reasoning_safety_fraction"):
+        worker_for(tiny_dir, f"reward.tars.reasoning_safety_fraction={bad}")

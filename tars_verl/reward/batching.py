@@ -4,7 +4,8 @@ verl's reward loop calls the reward manager once per sample, concurrently (``asy
 ``RewardLoopWorker``, or one call per finished rollout when rewards stream). Scorers are much faster
 per item in batches, so each scorer sits behind a :class:`MicroBatcher`: ``submit`` parks the item,
 and the batch goes out when it reaches ``max_batch_size`` or ``max_wait_ms`` after its first item.
-Several batches may be in flight at once; the scorer bounds its own concurrency.
+Several batches may be in flight at once; the scorer bounds its own concurrency. ``aclose`` cancels what is
+still parked or in flight (its callers get ``CancelledError``) before the event loop is closed.
 
 Example:
     >>> async def double(xs):            # one call for many items
@@ -62,11 +63,30 @@ class MicroBatcher(Generic[In, Out]):
             outputs = await self.fn([item for item, _ in batch])
             if len(outputs) != len(batch):
                 raise RuntimeError(f"batched call returned {len(outputs)} results for {len(batch)} items")
-        except BaseException as err:  # noqa: BLE001 - every waiter gets the error
+        except asyncio.CancelledError:
+            for _, fut in batch:
+                fut.cancel()
+            raise
+        except Exception as err:  # noqa: BLE001 - every waiter gets the error
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(err)
             return
+        # Not BaseException: a GeneratorExit means the task is being destroyed with its event loop already
+        # closed (never awaited to the end); touching the waiters' futures then raises "Event loop is closed".
         for (_, fut), out in zip(batch, outputs):
             if not fut.done():
                 fut.set_result(out)
+
+    async def aclose(self) -> None:
+        """Cancel the parked items and the batches in flight, and wait until they have stopped."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self._pending = self._pending, []
+        for _, fut in pending:
+            fut.cancel()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

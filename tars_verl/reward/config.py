@@ -43,8 +43,11 @@ class TarsConfig:
     think_prefilled: Any = "auto"
     safety: dict[str, Any] = field(default_factory=dict)
     helpfulness: dict[str, Any] = field(default_factory=dict)
-    # Also score the reasoning of harmful-prompt responses with the safety scorer (logged, not rewarded).
+    # Also score the reasoning of harmful-prompt responses with the safety scorer (logged, not rewarded)...
     reasoning_safety: bool = True
+    # ... on this fraction of them (chosen by a hash of the text, so reruns pick the same ones): each scored one is
+    # one more guard request. 1.0: all (the paper's logging, doubling the guard's traffic on harmful prompts).
+    reasoning_safety_fraction: float = 0.1
     # mode=weighted only: {prompt_type: {safety: w, helpfulness: w}}.
     type_weights: dict[str, dict[str, float]] | None = None
     # Where the prompt type is read: extra_info[<key>], then reward_model.ground_truth.
@@ -76,6 +79,12 @@ class TarsConfig:
         if self.think_prefilled not in (True, False, "auto"):
             raise ScorerConfigError(
                 f"reward.tars.think_prefilled must be true, false or auto, got {self.think_prefilled!r}"
+            )
+        fraction = self.reasoning_safety_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
+            raise ScorerConfigError(
+                f"reward.tars.reasoning_safety_fraction must be a number in [0, 1] (1.0 scores every harmful "
+                f"response's reasoning), got {fraction!r}"
             )
         if self.mode == "weighted":
             tw = self.type_weights or {}

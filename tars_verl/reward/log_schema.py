@@ -44,7 +44,11 @@ FIELDS: tuple[LogField, ...] = (
     ),
     LogField("helpfulness", "the helpfulness scorer on the answer (None where not used)", per_type=True, demo=True),
     LogField(
-        "reasoning_safety", "the safety scorer on the reasoning of harmful prompts: logged, never rewarded", demo=True
+        "reasoning_safety",
+        "the safety scorer on the reasoning of harmful prompts (a reward.tars.reasoning_safety_fraction of them, None "
+        "for the others): logged, never rewarded",
+        per_type=True,
+        demo=True,
     ),
     LogField("prompt_type", "harmful, harmless or ambiguous, from the data row"),
     LogField("refused", "1.0 when the answer reads as a refusal (keyword rule)", per_type=True, demo=True),

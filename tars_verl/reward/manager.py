@@ -17,11 +17,16 @@ or without registration, by file::
     reward.reward_manager.name=TarsRewardManager
 
 Its settings are ``reward.tars`` (see ``tars_verl/config/README.md``).
+
+``aclose()`` closes the scorers' connections and stops their micro-batchers (benchmarks and tests call it; in a verl
+run, which has no shutdown hook for reward managers, the HTTP sessions are closed at exit by
+:class:`~tars_verl.scorers.http_client.HttpEndpoint` itself).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from collections.abc import Awaitable
@@ -144,6 +149,13 @@ class TarsRewardManager(RewardManagerBase):
         total = self._combine(sample, results)
         return {"reward_score": total, "reward_extra_info": self._log_row(sample, results, total)}
 
+    async def aclose(self) -> None:
+        """Stop the micro-batchers (anything still parked is cancelled), then close every scorer's connections."""
+        for batcher in self.batchers.values():
+            await batcher.aclose()
+        for scorer in self.scorers.values():
+            await scorer.aclose()
+
     # -- the steps of run_single ---------------------------------------------------------------
     def _read_sample(self, item) -> _Sample:
         """Decode the response, split off the reasoning, count tokens: everything that needs the tokenizer."""
@@ -197,9 +209,19 @@ class TarsRewardManager(RewardManagerBase):
             return {"val_judge": submit("val_judge", s.parts.answer)}
         weights = self.tars.weights()[s.prompt_type]
         jobs = {role: submit(role, s.parts.answer) for role in ("safety", "helpfulness") if weights[role] > 0}
-        if self.tars.reasoning_safety and s.prompt_type == "harmful" and s.parts.reasoning:
+        if self._scores_reasoning(s):
             jobs["reasoning_safety"] = submit("safety", s.parts.reasoning)  # logged, never rewarded
         return jobs
+
+    def _scores_reasoning(self, s: _Sample) -> bool:
+        """Whether this harmful response's reasoning is scored: a ``reasoning_safety_fraction`` of them, chosen by a
+        hash of the prompt and the response (the same ones on a rerun, spread over a prompt's rollouts)."""
+        if not (self.tars.reasoning_safety and s.prompt_type == "harmful" and s.parts.reasoning):
+            return False
+        fraction = self.tars.reasoning_safety_fraction
+        if fraction >= 1.0:
+            return True
+        return reasoning_sample_point(s.prompt, s.parts.reasoning, s.parts.answer) < fraction
 
     def _combine(self, s: _Sample, results: dict[str, ScoreResult]) -> float:
         """total = format * (w_s * safety + w_h * helpfulness) / (w_s + w_h), or format * the val judge's score."""
@@ -238,6 +260,17 @@ class TarsRewardManager(RewardManagerBase):
             if role in results:
                 row[f"{role}/{name}"] = results[role].details.get("components", {}).get(name)
         return row
+
+
+def reasoning_sample_point(prompt: str, reasoning: str, answer: str) -> float:
+    """A number in [0, 1) fixed by the response's text (BLAKE2b, the same in every process and run): the responses
+    whose number is below ``reasoning_safety_fraction`` get their reasoning scored.
+
+    >>> 0 <= reasoning_sample_point("How do I pick a lock?", "It is illegal.", "I can't help.") < 1
+    True
+    """
+    digest = hashlib.blake2b("\x00".join((prompt, reasoning, answer)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
 
 
 def _missing_row_hint(non_tensor: dict[str, Any]) -> str:

@@ -29,6 +29,7 @@ import random
 import threading
 import time
 import urllib.parse
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +114,11 @@ class HttpEndpoint:
     The API key and any credentials in the URL are registered with :mod:`tars_verl.redaction` when the endpoint is
     made, so no message, log line or file of this process shows them. Redirects are not followed (a reply from
     another address is never scored) and a reply body over ``max_reply_bytes`` is refused unread.
+
+    ``aclose`` closes the session of the running loop. Whoever cannot call it (verl's reward workers have no shutdown
+    hook for a reward manager) is covered when the endpoint is garbage-collected and at interpreter exit (a
+    ``weakref.finalize``): :func:`_close_sessions` closes every session still open, so no "Unclosed client session"
+    is reported.
     """
 
     def __init__(
@@ -160,7 +166,11 @@ class HttpEndpoint:
         self.retry_for_s = retry_for_s
         self.max_reply_bytes = max_reply_bytes
         self._per_loop: dict[int, tuple[aiohttp.ClientSession, asyncio.Semaphore]] = {}
+        self._loops: dict[int, asyncio.AbstractEventLoop] = {}  # the loop each session belongs to
         self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(
+            self, _close_sessions, self._per_loop, self._loops, self._lock, self.base_url
+        )
 
     @classmethod
     def from_config(cls, cfg: HttpScorerConfig, url: str | None = None) -> HttpEndpoint:
@@ -197,6 +207,7 @@ class HttpEndpoint:
                 )
                 entry = (client, asyncio.Semaphore(self.max_concurrency))
                 self._per_loop[id(loop)] = entry
+                self._loops[id(loop)] = loop
             return entry
 
     def _wait(self, state: RetryCallState) -> float:
@@ -292,11 +303,55 @@ class HttpEndpoint:
         return await self.request_json("POST", path, payload)
 
     async def aclose(self) -> None:
+        """Close this event loop's session (a later request opens a new one)."""
         loop = asyncio.get_running_loop()
         with self._lock:
             entry = self._per_loop.pop(id(loop), None)
+            self._loops.pop(id(loop), None)
         if entry is not None:
             await entry[0].close()
+
+    def close_open_sessions(self) -> int:
+        """Close every session still open, from outside its loop; returns how many (see :func:`_close_sessions`)."""
+        return _close_sessions(self._per_loop, self._loops, self._lock, self.base_url)
+
+
+def _close_sessions(per_loop: dict, loops: dict, lock: threading.Lock, where: str, timeout_s: float = 5.0) -> int:
+    """Close the sessions of ``per_loop`` (an endpoint's), each in its own event loop; returns how many.
+
+    An idle loop is run until its session is closed; a loop running in this thread gets a closing task, one running in
+    another thread (a Ray async actor's) is asked to close it, waiting at most ``timeout_s``; a closed loop's session
+    is closed in a temporary loop."""
+    with lock:
+        entries = [(loops.pop(key, None), session) for key, (session, _) in per_loop.items()]
+        per_loop.clear()
+    try:
+        current = asyncio.get_running_loop()
+    except RuntimeError:
+        current = None
+    closed = 0
+    for loop, session in entries:
+        if session.closed:
+            continue
+        try:
+            if loop is None or loop.is_closed():
+                # Its loop is gone (asyncio.run returned): aiohttp marks such a session closed without touching
+                # that loop, so a short-lived loop of our own can run the close.
+                temporary = asyncio.new_event_loop()
+                try:
+                    temporary.run_until_complete(session.close())
+                finally:
+                    temporary.close()
+            elif loop is current:
+                loop.create_task(session.close())
+            elif loop.is_running():
+                asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout_s)
+            else:
+                loop.run_until_complete(session.close())
+            closed += 1
+        except Exception as err:  # noqa: BLE001 - at exit or in a finaliser: report and go on with the others
+            logger.warning("could not close the HTTP session of %s: %s", where, err)
+    return closed
 
 
 def _describe(value: Any) -> str:

@@ -200,6 +200,7 @@ def train_responder(
     margin: float = 3.0,
     log=print,
     examples_fn=None,
+    lr: float = 1e-2,
 ):
     """Train the tiny causal LM on the fixed replies of ``examples_fn`` (default :func:`examples`: the scorers' and
     the evaluation's request kinds; a test of another protocol passes its own function of the same signature,
@@ -230,12 +231,13 @@ def train_responder(
             margin=margin,
             log=log,
             examples_fn=examples_fn or examples,
+            lr=lr,
         )
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(out_dir, tokenizer, eos, seed, max_steps, patience, margin, log, examples_fn) -> int:
+def _train(out_dir, tokenizer, eos, seed, max_steps, patience, margin, log, examples_fn, lr) -> int:
     import math
 
     import torch
@@ -251,7 +253,7 @@ def _train(out_dir, tokenizer, eos, seed, max_steps, patience, margin, log, exam
     head = torch.nn.Parameter(torch.zeros(len(rows), model.config.hidden_size))
     rest = math.log(model.config.vocab_size - len(rows))  # logsumexp of the rows that stay 0
     body = [p for p in model.model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(body + [head], lr=1e-2)
+    opt = torch.optim.Adam(body + [head], lr=lr)
     t0 = time.time()
     step = streak = 0
     for step in range(1, max_steps + 1):
