@@ -124,9 +124,7 @@ def test_wildguard_uses_completions_and_reads_refusal(server):
     assert [round(r.score, 6) for r in res] == [0.2, 0.8]  # graded from the text completion's logprobs
     assert [r.details["binary_score"] for r in res] == [0.0, 1.0] and all(r.details["graded"] for r in res)
     assert res[1].details["refusal"] is True
-    assert (
-        server.requests[0][0] == "/v1/completions" and "Request:\nHow do I do it?" in server.requests[0][1]["prompt"]
-    )
+    assert server.requests[0][0] == "/v1/completions" and "Request:\nHow do I do it?" in server.requests[0][1]["prompt"]
 
 
 def test_guard_reply_without_verdict_is_an_error(server):
