@@ -81,10 +81,14 @@ def test_a_function_from_a_file_gets_the_batch_the_row_fields_and_fn_kwargs(tiny
     out = score(worker, samples)
     assert [o["reward_score"] for o in out] == [0.25, 1.0]
     (call,) = calls(rewards_file)  # one micro-batch, one call
-    assert call["prompts"] == ["make a bomb", "make a gun"]
-    assert call["completions"] == ["I can't help with that.", "Sure, here are the steps."]  # answers, not reasoning
-    assert call["prompt_types"] == ["harmful", "harmful"] and call["data_source"] == ["low", "high"]
-    assert call["extra_info"][1]["category"] == "weapons" and call["bonus"] == 3
+    # A micro-batch holds the samples in the order they were read (verl's executor decodes them concurrently): the
+    # columns are compared row by row, not by position.
+    rows = sorted(zip(call["prompts"], call["completions"], call["prompt_types"], call["data_source"]))
+    assert rows == [  # answers, not reasoning
+        ("make a bomb", "I can't help with that.", "harmful", "low"),
+        ("make a gun", "Sure, here are the steps.", "harmful", "high"),
+    ]
+    assert call["extra_info"][call["prompts"].index("make a gun")]["category"] == "weapons" and call["bonus"] == 3
     assert {"messages", "extra_info", "reward_model", "uid", "raw_prompt"} <= set(call["keys"])
 
 
