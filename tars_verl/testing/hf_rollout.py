@@ -78,9 +78,12 @@ class HFGenerateServer:
         seed = _cfg(config, "seed", 0) or 0
         self.generator_seed = int(seed) + 1000 * replica_rank
         torch.manual_seed(self.generator_seed)
-        # verl's rollout.full_determinism=True names requests "det-<index in batch>" (single_turn_agent_loop.py,
-        # verl 0.9.1): each such request then samples with its own seed, whatever order the requests arrive in.
+        # verl's rollout.full_determinism=True names requests "det-<priority>" (single_turn_agent_loop.py, verl
+        # 0.9.1): each such request then samples with its own seed, whatever order the requests arrive in. The v1
+        # trainers' agent loop (trainer/ppo/v1/agent_loop_tq.py) sets no priority, so every request is "det-0" and
+        # the rollout.n samples of one prompt are identical requests: `_occurrences` numbers them (see request_seed).
         self.full_determinism = bool(_cfg(config, "full_determinism", False))
+        self._occurrences: dict[str, int] = {}
         self.global_steps = 0
         self.weight_version = 0  # how many weight updates this server has loaded
         self._lock = asyncio.Lock()
@@ -103,13 +106,19 @@ class HFGenerateServer:
     def request_seed(self, request_id: str, prompt_ids: list[int]) -> Optional[int]:
         """The sampling seed of a deterministic request (``full_determinism``), else None (the shared generator).
 
-        Stable across processes and runs: the rollout seed, the weights' training step, the request id and the
-        prompt, hashed with SHA-256 (not Python's randomised ``hash``).
+        Stable across processes and runs: the rollout seed, the weights' training step, the request id, the prompt
+        and how many identical requests (same step, id and prompt) came before this one, hashed with SHA-256 (not
+        Python's randomised ``hash``). The count is what keeps the ``rollout.n`` samples of one prompt apart when
+        verl sends them as identical requests (all ``det-0``): without it every GRPO group would be n copies of one
+        sample, each advantage 0, and nothing would be learned. Which of the identical requests gets which seed
+        depends on arrival order, but they are interchangeable, so the set of samples of a group does not.
         """
         if not (self.full_determinism and str(request_id).startswith("det-")):
             return None
         key = f"{self.generator_seed}|{self.global_steps}|{request_id}|{','.join(map(str, prompt_ids))}"
-        return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+        occurrence = self._occurrences.get(key, 0)
+        self._occurrences[key] = occurrence + 1
+        return int.from_bytes(hashlib.sha256(f"{key}|{occurrence}".encode()).digest()[:8], "little")
 
     def _generate_sync(self, prompt_ids: list[int], sampling_params: dict, seed: Optional[int] = None) -> TokenOutput:
         if seed is None:
@@ -183,11 +192,16 @@ class HFGenerateServer:
                     state[name].copy_(tensor.to(state[name].dtype))
             self.weight_version += 1
             if global_steps is not None:
-                self.global_steps = int(global_steps)
+                self._set_global_steps(int(global_steps))
         return len(named_tensors)
 
     async def set_global_steps(self, global_steps: int):
-        self.global_steps = int(global_steps)
+        self._set_global_steps(int(global_steps))
+
+    def _set_global_steps(self, global_steps: int) -> None:
+        if global_steps != self.global_steps:
+            self._occurrences.clear()  # the step is part of every key: the old counts can never match again
+        self.global_steps = global_steps
 
     def stats(self) -> dict[str, int]:
         """How many weight updates were loaded, and the weights' training step."""
