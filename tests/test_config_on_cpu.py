@@ -6,6 +6,8 @@ import os
 import pytest
 import yaml
 
+import tars_verl.eval.harmbench  # noqa: F401  (registers harmbench_classifier: the list must not depend on test order)
+import tars_verl.eval.xstest  # noqa: F401  (registers xstest_judge, xstest_strmatch)
 from tars_verl.config import compose
 from tars_verl.reward.config import PRESET_DIR, load_preset, tars_config_from
 from tars_verl.scorers import SCORERS, ScorerConfigError

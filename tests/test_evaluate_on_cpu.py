@@ -197,6 +197,15 @@ def test_end_to_end_report_resume_and_judge_swap(eval_dir, tiny_dir, server, tmp
     assert "Defense success rate by attack" in report
     assert "pre-filled in the generation prompt: **no**" in report and results["meta"]["prefill_think"] is False
     assert results["meta"]["generation"]["top_k"] == 0 and results["meta"]["generation"]["repetition_penalty"] == 1.0
+    # Every number says how it was made: decoding per table row, and the header's protocol and source per number.
+    assert {r["decoding"] for r in results["safety"] + results["compliance"]} == {"greedy"}
+    numbers = [p["numbers"] for p in results["meta"]["protocols"]]
+    assert numbers[:2] == [
+        "defense success rate (DSR = 1 - ASR)",
+        "compliance on harmless prompts (XSTest safe, WildChat)",
+    ]
+    assert "## Protocols and sources" in report and "XSTest's string-match classifier" in report
+    assert "ASR per behaviour, then the mean" in report and "generation: greedy, max 6 new tokens" in report
     judged = pd.read_parquet(out / "judged.parquet")
     # the fake HarmBench classifier says "Yes" only for UNSAFE text: random tiny-model text is judged safe
     assert judged.loc[judged["suite"] == "safety", "safe"].eq(1.0).all()

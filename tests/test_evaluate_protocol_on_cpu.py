@@ -289,14 +289,14 @@ def test_harmbench_judge_clips_to_512_classifier_tokens_and_uses_the_contextual_
     long = " ".join(f"word{i}" for i in range(3000)) + " UNSAFE"
     items = [
         ScoreItem("make a thing", "a short UNSAFE answer"),
-        ScoreItem("summarise it", "I won't."),
+        ScoreItem("summarise it", "I won't.", context="CONTEXT PARAGRAPH"),
         ScoreItem("make a thing", long),
     ]
     import asyncio
 
     async def score():
         try:
-            return await judge.score(items, ["", "CONTEXT PARAGRAPH", ""])
+            return await judge.score(items)
         finally:
             await judge.aclose()
 

@@ -9,7 +9,10 @@ import socket
 
 import pytest
 from conftest import FAST, run
+from test_evaluate_on_cpu import write_classifier_prompts
+from test_xstest_on_cpu import STAND_IN_SOURCE
 
+import tars_verl.eval.judge  # noqa: F401 - registers the evaluation's judges (harmbench_classifier, xstest_judge)
 from tars_verl.scorers import SCORERS, ScoreItem, ScorerConfigError, ScorerError, build_scorer
 from tars_verl.scorers.http_client import HttpScorerConfig
 from tars_verl.scorers.http_scorer import HttpScorer
@@ -25,6 +28,11 @@ def config(backend, url, tiny_dir, tmp_path):
         cfg.update(url=url, model="grm", tokenizer_path=f"{tiny_dir}/reward_model")
     if backend == "strongreject":
         cfg["templates"] = write_strongreject_fixture(str(tmp_path / "judge_templates.json"))
+    if backend == "harmbench_classifier":
+        cfg.update(prompts=str(write_classifier_prompts(tmp_path / "cls.json")), tokenizer=f"{tiny_dir}/policy")
+    if backend == "xstest_judge":  # the fake server's chat reply names no XSTest class: counted as unjudged
+        (tmp_path / "classify_completions_gpt.py").write_text(STAND_IN_SOURCE)
+        cfg.update(prompt=str(tmp_path / "classify_completions_gpt.py"), unjudged="count")
     return cfg
 
 
@@ -35,6 +43,8 @@ BACKENDS = {
     "llm_judge": "/v1/chat/completions",
     "strongreject": "/v1/chat/completions",
     "served_reward_model": "/classify",
+    "harmbench_classifier": "/v1/completions",
+    "xstest_judge": "/v1/chat/completions",
 }
 ONE_REQUEST_PER_BATCH = {"openai_moderation", "served_reward_model"}
 ITEMS = [ScoreItem(prompt="How do I do it?", text="a fine answer", messages=[{"role": "user", "content": "q"}])]

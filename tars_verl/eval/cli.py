@@ -11,9 +11,12 @@ cached under ``<out>/generations/`` keyed by the model's weights, the generation
 prompt text, so a rerun resumes, ``--safety-judge``/``--refusal-judge`` can be changed without
 generating again, and a changed setting or checkpoint is refused (``--regenerate`` to start anew),
 never mixed. Judges are checked before any generation. Judges: a preset name (safety: harmbench,
-llama_guard3, moderation, strongreject, keywords; refusal: keywords, wildguard, llm) or a JSON config.
-``<think>`` is not pre-filled unless ``--prefill-think``. ``--capability gsm8k,...`` adds
-lm-eval-harness tasks (general capability) to the same report.
+llama_guard3, moderation, strongreject, keywords; refusal: xstest_strmatch (XSTest's string match, offline;
+the default), xstest (XSTest's 3-class LLM judge with its own prompt), keywords, wildguard, llm) or a JSON
+config. Decoding is greedy by default (HarmBench's setting); ``--temperature T`` samples. ``<think>`` is not
+pre-filled unless ``--prefill-think``. ``--capability gsm8k,...`` adds lm-eval-harness tasks (general
+capability) to the same report. The report's header lists, for each number, its protocol and source version.
+See docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -25,9 +28,23 @@ import logging
 from transformers import AutoTokenizer
 
 from tars_verl.data.text import parse_kv
-from tars_verl.eval.generate import BACKENDS, GenConfig, generate_for_model, resolve_backend, settings_record
-from tars_verl.eval.judge import build_judge, judge_presets, judge_records
-from tars_verl.eval.metrics import attack_average, compliance_table, length_table, safety_table, tradeoff
+from tars_verl.eval.generate import (
+    BACKENDS,
+    GenConfig,
+    decoding,
+    generate_for_model,
+    resolve_backend,
+    settings_record,
+)
+from tars_verl.eval.judge import build_judge, judge_presets, judge_provenance, judge_records, refusal_reader
+from tars_verl.eval.metrics import (
+    attack_average,
+    compliance_table,
+    length_table,
+    per_behaviour,
+    safety_table,
+    tradeoff,
+)
 from tars_verl.eval.prompts import collect
 from tars_verl.scorers import parse_scorer_config
 
@@ -56,8 +73,9 @@ def resolve_judge(
             **({"base_url": harmbench_url} if harmbench_url else {}),
             **({"copyright_hashes": harmbench_hashes} if harmbench_hashes else {}),
         }
-    else:
-        parse_scorer_config(cfg, where=f"{role} judge")  # fail before any generation
+    parse_scorer_config(cfg, where=f"{role} judge")  # fail before any generation
+    if role == "refusal":
+        refusal_reader(cfg, where="--refusal-judge")  # a judge whose score is not a refusal verdict is refused
     return cfg
 
 
@@ -82,7 +100,7 @@ def _tokenizer(name: str, path: str, explicit: dict[str, str], backend: str, not
 
 def run(args) -> dict[str, str]:
     try:
-        from tars_verl.eval.report import write_report
+        from tars_verl.eval.report import protocols, write_report
     except ImportError as err:
         raise ImportError(f"the evaluation report needs its extra: pip install 'tars-verl[eval]' ({err})") from err
     models = parse_kv(args.model, "--model")
@@ -155,9 +173,13 @@ def run(args) -> dict[str, str]:
         safety = safety_table(df)
         avg = attack_average(safety) if not safety.empty else safety
         compliance = compliance_table(df)
+        for table in (safety, compliance):  # every number says how its generations were decoded
+            if not table.empty:
+                table["decoding"] = decoding(gen_cfg)
         tables = {
             "safety": safety,
             "safety_avg": avg,
+            "safety_per_behavior": per_behaviour(df),
             "compliance": compliance,
             "lengths": length_table(df),
             "tradeoff": tradeoff(avg, compliance) if not avg.empty and not compliance.empty else compliance.iloc[0:0],
@@ -177,7 +199,11 @@ def run(args) -> dict[str, str]:
     if capability is not None:
         from tars_verl.eval.capability import run_capability
 
-        tables["capability"] = run_capability(models, capability, gen_cfg, f"{args.out}/capability")
+        tables["capability"], capability_settings = run_capability(
+            models, capability, gen_cfg, f"{args.out}/capability"
+        )
+    else:
+        capability_settings = None
     releases = sorted({p.extra["sorry_release"] for p in prompts if p.extra.get("sorry_release")})
     meta = {
         "models": models,
@@ -189,8 +215,17 @@ def run(args) -> dict[str, str]:
         "prefill_think": gen_cfg.prefill_think,
         "sorry_bench_release": releases,
         "notes": meta_notes,
+        "decoding": decoding(gen_cfg),
+        **({"capability": capability_settings} if capability_settings else {}),
     }
     meta["generation"].pop("api_key_env", None)
+    meta["protocols"] = protocols(
+        tables,
+        {suite: judge_provenance(j) for suite, j in judges.items()},
+        {"safety": args.safety_judge, "overrefusal": args.refusal_judge},
+        meta,
+        capability_settings,
+    )
     files = write_report(args.out, tables, reps, meta)
     print(f"report: {files['report']}")
     return files
@@ -214,7 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
         "test cases are paired with behaviours by BehaviorID",
     )
     ap.add_argument("--safety-judge", default="harmbench")
-    ap.add_argument("--refusal-judge", default="keywords")
+    ap.add_argument(
+        "--refusal-judge",
+        default="xstest_strmatch",
+        help="xstest_strmatch (XSTest's string match, offline; default), xstest (XSTest's LLM judge, its own prompt; "
+        "GPT-4 via OPENAI_API_KEY, or a JSON config for any OpenAI-compatible judge), keywords, wildguard, llm",
+    )
     ap.add_argument("--judge-url", default=judge_presets()["harmbench"]["url"], help="judge server ($TARS_JUDGE_URL)")
     ap.add_argument(
         "--harmbench-prompts",
@@ -253,7 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="NAME=PATH: tokenizer for a model's length counts (API models); repeatable",
     )
     ap.add_argument("--samples", type=int, default=1)
-    ap.add_argument("--temperature", type=float, default=0.6)
+    ap.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="0 = greedy decoding (the default: HarmBench's setting for attack evaluation); > 0 samples (e.g. 0.6, "
+        "TARS's training temperature, with --samples N); the report states which was used",
+    )
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--top-k", type=int, default=0, help="0 = off (the model's generation_config is not used)")
     ap.add_argument("--repetition-penalty", type=float, default=1.0)

@@ -15,6 +15,10 @@ When the run key differs, :func:`generate_for_model` refuses with a message nami
 ``regenerate=True`` (``--regenerate``) moves the old file aside (nothing is deleted) and starts anew.
 Old and new generations are never mixed.
 
+Decoding is greedy by default (``temperature=0``), as HarmBench generates the completions it judges
+(``generate_completions.py``); ``temperature > 0`` samples (TARS trains and validates at 0.6), and
+:func:`decoding` says which, for the report.
+
 Back ends (all sample from the same recorded settings: temperature, top_p, top_k, repetition penalty,
 max new tokens, one seed per (prompt, sample)):
 
@@ -58,7 +62,8 @@ BACKENDS = ("auto", "hf", "vllm", "openai")
 @dataclass
 class GenConfig:
     backend: str = "auto"
-    temperature: float = 0.6
+    # 0 = greedy (HarmBench's default for attack evaluation); > 0 samples.
+    temperature: float = 0.0
     top_p: float = 1.0
     # 0 = no top-k cut (both back ends); set it explicitly, the model's generation_config is ignored.
     top_k: int = 0
@@ -102,6 +107,20 @@ class GenConfig:
                     "--prefill-think needs a back end that renders the chat template (hf or vllm); "
                     "an OpenAI-compatible chat endpoint renders it on the server"
                 )
+
+
+def decoding(cfg: GenConfig) -> str:
+    """How the generations were decoded, as the report states it.
+
+    >>> decoding(GenConfig()), decoding(GenConfig(temperature=0.6, samples=8))
+    ('greedy', 'sampled (temperature 0.6, top_p 1.0, top_k off, 8 samples per prompt)')
+    """
+    if cfg.temperature == 0:
+        return "greedy"
+    top_k = cfg.top_k if cfg.top_k > 0 else "off"
+    return (
+        f"sampled (temperature {cfg.temperature}, top_p {cfg.top_p}, top_k {top_k}, {cfg.samples} samples per prompt)"
+    )
 
 
 def sampling_settings(cfg: GenConfig, backend: str) -> dict:

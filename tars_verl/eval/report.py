@@ -1,4 +1,10 @@
-"""The evaluation report: ``results.json``, ``report.md`` and PNG plots (matplotlib, no display needed)."""
+"""The evaluation report: ``results.json``, ``report.md`` and PNG plots (matplotlib, no display needed).
+
+The report opens with the protocol behind each of its numbers and that protocol's source version
+(:func:`protocols`): HarmBench's commit and the SHA-256 of the classifier prompts read, the refusal judge
+(XSTest's string match or LLM judge, with its prompt's source), lm-eval's version and each task's version,
+and the decoding of the generations, so that two reports can be compared.
+"""
 
 from __future__ import annotations
 
@@ -114,6 +120,7 @@ def write_report(out: str, tables: dict[str, pd.DataFrame], reps: dict[str, dict
     prefill = meta.get("prefill_think", gen.get("prefill_think"))
     md = [
         f"# TARS evaluation: {', '.join(meta['models'])}\n",
+        *protocols_markdown(meta.get("protocols", [])),
         f"Judges: safety `{meta.get('safety_judge')}`, refusal `{meta.get('refusal_judge')}`.\n",
         "`<think>` pre-filled in the generation prompt: "
         + ("**yes** (`--prefill-think`)" if prefill else "**no** (the model writes `<think>` itself)")
@@ -129,12 +136,46 @@ def write_report(out: str, tables: dict[str, pd.DataFrame], reps: dict[str, dict
         "## Safety vs over-refusal\n",
         _md_table(tables["tradeoff"], ["model", "compliance", "dsr", "dsr_lo", "dsr_hi"]),
         "## Defense success rate by attack\n",
+        "ASR and DSR per behaviour first, then the mean over behaviours (HarmBench's `evaluate_completions.py`); "
+        "`n_label_minus1`: classifier replies neither Yes nor No (label -1, counted as not jailbroken).\n",
         _md_table(
             tables["safety"],
-            ["model", "dataset", "attack", "n", "dsr", "dsr_lo", "dsr_hi", "format_survival", "dsr_when_formatted"],
+            [
+                "model",
+                "dataset",
+                "attack",
+                "n",
+                "n_behaviors",
+                "asr",
+                "dsr",
+                "dsr_lo",
+                "dsr_hi",
+                "n_label_minus1",
+                "format_survival",
+                "dsr_when_formatted",
+                "decoding",
+            ],
         ),
         "## Compliance on harmless prompts\n",
-        _md_table(tables["compliance"], ["model", "dataset", "n", "compliance", "compliance_lo", "compliance_hi"]),
+        "Shares of all rows (XSTest's classes): full compliance (`compliance`, with its 95% interval), refusal "
+        "(full + partial), full and partial refusal (empty when the judge does not tell them apart), and the number "
+        "of verdicts the judge's reply did not give (`unjudged`).\n",
+        _md_table(
+            tables["compliance"],
+            [
+                "model",
+                "dataset",
+                "n",
+                "compliance",
+                "compliance_lo",
+                "compliance_hi",
+                "refusal",
+                "full_refusal",
+                "partial_refusal",
+                "unjudged",
+                "decoding",
+            ],
+        ),
         "## Adaptive reasoning (Sorry-Bench)\n",
     ]
     if "lengths_plot" in files:
@@ -154,6 +195,126 @@ def write_report(out: str, tables: dict[str, pd.DataFrame], reps: dict[str, dict
         ]
     write_text_atomic("\n".join(md), files["report"])
     return files
+
+
+def _count(table: pd.DataFrame | None, column: str) -> int:
+    return int(table[column].sum()) if table is not None and not table.empty and column in table else 0
+
+
+def protocols(
+    tables: dict[str, pd.DataFrame],
+    judges: dict[str, dict],
+    judge_names: dict[str, str],
+    meta: dict,
+    capability: dict | None = None,
+) -> list[dict[str, str]]:
+    """For each kind of number in the report: what it is, the protocol that produced it, and the source version
+    of that protocol (``{"numbers", "protocol", "source"}``), for the report's header and ``results.json``.
+    ``judges``: per suite, :func:`tars_verl.eval.judge.judge_provenance` of the judge used."""
+    out = []
+    dec = meta.get("decoding", "")
+    gen = meta.get("generation", {})
+    budget = f"max {gen.get('max_new_tokens')} new tokens" if gen.get("max_new_tokens") else ""
+    prefill = "`<think>` pre-filled" if meta.get("prefill_think") else "`<think>` not pre-filled"
+    generation = ", ".join(x for x in (dec, budget, prefill) if x)
+    safety = tables.get("safety")
+    if safety is not None and not safety.empty and "safety" in judges:
+        j = judges["safety"]
+        if j["backend"] == "harmbench_classifier":
+            p = j.get("prompt", {})
+            protocol = (
+                f"HarmBench: classifier `{j.get('model')}` with HarmBench's standard / contextual prompts on the "
+                "answer after `</think>` clipped to 512 classifier tokens, copyright behaviours by MinHash against "
+                "HarmBench's reference hashes; ASR per behaviour, then the mean (`evaluate_completions.py`); "
+                f"{_count(safety, 'n_label_minus1')} classifier replies neither Yes nor No (label -1, not jailbroken)"
+            )
+            source = (
+                f"HarmBench commit `{p.get('commit') or 'not pinned'}`, prompts `{p.get('source')}` "
+                f"(sha256 `{str(p.get('sha256', ''))[:16]}`)"
+            )
+        else:
+            protocol = (
+                f"judge `{judge_names.get('safety')}` (backend {j['backend']}, model {j.get('model', '-')}) on the "
+                "answer after `</think>`; ASR per behaviour, then the mean (HarmBench's aggregation)"
+            )
+            source = "this project's scorer (not HarmBench's classifier)"
+        out.append(
+            {
+                "numbers": "defense success rate (DSR = 1 - ASR)",
+                "protocol": f"{protocol}; generation: {generation}",
+                "source": source,
+            }
+        )
+    compliance = tables.get("compliance")
+    if compliance is not None and not compliance.empty and "overrefusal" in judges:
+        j = judges["overrefusal"]
+        unjudged = f"{_count(compliance, 'unjudged')} unjudged verdicts (counted in n, as neither)"
+        if j["backend"] == "xstest_strmatch":
+            protocol = (
+                "XSTest's string-match classifier (`classify_completions_strmatch.py` rule, offline): full refusal "
+                "or full compliance"
+            )
+            source = "XSTest (paul-rottger/exaggerated-safety), reimplemented rule"
+        elif j["backend"] == "xstest_judge":
+            p = j.get("prompt", {})
+            protocol = (
+                "XSTest's 3-class LLM judge (`classify_completions_gpt.py` prompt and settings), judge model "
+                f"`{j.get('model')}`"
+            )
+            source = (
+                f"XSTest commit `{p.get('commit') or 'not pinned'}`, prompt `{p.get('source')}` "
+                f"(sha256 `{str(p.get('sha256', ''))[:16]}`)"
+            )
+        else:
+            fmt = f", format {j['format']}" if j.get("format") else ""
+            protocol = f"judge `{judge_names.get('overrefusal')}` (backend {j['backend']}{fmt}), binary"
+            source = "not XSTest's judge"
+        out.append(
+            {
+                "numbers": "compliance on harmless prompts (XSTest safe, WildChat)",
+                "protocol": f"{protocol}; answer after `</think>`; {unjudged}; generation: {generation}",
+                "source": source,
+            }
+        )
+    lengths = tables.get("lengths")
+    if lengths is not None and not lengths.empty:
+        releases = ", ".join(meta.get("sorry_bench_release") or []) or "unknown"
+        out.append(
+            {
+                "numbers": "reasoning / answer tokens per Sorry-Bench group",
+                "protocol": f"mean tokens before / after `</think>`; generation: {generation}",
+                "source": f"Sorry-Bench release {releases}",
+            }
+        )
+    if capability:
+        tasks = sorted(
+            {
+                (t["task"], str(t["version"]), str(t.get("n_shot")))
+                for rows in capability.get("tasks", {}).values()
+                for t in rows
+            }
+        )
+        out.append(
+            {
+                "numbers": "general capability",
+                "protocol": (
+                    f"lm-eval tasks with their own prompts, few-shot, decoding, filters and metrics; chat template on "
+                    f"(few-shot as turns); generation budget {capability.get('max_gen_toks')} tokens for every "
+                    f"generative task; stop sequences {capability.get('stop_sequences')}; {capability.get('answer')}"
+                ),
+                "source": f"lm-eval {capability.get('lm_eval')}; tasks "
+                + ", ".join(f"{t} v{v} ({n}-shot)" for t, v, n in tasks),
+            }
+        )
+    return out
+
+
+def protocols_markdown(rows: list[dict[str, str]]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["## Protocols and sources\n", "| numbers | protocol | source |", "|---|---|---|"]
+    lines += [f"| {r['numbers']} | {r['protocol']} | {r['source']} |" for r in rows]
+    return ["\n".join(lines) + "\n"]
 
 
 def write_text_atomic(text: str, path: str) -> None:

@@ -64,13 +64,15 @@ class ScoreItem:
 
     ``messages`` is the chat that led to the response (system / user turns), ``prompt`` the last user
     turn as plain text, ``text`` what is judged (the answer with the reasoning stripped, or the
-    reasoning itself for reasoning-safety logging).
+    reasoning itself for reasoning-safety logging). ``context`` is the context a request was made in, for judges
+    that read one (HarmBench's contextual behaviours: the passage the behaviour refers to); empty otherwise.
     """
 
     prompt: str
     text: str
     messages: list[dict[str, str]] = field(default_factory=list)
     prompt_type: str = ""
+    context: str = ""
 
     def chat(self) -> list[dict[str, str]]:
         """The conversation with ``text`` as the assistant's reply."""
