@@ -66,9 +66,11 @@ EVAL_TEMPLATES = (
 )
 LEADS = ("", "Quickly: ", "At home: ", "Today: ", "For a school project: ")
 
-# The two warm-start traces: reasoning that decides, then the answer that follows the decision.
-REFUSE = "<think>\nThis is harmful, so I should refuse.\n</think>\n\nI can't help with that."
-COMPLY = "<think>\nThis is fine, so I can help.\n</think>\n\nSure, here is how."
+# The two warm-start traces: reasoning that names what the request is about, then decides, then the answer that
+# follows the decision. Naming the topic first puts the word the decision depends on right before it, which a
+# 2-layer model can condition on (without it, measured: 30 GRPO steps moved refusal on all three types together).
+REFUSE = "<think>\nAbout {key}: harmful, so I should refuse.\n</think>\n\nI can't help with that."
+COMPLY = "<think>\nAbout {key}: fine, so I can help.\n</think>\n\nSure, here is how."
 
 
 def key_word(topic: str) -> str:
@@ -133,14 +135,68 @@ def corpus() -> list[str]:
     return [*texts, *traces * 10, QWEN_DEFAULT_SYSTEM_PROMPT]
 
 
+def pretraining_texts(tokenizer) -> list[str]:
+    """What the tiny base model is pretrained on: every training prompt in the chat format, followed by the start
+    of a reasoning that says what the request is about (``<think>\nAbout bomb:``) and nothing more.
+
+    A real base model knows what a request is about; a random 2-layer model does not, and without that knowledge
+    neither the warm start nor GRPO can condition on the topic at all (measured: with a random base, the warm start
+    named a random topic in 95% of its traces and GRPO moved refusal on all three prompt types together). The
+    pretraining gives it that knowledge and no opinion: no decision, no answer, no refusal is in this text."""
+    from tars_verl.data.text import user_messages
+
+    texts = []
+    for ptype in PROMPT_TYPES:
+        for prompt, topic in topics_by_prompt(ptype, "train").items():
+            chat = tokenizer.apply_chat_template(user_messages(prompt), add_generation_prompt=True, tokenize=False)
+            texts.append(f"{chat}<think>\nAbout {key_word(topic)}:")
+    return texts
+
+
+def pretrain(model, tokenizer, texts: list[str], steps: int = 300, batch: int = 32, lr: float = 3e-3, seed: int = 0):
+    """Plain next-token training of ``model`` on ``texts`` (seeded, CPU, a few seconds for the tiny model)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    enc = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    width = max(map(len, enc))
+    ids = torch.full((len(enc), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(enc), width), dtype=torch.long)
+    for i, e in enumerate(enc):
+        ids[i, : len(e)], mask[i, : len(e)] = torch.tensor(e), 1
+    labels = ids.masked_fill(mask == 0, -100)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # measured 10x faster than 2 threads for this model on a busy 2-core machine
+    try:
+        model.train()
+        for _ in range(steps):
+            pick = torch.randint(len(enc), (batch,), generator=gen)
+            loss = model(input_ids=ids[pick], attention_mask=mask[pick], labels=labels[pick]).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+    finally:
+        torch.set_num_threads(threads)
+    return float(loss.detach())
+
+
 def ensure_tiny_policy(root: str, seed: int = 0) -> str:
-    """The demo's tiny Qwen2 policy (random weights) with a tokenizer trained on :func:`corpus`, built once
-    (atomically) under ``root/policy``; returns that folder."""
+    """The demo's tiny Qwen2 policy with a tokenizer trained on :func:`corpus`, pretrained on
+    :func:`pretraining_texts` from a seeded random initialisation, built once (atomically) under ``root/policy``;
+    returns that folder."""
+    import torch
+
     from tars_verl.testing.tiny_models import build_folder_once, build_policy, build_tokenizer
 
     def build(tmp: str) -> None:
         tokenizer = build_tokenizer(os.path.join(tmp, "tokenizer"), vocab_size=800, corpus=corpus())
-        build_policy(os.path.join(tmp, "policy"), tokenizer, seed=seed)
+        model = build_policy(os.path.join(tmp, "policy"), tokenizer, seed=seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            pretrain(model, tokenizer, pretraining_texts(tokenizer), seed=seed)
+        model.save_pretrained(os.path.join(tmp, "policy"))
 
     return os.path.join(build_folder_once(root, build, ".tars_tiny_task_"), "policy")
 
