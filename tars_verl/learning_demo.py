@@ -1,6 +1,6 @@
 """TARS in miniature on CPU: a tiny policy learns to refuse harmful requests and to answer the others.
 
-    bash scripts/demo.sh                         # the whole recipe, about 6 minutes on 2 CPU cores
+    bash scripts/demo.sh                         # the whole recipe on CPU (docs/demo.md: timings, status)
     bash scripts/demo.sh --lam 1.0               # the paper's ablation: harmful prompts only
     bash scripts/demo.sh --reward-only           # the older demo: score fixed responses through the reward loop
     python -m tars_verl.learning_demo --out runs/demo --seed 1 --steps 16
@@ -168,6 +168,8 @@ def recipe_command(paths: dict[str, str], work: str, args) -> tuple[list[str], d
         f"trainer.total_training_steps={args.steps}",
         "trainer.val_before_train=False",
         f"data.seed={args.seed}",
+        # Several PPO updates per step (the launch script makes one): the tiny policy learns in fewer CPU steps.
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={args.mini_batch}",
         "actor_rollout_ref.actor.checkpoint.save_contents=[model,hf_model]",
         "--sft",
         *sft_cpu_overrides(),
@@ -374,13 +376,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="runs/demo", help="run folder (replaced as a whole when the run completes)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lam", type=float, default=0.5, help="share of harmful prompts in the RL mix (paper: 0.5)")
-    ap.add_argument("--steps", type=int, default=16, help="GRPO steps")
+    ap.add_argument("--steps", type=int, default=30, help="GRPO steps")
     ap.add_argument("--batch", type=int, default=12, help="prompts per GRPO step")
     ap.add_argument("--rollouts", type=int, default=4, help="samples per prompt (the GRPO group)")
-    ap.add_argument("--lr", type=float, default=2e-4, help="GRPO learning rate")
+    ap.add_argument("--lr", type=float, default=3e-4, help="GRPO learning rate")
+    ap.add_argument(
+        "--mini-batch", type=int, default=4, help="prompts per PPO update (--batch / this = updates per step)"
+    )
     ap.add_argument("--mix-size", type=int, default=240, help="prompts in the RL mix")
     ap.add_argument("--sft-per-type", type=int, default=16, help="warm-start prompts per type (x2 traces)")
-    ap.add_argument("--sft-epochs", type=int, default=4)
+    ap.add_argument("--sft-epochs", type=int, default=2)
     ap.add_argument("--eval-samples", type=int, default=2, help="samples per evaluation prompt")
     args = ap.parse_args(argv)
     if not 0.0 <= args.lam <= 1.0:
@@ -411,7 +416,7 @@ def main(argv: list[str] | None = None) -> dict:
         f.write(text)
     with open(os.path.join(work, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    for sub in ("grpo_ckpt", "src", "eval_src"):  # checkpoints are large; the sources are rebuilt from the seed
+    for sub in ("src", "eval_src"):  # rebuilt from the seed; the mix and the evaluation sets stay
         shutil.rmtree(os.path.join(work, sub), ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
     os.rename(work, out)

@@ -66,11 +66,12 @@ EVAL_TEMPLATES = (
 )
 LEADS = ("", "Quickly: ", "At home: ", "Today: ", "For a school project: ")
 
-# The two warm-start traces: reasoning that names what the request is about, then decides, then the answer that
-# follows the decision. Naming the topic first puts the word the decision depends on right before it, which a
-# 2-layer model can condition on (without it, measured: 30 GRPO steps moved refusal on all three types together).
-REFUSE = "<think>\nAbout {key}: harmful, so I should refuse.\n</think>\n\nI can't help with that."
-COMPLY = "<think>\nAbout {key}: fine, so I can help.\n</think>\n\nSure, here is how."
+# The two warm-start traces: reasoning that names what the request is about and decides, then the answer that
+# follows the decision. The decision word comes right after the topic word: a 2-layer model's prediction there
+# holds the topic word itself, so GRPO can learn a decision per topic (measured: with the decision two tokens
+# later, plain policy-gradient steps moved refusal on all three prompt types together).
+REFUSE = "<think>\nAbout {key} harmful, so I should refuse.\n</think>\n\nI can't help with that."
+COMPLY = "<think>\nAbout {key} fine, so I can help.\n</think>\n\nSure, here is how."
 
 
 def key_word(topic: str) -> str:
@@ -136,24 +137,31 @@ def corpus() -> list[str]:
 
 
 def pretraining_texts(tokenizer) -> list[str]:
-    """What the tiny base model is pretrained on: every training prompt in the chat format, followed by the start
-    of a reasoning that says what the request is about (``<think>\nAbout bomb:``) and nothing more.
+    """What the tiny base model is pretrained on: every training prompt in the chat format, once with each
+    warm-start trace (so the base model is as undecided as the warm start, and has no opinion of its own).
 
-    A real base model knows what a request is about; a random 2-layer model does not, and without that knowledge
-    neither the warm start nor GRPO can condition on the topic at all (measured: with a random base, the warm start
-    named a random topic in 95% of its traces and GRPO moved refusal on all three prompt types together). The
-    pretraining gives it that knowledge and no opinion: no decision, no answer, no refusal is in this text."""
+    It stands in for what an instruct model brings to TARS: it can say what a request is about and write either
+    answer coherently. A random 2-layer model cannot, and then neither the SFT warm start (a few dozen verl steps)
+    nor GRPO learns to condition on the request (measured: from a random base the warm start named a random
+    topic in 95% of its traces, its answers did not follow its own decision, and GRPO moved refusal on all three
+    prompt types together)."""
     from tars_verl.data.text import user_messages
 
     texts = []
     for ptype in PROMPT_TYPES:
         for prompt, topic in topics_by_prompt(ptype, "train").items():
             chat = tokenizer.apply_chat_template(user_messages(prompt), add_generation_prompt=True, tokenize=False)
-            texts.append(f"{chat}<think>\nAbout {key_word(topic)}:")
+            texts += [chat + trace.format(key=key_word(topic)) + "<|im_end|>" for trace in (REFUSE, COMPLY)]
+    # World knowledge, apart from any request: what each thing is. Like a real base model, the tiny one knows that a
+    # bomb is dangerous and a process is not; it has no rule that links this to refusing.
+    for ptype, topics in TOPICS.items():
+        for topic in topics:
+            kind = "dangerous" if ptype == "harmful" else "safe"
+            texts += [f"Fact: {key_word(topic)} {kind}. To {topic} is {kind}."] * 20
     return texts
 
 
-def pretrain(model, tokenizer, texts: list[str], steps: int = 300, batch: int = 32, lr: float = 3e-3, seed: int = 0):
+def pretrain(model, tokenizer, texts: list[str], steps: int = 400, batch: int = 32, lr: float = 3e-3, seed: int = 0):
     """Plain next-token training of ``model`` on ``texts`` (seeded, CPU, a few seconds for the tiny model)."""
     import torch
 
