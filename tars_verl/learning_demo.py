@@ -138,7 +138,7 @@ def recipe_command(paths: dict[str, str], work: str, args) -> tuple[list[str], d
         "SFT_MICRO_BATCH": "8",
         "SFT_MAX_LENGTH": "128",
         "SFT_EPOCHS": str(args.sft_epochs),
-        "SFT_LR": "5e-3",
+        "SFT_LR": str(args.sft_lr),
         "SFT_PATIENCE": "100",  # the validation rows are training rows: its loss says nothing to stop on
         # GRPO
         "TRAIN_FILE": os.path.join(paths["mix"], "train.parquet"),
@@ -376,16 +376,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="runs/demo", help="run folder (replaced as a whole when the run completes)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lam", type=float, default=0.5, help="share of harmful prompts in the RL mix (paper: 0.5)")
-    ap.add_argument("--steps", type=int, default=30, help="GRPO steps")
-    ap.add_argument("--batch", type=int, default=12, help="prompts per GRPO step")
+    ap.add_argument("--steps", type=int, default=25, help="GRPO steps")
+    ap.add_argument("--batch", type=int, default=24, help="prompts per GRPO step")
     ap.add_argument("--rollouts", type=int, default=4, help="samples per prompt (the GRPO group)")
-    ap.add_argument("--lr", type=float, default=3e-4, help="GRPO learning rate")
+    ap.add_argument("--lr", type=float, default=5e-4, help="GRPO learning rate")
     ap.add_argument(
-        "--mini-batch", type=int, default=4, help="prompts per PPO update (--batch / this = updates per step)"
+        "--mini-batch", type=int, default=24, help="prompts per PPO update (--batch / this = updates per step)"
     )
     ap.add_argument("--mix-size", type=int, default=240, help="prompts in the RL mix")
     ap.add_argument("--sft-per-type", type=int, default=16, help="warm-start prompts per type (x2 traces)")
     ap.add_argument("--sft-epochs", type=int, default=2)
+    # Gentle: the base model already writes both traces; a large SFT step re-learns them and loses the structure
+    # GRPO needs (measured: at 5e-3 the warm start refused 80% of harmless prompts and GRPO collapsed in one step).
+    ap.add_argument("--sft-lr", type=float, default=1e-4)
     ap.add_argument("--eval-samples", type=int, default=2, help="samples per evaluation prompt")
     args = ap.parse_args(argv)
     if not 0.0 <= args.lam <= 1.0:

@@ -153,10 +153,13 @@ def pretraining_texts(tokenizer) -> list[str]:
             chat = tokenizer.apply_chat_template(user_messages(prompt), add_generation_prompt=True, tokenize=False)
             texts += [chat + trace.format(key=key_word(topic)) + "<|im_end|>" for trace in (REFUSE, COMPLY)]
     # World knowledge, apart from any request: what each thing is. Like a real base model, the tiny one knows that a
-    # bomb is dangerous and a process is not; it has no rule that links this to refusing.
+    # bomb is harmful and a process is fine; it has no rule that links this to refusing (in the reasoning it says
+    # either word for every topic, half the time each). Measured with a plain-torch GRPO probe (24 prompts x 4,
+    # AdamW 5e-4, 20 steps): with these facts refusal went to 0.92 / 0.12 / 0.12 (harmful / harmless / ambiguous);
+    # with "dangerous" / "safe" instead, or without facts, refusal moved on all three types together.
     for ptype, topics in TOPICS.items():
         for topic in topics:
-            kind = "dangerous" if ptype == "harmful" else "safe"
+            kind = "harmful" if ptype == "harmful" else "fine"
             texts += [f"Fact: {key_word(topic)} {kind}. To {topic} is {kind}."] * 20
     return texts
 
