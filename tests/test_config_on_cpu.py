@@ -27,7 +27,7 @@ def test_backend_yaml_lists_every_key_with_the_dataclass_default(backend):
         assert data[name] == expected, f"{backend}.{name}"
 
 
-@pytest.mark.parametrize("preset", ["paper", "open", "tiny_cpu"])
+@pytest.mark.parametrize("preset", ["paper", "open", "tiny_cpu", "tiny_learn"])
 def test_presets_compose_and_validate(preset, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     tars = tars_config_from(load_preset(preset))
@@ -58,7 +58,7 @@ def test_swapping_a_scorer_from_the_command_line_drops_the_old_backends_keys():
 
 
 def test_unknown_preset_and_keys():
-    with pytest.raises(FileNotFoundError, match="presets: \\['open', 'paper', 'tiny_cpu'\\]"):
+    with pytest.raises(FileNotFoundError, match="presets: \\['open', 'paper', 'tiny_cpu', 'tiny_learn'\\]"):
         load_preset("papr")
     with pytest.raises(ScorerConfigError, match="unknown key"):
         tars_config_from({"mode": "decoupled", "safty": {}})

@@ -52,22 +52,58 @@ def test_update_weights_changes_the_policy_and_rejects_unknown_names(server):
 
 
 def test_full_determinism_samples_each_request_from_its_own_seed(tiny_dir):
-    """verl's rollout.full_determinism names requests det-<index>: each samples the same tokens whatever ran before."""
-    det = HFGenerateServer(
-        {**CONFIG, "response_length": 16, "full_determinism": True}, {"path": f"{tiny_dir}/policy"}, 0
-    )
+    """verl's rollout.full_determinism names requests det-<index>: each samples the same tokens whatever ran before
+    (a second run: a new server, the requests in another order, other requests and other draws in between)."""
 
-    def sample(request_id, prompt):
+    def server():
+        return HFGenerateServer(
+            {**CONFIG, "response_length": 16, "full_determinism": True}, {"path": f"{tiny_dir}/policy"}, 0
+        )
+
+    def sample(det, request_id, prompt):
         params = {"temperature": 1.0, "top_p": 1.0, "top_k": -1}
         return asyncio.run(det.generate(prompt_ids=prompt, sampling_params=params, request_id=request_id)).token_ids
 
-    first = [sample(f"det-{i}", [5, 6, 7]) for i in range(4)]
-    sample("det-9", [8, 9])  # other requests in between (arrival order) draw from their own streams
+    det = server()
+    first = [sample(det, f"det-{i}", [5, 6, 7]) for i in range(4)]
+    rerun = server()
+    sample(rerun, "det-9", [8, 9])  # other requests in between (arrival order) draw from their own streams
     torch.manual_seed(123)  # so does anything else that uses torch's global generator
-    assert [sample(f"det-{i}", [5, 6, 7]) for i in reversed(range(4))] == first[::-1]
+    assert [sample(rerun, f"det-{i}", [5, 6, 7]) for i in reversed(range(4))] == first[::-1]
     assert len({tuple(t) for t in first}) > 1  # n rollouts of one prompt are different samples
     assert det.request_seed("det-0", [5, 6, 7]) != det.request_seed("det-0", [5, 6, 8])
     assert det.request_seed("0f3a9c", [5, 6, 7]) is None  # verl's random request ids: the shared generator
+
+
+def test_full_determinism_keeps_the_samples_of_one_prompt_apart(tiny_dir):
+    """verl 0.9.1's v1 trainers send the rollout.n samples of a prompt as identical requests (all det-0): they must
+    still be different samples (else every GRPO advantage is 0), and the same set of samples in every run."""
+
+    def group(n=6, steps=3):
+        det = HFGenerateServer(
+            {**CONFIG, "response_length": 16, "full_determinism": True}, {"path": f"{tiny_dir}/policy"}, 0
+        )
+        params = {"temperature": 1.0, "top_p": 1.0, "top_k": -1}
+        out = []
+        for step in range(steps):
+            asyncio.run(det.set_global_steps(step))
+            out.append(
+                sorted(
+                    tuple(
+                        asyncio.run(
+                            det.generate(prompt_ids=[5, 6, 7], sampling_params=params, request_id="det-0")
+                        ).token_ids
+                    )
+                    for _ in range(n)
+                )
+            )
+        return out
+
+    first = group()
+    assert all(len(set(samples)) > 1 for samples in first), first
+    assert first[0] != first[1]  # a new step samples anew
+    torch.manual_seed(7)
+    assert group() == first
 
 
 def test_prompt_too_long_for_the_model_is_an_error(server):

@@ -202,6 +202,10 @@ def test_sft_teacher_generate_and_resume(lm, tmp_path):
         "2",
         "--max-tokens",
         "64",
+        # Greedy: the tiny teacher is trained until every reply token beats the others by 3 logits, which makes
+        # greedy decoding certain but not the default 0.6 sampling (a reply token could lose to a near rival).
+        "--temperature",
+        "0",
         "--pool=wildjailbreak=3",
         "--pool=aegis2=2",
         "--pool=safeedit=0",

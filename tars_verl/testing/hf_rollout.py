@@ -18,8 +18,11 @@ trainer (``verl.trainer.main_ppo``), agent loop, reward loop and weight sync are
   Sleep and wake are no-ops. ``TARS_HF_RM_REQUEST_LOG=<file>`` appends one JSON line per request
   (tests count them).
 
-It is slow (one sequence at a time, no KV-cache sharing) and exists to test verl's loop and our
-plug-ins, not to train. Load it in every process together with the CPU platform::
+Requests that arrive together (verl's agent loop sends a whole step's at once) are decoded together, in
+batches of up to ``max_num_seqs`` (at most 256), with a KV cache; each deterministic request samples from its
+own random stream (``full_determinism``, see ``request_seed``), so a sample does not depend on which batch it
+landed in, up to float rounding. It exists to test verl's loop and our plug-ins, and to train tiny models
+(the learning demo, ``tars_verl/learning_demo.py``). Load it in every process together with the CPU platform::
 
     VERL_USE_EXTERNAL_MODULES=tars_verl.testing.cpu_platform,tars_verl.testing.hf_rollout \\
     VERL_PLATFORM=cpu ROLLOUT_NAME=tars_hf bash examples/run_tars_qwen1.5b.sh ...
@@ -32,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import ray
@@ -39,11 +43,21 @@ import torch
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutMode, RolloutReplica, RolloutReplicaRegistry, TokenOutput
 
+from tars_verl.reward.batching import MicroBatcher
 from tars_verl.verl_workarounds import register_rollout_adapter
 
 logger = logging.getLogger(__name__)
 
 ROLLOUT_NAME = "tars_hf"
+MAX_BATCH = 256  # sequences decoded together (rollout.max_num_seqs caps it further)
+BATCH_WAIT_MS = 20.0  # how long the first request of a batch waits for the others verl sends with it
+
+
+@dataclass
+class _Request:
+    prompt_ids: list[int]
+    params: dict[str, Any]
+    seed: Optional[int]  # None: the shared generator
 
 
 def server_actor_name(replica_rank: int) -> str:
@@ -78,12 +92,17 @@ class HFGenerateServer:
         seed = _cfg(config, "seed", 0) or 0
         self.generator_seed = int(seed) + 1000 * replica_rank
         torch.manual_seed(self.generator_seed)
-        # verl's rollout.full_determinism=True names requests "det-<index in batch>" (single_turn_agent_loop.py,
-        # verl 0.9.1): each such request then samples with its own seed, whatever order the requests arrive in.
+        # verl's rollout.full_determinism=True names requests "det-<priority>" (single_turn_agent_loop.py, verl
+        # 0.9.1): each such request then samples with its own seed, whatever order the requests arrive in. The v1
+        # trainers' agent loop (trainer/ppo/v1/agent_loop_tq.py) sets no priority, so every request is "det-0" and
+        # the rollout.n samples of one prompt are identical requests: `_occurrences` numbers them (see request_seed).
         self.full_determinism = bool(_cfg(config, "full_determinism", False))
+        self._occurrences: dict[str, int] = {}
         self.global_steps = 0
         self.weight_version = 0  # how many weight updates this server has loaded
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # a batch and a weight update never overlap
+        max_seqs = int(_cfg(config, "max_num_seqs", 0) or 0) or MAX_BATCH
+        self._batcher = MicroBatcher(self._decode_locked, min(max_seqs, MAX_BATCH), BATCH_WAIT_MS)
 
     # -- generation ------------------------------------------------------------------------------
     def _max_new_tokens(self, prompt_len: int, sampling_params: dict) -> int:
@@ -103,56 +122,118 @@ class HFGenerateServer:
     def request_seed(self, request_id: str, prompt_ids: list[int]) -> Optional[int]:
         """The sampling seed of a deterministic request (``full_determinism``), else None (the shared generator).
 
-        Stable across processes and runs: the rollout seed, the weights' training step, the request id and the
-        prompt, hashed with SHA-256 (not Python's randomised ``hash``).
+        Stable across processes and runs: the rollout seed, the weights' training step, the request id, the prompt
+        and how many identical requests (same step, id and prompt) came before this one, hashed with SHA-256 (not
+        Python's randomised ``hash``). The count is what keeps the ``rollout.n`` samples of one prompt apart when
+        verl sends them as identical requests (all ``det-0``): without it every GRPO group would be n copies of one
+        sample, each advantage 0, and nothing would be learned. Which of the identical requests gets which seed
+        depends on arrival order, but they are interchangeable, so the set of samples of a group does not.
         """
         if not (self.full_determinism and str(request_id).startswith("det-")):
             return None
         key = f"{self.generator_seed}|{self.global_steps}|{request_id}|{','.join(map(str, prompt_ids))}"
-        return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+        occurrence = self._occurrences.get(key, 0)
+        self._occurrences[key] = occurrence + 1
+        return int.from_bytes(hashlib.sha256(f"{key}|{occurrence}".encode()).digest()[:8], "little")
 
-    def _generate_sync(self, prompt_ids: list[int], sampling_params: dict, seed: Optional[int] = None) -> TokenOutput:
-        if seed is None:
-            return self._sample(prompt_ids, sampling_params)
-        with torch.random.fork_rng(devices=[]):  # the request's own stream; the shared generator is left as it was
-            torch.manual_seed(seed)
-            return self._sample(prompt_ids, sampling_params)
+    async def _decode_locked(self, requests: list[_Request]) -> list[TokenOutput]:
+        async with self._lock:
+            return await asyncio.to_thread(self._decode, requests)
 
-    def _sample(self, prompt_ids: list[int], sampling_params: dict) -> TokenOutput:
-        temperature = float(sampling_params.get("temperature", 1.0) or 0.0)
-        top_k = int(sampling_params.get("top_k", -1) or -1)
-        top_p = float(sampling_params.get("top_p", 1.0) or 1.0)
-        do_sample = temperature > 0
-        kwargs = dict(
-            do_sample=do_sample,
-            max_new_tokens=self._max_new_tokens(len(prompt_ids), sampling_params),
-            eos_token_id=self.eos_ids or None,
-            pad_token_id=self.pad_id,
-            output_logits=True,
-            return_dict_in_generate=True,
-            repetition_penalty=float(sampling_params.get("repetition_penalty", 1.0) or 1.0),
-        )
-        if do_sample:
-            # top_k=0 switches transformers' default top-k of 50 off: -1 means no top-k in verl, as in vLLM.
-            kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k if top_k > 0 else 0)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        input_ids = torch.tensor([prompt_ids], dtype=torch.long)
+    def _decode(self, requests: list[_Request]) -> list[TokenOutput]:
+        """Decode ``requests`` together: left-padded prompts, one forward per new token with a KV cache, each row
+        sampled from its own stream (its seed, or the shared generator) by inverse CDF."""
+        from transformers import DynamicCache
+
+        n = len(requests)
+        prompt_lens = [len(r.prompt_ids) for r in requests]
+        limits = [self._max_new_tokens(len(r.prompt_ids), r.params) for r in requests]
+        temps = [float(r.params.get("temperature", 1.0) or 0.0) for r in requests]
+        width = max(prompt_lens)
+        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((n, width), dtype=torch.long)
+        for i, r in enumerate(requests):
+            input_ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids, dtype=torch.long)
+            attention[i, width - len(r.prompt_ids) :] = 1
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        streams = [torch.Generator().manual_seed(r.seed) if r.seed is not None else None for r in requests]
+        tokens: list[list[int]] = [[] for _ in requests]
+        log_probs: list[list[float]] = [[] for _ in requests]
+        active = [True] * n
+        cache = DynamicCache()
+        step_ids, step_positions = input_ids, positions
         with torch.no_grad():
-            out = self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
-        tokens = out.sequences[0, len(prompt_ids) :].tolist()
-        # Log-probs of the sampled tokens under the sampling distribution (temperature applied), as vLLM reports them.
-        logits = torch.stack(out.logits, dim=1)[0].float()
-        if do_sample:
-            logits = logits / temperature
-        log_probs = torch.log_softmax(logits, dim=-1).gather(-1, torch.tensor(tokens)[:, None])[:, 0].tolist()
-        finished = bool(tokens) and tokens[-1] in self.eos_ids
-        return TokenOutput(
-            token_ids=tokens,
-            log_probs=log_probs,
-            stop_reason="completed",
-            extra_fields={"global_steps": self.global_steps, "finish_reason": "stop" if finished else "length"},
-        )
+            while any(active):
+                logits = (
+                    self.model(
+                        input_ids=step_ids,
+                        attention_mask=attention,
+                        position_ids=step_positions,
+                        past_key_values=cache,
+                        use_cache=True,
+                    )
+                    .logits[:, -1, :]
+                    .float()
+                )
+                was_active = list(active)
+                next_ids = torch.full((n, 1), self.pad_id, dtype=torch.long)
+                for i, r in enumerate(requests):
+                    if not active[i]:
+                        continue
+                    token, log_prob = self._pick(logits[i], r, temps[i], tokens[i], streams[i])
+                    tokens[i].append(token)
+                    log_probs[i].append(log_prob)
+                    next_ids[i, 0] = token
+                    if token in self.eos_ids or len(tokens[i]) >= limits[i]:
+                        active[i] = False
+                # Rows that finished before this step feed padding that nothing attends to.
+                attention = torch.cat([attention, torch.tensor(was_active, dtype=torch.long)[:, None]], dim=1)
+                step_ids, step_positions = next_ids, step_positions[:, -1:] + 1
+        return [
+            TokenOutput(
+                token_ids=toks,
+                log_probs=lps,
+                stop_reason="completed",
+                extra_fields={
+                    "global_steps": self.global_steps,
+                    "finish_reason": "stop" if toks and toks[-1] in self.eos_ids else "length",
+                },
+            )
+            for toks, lps in zip(tokens, log_probs)
+        ]
+
+    @staticmethod
+    def _pick(
+        logits: torch.Tensor, request: _Request, temperature: float, generated: list[int], stream
+    ) -> tuple[int, float]:
+        """One token for one row, and its log-prob under the sampling distribution (temperature applied, before
+        top-k / top-p, as vLLM reports it); greedy when the temperature is 0."""
+        params = request.params
+        penalty = float(params.get("repetition_penalty", 1.0) or 1.0)
+        if penalty != 1.0:  # transformers' rule: seen tokens' logits divided (positive) or multiplied (negative)
+            seen = torch.tensor(sorted(set(request.prompt_ids) | set(generated)), dtype=torch.long)
+            values = logits[seen]
+            logits = logits.clone()
+            logits[seen] = torch.where(values > 0, values / penalty, values * penalty)
+        if temperature <= 0:
+            token = int(logits.argmax())
+            return token, float(torch.log_softmax(logits, -1)[token])
+        scaled = logits / temperature
+        log_p = torch.log_softmax(scaled, -1)
+        probs = log_p.exp()
+        top_k = int(params.get("top_k", -1) or -1)  # -1 (verl) or 0: no top-k
+        if 0 < top_k < probs.numel():
+            probs = torch.where(probs >= probs.topk(top_k).values[-1], probs, torch.zeros_like(probs))
+        top_p = float(params.get("top_p", 1.0) or 1.0)
+        if top_p < 1.0:
+            ordered, order = probs.sort(descending=True)
+            keep = ordered.cumsum(-1) - ordered < top_p * ordered.sum()  # the smallest head reaching top_p
+            probs = torch.zeros_like(probs).scatter(0, order[keep], ordered[keep])
+        cdf = probs.cumsum(-1)
+        u = float(torch.rand(1, generator=stream)) if stream is not None else float(torch.rand(1))
+        # right=True: the first token whose cdf exceeds u * total, so a zero-probability token is never picked.
+        token = int(torch.searchsorted(cdf, torch.tensor([u * float(cdf[-1])]), right=True).clamp(max=cdf.numel() - 1))
+        return token, float(log_p[token])
 
     async def generate(
         self,
@@ -166,9 +247,9 @@ class HFGenerateServer:
         if image_data or video_data:
             raise NotImplementedError(f"{ROLLOUT_NAME} rollout is text-only (request {request_id} has media)")
         prompt_ids = list(prompt_ids)
+        self._max_new_tokens(len(prompt_ids), sampling_params)  # a prompt too long fails alone, before batching
         seed = self.request_seed(request_id, prompt_ids)
-        async with self._lock:  # one sequence at a time: torch on 2 CPU cores gains nothing from threads
-            return await asyncio.to_thread(self._generate_sync, prompt_ids, dict(sampling_params), seed)
+        return await self._batcher.submit(_Request(prompt_ids, dict(sampling_params), seed))
 
     # -- weight sync -----------------------------------------------------------------------------
     async def update_weights(self, named_tensors: dict[str, torch.Tensor], global_steps: Optional[int] = None) -> int:
@@ -183,11 +264,16 @@ class HFGenerateServer:
                     state[name].copy_(tensor.to(state[name].dtype))
             self.weight_version += 1
             if global_steps is not None:
-                self.global_steps = int(global_steps)
+                self._set_global_steps(int(global_steps))
         return len(named_tensors)
 
     async def set_global_steps(self, global_steps: int):
-        self.global_steps = int(global_steps)
+        self._set_global_steps(int(global_steps))
+
+    def _set_global_steps(self, global_steps: int) -> None:
+        if global_steps != self.global_steps:
+            self._occurrences.clear()  # the step is part of every key: the old counts can never match again
+        self.global_steps = global_steps
 
     def stats(self) -> dict[str, int]:
         """How many weight updates were loaded, and the weights' training step."""

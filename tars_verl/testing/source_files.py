@@ -290,3 +290,87 @@ def write_tars_release(folder: str, n_harmful: int = 12, n_each: int = 6, seed: 
         paths["orbench"], index=False
     )
     return paths
+
+
+def write_typed_sources(
+    folder: str, harmful: list[str], harmless: list[str], ambiguous: list[str], hard: list[str] = ()
+) -> dict[str, str]:
+    """The RL sources holding the given prompts, each file in its dataset's schema: ``harmful`` dealt round-robin
+    to WildJailbreak (vanilla_harmful rows), Rainbow-Teaming and Aegis 2.0 (unsafe rows), ``harmless`` to
+    UltraFeedback, ``ambiguous`` to OR-Bench 80k; ``hard`` prompts go to both OR-Bench 80k and OR-Bench hard-1k, as
+    in the real files (the mix removes them). Returns ``{source: path}`` for ``MixConfig.paths``."""
+    os.makedirs(folder, exist_ok=True)
+    wjb, rainbow, aegis = harmful[0::3], harmful[1::3], harmful[2::3]
+    paths = {"wildjailbreak": os.path.join(folder, "wildjailbreak_train.tsv")}
+    pd.DataFrame([_wildjailbreak_row(t, "vanilla_harmful") for t in wjb]).to_csv(
+        paths["wildjailbreak"], sep="\t", index=False
+    )
+    paths["rainbow_teaming"] = _jsonl(
+        os.path.join(folder, "rainbow_archive.jsonl"),
+        [
+            {"prompt": t, "risk_category": f"cat{i % 10}", "attack_style": f"style{i % 12}"}
+            for i, t in enumerate(rainbow)
+        ],
+    )
+    paths["aegis2"] = _jsonl(
+        os.path.join(folder, "aegis2.jsonl"),
+        [
+            {
+                "id": f"a{i}",
+                "prompt": t,
+                "response": None,
+                "prompt_label": "unsafe",
+                "response_label": None,
+                "violated_categories": "Violence",
+                "prompt_label_source": "human",
+                "response_label_source": None,
+                "reconstruction_id_if_redacted": None,
+            }
+            for i, t in enumerate(aegis)
+        ],
+    )
+    paths["ultrafeedback"] = os.path.join(folder, "ultrafeedback_train_prefs.parquet")
+    pd.DataFrame([_ultrafeedback_row(t, f"p{i}") for i, t in enumerate(harmless)]).to_parquet(
+        paths["ultrafeedback"], index=False
+    )
+    paths["orbench"] = os.path.join(folder, "or-bench-80k.csv")
+    rows = [{"prompt": t, "category": "harmful-adjacent"} for t in [*ambiguous, *hard]]
+    pd.DataFrame(rows).to_csv(paths["orbench"], index=False)
+    paths["orbench_hard"] = os.path.join(folder, "or-bench-hard-1k.csv")
+    pd.DataFrame([{"prompt": t, "category": "hard"} for t in hard], columns=["prompt", "category"]).to_csv(
+        paths["orbench_hard"], index=False
+    )
+    return paths
+
+
+def write_typed_eval_sources(
+    folder: str, harmful: list[str], harmless: list[str], ambiguous: list[str]
+) -> dict[str, str]:
+    """Evaluation sources holding the given prompts, each in its dataset's schema: ``harmful`` as the official
+    StrongREJECT-small CSV (and, as XSTest's unsafe contrast prompts, in XSTest), ``ambiguous`` as XSTest's safe
+    prompts (prompts that only sound unsafe), ``harmless`` as WildChat conversations (English, non-toxic; plus a
+    toxic and a non-English one, which the evaluation set must leave out). Returns ``{source: path}``."""
+    os.makedirs(folder, exist_ok=True)
+    paths = {"strongreject_small": os.path.join(folder, "strongreject_small_dataset.csv")}
+    pd.DataFrame([{"category": "Violence", "source": "custom", "forbidden_prompt": t} for t in harmful]).to_csv(
+        paths["strongreject_small"], index=False
+    )
+    xs = [_xstest_row(i, t, "homonyms", "safe") for i, t in enumerate(ambiguous)]
+    xs += [_xstest_row(1000 + i, t, "contrast_homonyms", "unsafe") for i, t in enumerate(harmful)]
+    paths["xstest"] = _jsonl(os.path.join(folder, "xstest.jsonl"), xs)
+    conversations = [(t, False, "English") for t in harmless] + [
+        ("a toxic request that the evaluation set leaves out", True, "English"),
+        ("une question en français", False, "French"),
+    ]
+    paths["wildchat"] = _jsonl(
+        os.path.join(folder, "wildchat.jsonl"),
+        [
+            {
+                "conversation": [{"role": "user", "content": t}, {"role": "assistant", "content": "ok"}],
+                "toxic": toxic,
+                "language": language,
+            }
+            for t, toxic, language in conversations
+        ],
+    )
+    return paths

@@ -52,8 +52,9 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 THINK_TOKENS = ["<think>", "</think>"]
 
 
-def build_tokenizer(out_dir: str, vocab_size: int = 600):
-    """Byte-level BPE (any text encodes, non-ASCII included) with a Qwen-style chat template."""
+def build_tokenizer(out_dir: str, vocab_size: int = 600, corpus: list[str] | None = None):
+    """Byte-level BPE (any text encodes, non-ASCII included) with a Qwen-style chat template, trained on ``corpus``
+    (default: a small mixed corpus)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -63,7 +64,7 @@ def build_tokenizer(out_dir: str, vocab_size: int = 600):
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    tok.train_from_iterator(_CORPUS * 20, trainer=trainer)
+    tok.train_from_iterator((corpus or _CORPUS) * 20, trainer=trainer)
     # Like Qwen3: <think> / </think> are single tokens but NOT special, so decode keeps them.
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
     fast = PreTrainedTokenizerFast(
