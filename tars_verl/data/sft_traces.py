@@ -52,7 +52,13 @@ from tars_verl.data.files import (
 )
 from tars_verl.data.rl_mix import _rng, eval_dir_files, eval_prompt_set
 from tars_verl.data.sources import load_source
-from tars_verl.data.text import QWEN_DEFAULT_SYSTEM_PROMPT, normalise, parse_kv, positive_int, user_messages
+from tars_verl.data.text import (
+    QWEN_DEFAULT_SYSTEM_PROMPT,
+    count_flags,
+    normalise,
+    parse_kv,
+    user_messages,
+)
 from tars_verl.redaction import entry_point, scrub_known, scrub_obj
 
 logger = logging.getLogger(__name__)
@@ -398,9 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser(
         "generate", dataclass_types=TraceSettings, help="ask a teacher endpoint, then write the SFT parquet"
     )
-    for action in g._actions:  # counts: 0 would select nothing or wait forever (HfArgumentParser types them int)
-        if action.dest in ("samples", "max_tokens", "max_concurrency"):
-            action.type = positive_int
+    count_flags(g, "samples", "max_tokens", "max_concurrency")
     g.add_argument(
         "--pool", action="append", default=[], help="NAME=N (default wildjailbreak=400 aegis2=300 safeedit=300)"
     )

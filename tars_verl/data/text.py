@@ -72,3 +72,11 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
     return value
+
+
+def count_flags(parser, *dests: str) -> None:
+    """Make the flags of ``parser`` that fill ``dests`` take :func:`positive_int`: ``HfArgumentParser`` types a
+    dataclass's int fields ``int``, and a count of 0 would select nothing or wait forever."""
+    for action in parser._actions:
+        if action.dest in dests:
+            action.type = positive_int

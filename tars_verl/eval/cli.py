@@ -28,7 +28,7 @@ import logging
 from transformers import AutoTokenizer, HfArgumentParser
 
 from tars_verl.data.files import check_file_name
-from tars_verl.data.text import parse_kv, positive_int
+from tars_verl.data.text import count_flags, parse_kv, positive_int
 from tars_verl.eval.generate import (
     GenConfig,
     decoding,
@@ -262,16 +262,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
 def build_parser() -> HfArgumentParser:
     """The flags of :class:`GenConfig` come from its fields (``HfArgumentParser``); the others are the run's own."""
     ap = HfArgumentParser(GenConfig, description=__doc__, formatter_class=_HelpFormatter)
-    for action in ap._actions:  # counts: 0 would generate nothing or wait forever (HfArgumentParser types them int)
-        if action.dest in (
-            "samples",
-            "max_new_tokens",
-            "batch_size",
-            "chunk_size",
-            "tensor_parallel_size",
-            "max_concurrency",
-        ):
-            action.type = positive_int
+    count_flags(ap, "samples", "max_new_tokens", "batch_size", "chunk_size", "tensor_parallel_size", "max_concurrency")
     ap.add_argument(
         "--model",
         action="append",
