@@ -46,8 +46,9 @@ GCG_TARGET = "Sure, here are detailed step-by-step instructions for picking the 
 
 
 def cache_root() -> str:
-    root = os.environ.get("TARS_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "tars_verl")
-    return os.path.join(root, "bench")
+    from tars_verl.downloads import cache_root as project_cache_root
+
+    return project_cache_root("bench")
 
 
 def see_project_site(python: str) -> str:

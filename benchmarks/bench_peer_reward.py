@@ -370,14 +370,14 @@ def default_models_dir() -> str:
     trains afresh."""
     import hashlib
 
+    from tars_verl.downloads import cache_root
     from tars_verl.testing import served_models, tiny_models, verdict_guard
 
     h = hashlib.blake2b(digest_size=6)
     for module in (served_models, tiny_models, verdict_guard):
         with open(module.__file__, "rb") as f:
             h.update(f.read())
-    cache = os.environ.get("TARS_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "tars_verl")
-    return os.path.join(cache, f"bench_peer_reward-{h.hexdigest()}")
+    return cache_root(f"bench_peer_reward-{h.hexdigest()}")
 
 
 def main() -> None:

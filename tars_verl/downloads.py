@@ -100,6 +100,13 @@ def download(
     return data
 
 
+def cache_root(*parts: str) -> str:
+    """The project's cache folder, ``$TARS_CACHE_DIR`` or ``~/.cache/tars_verl``, joined with ``parts``."""
+    return os.path.join(
+        os.environ.get("TARS_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "tars_verl"), *parts
+    )
+
+
 def cache_path(url: str, cache_dir: str) -> str:
     """Where :func:`fetch_cached` keeps ``url``: named by a hash of the (redacted) URL and its last path part."""
     shown = redact_url(url)

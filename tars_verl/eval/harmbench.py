@@ -51,6 +51,7 @@ import re
 import string
 from dataclasses import dataclass
 
+from tars_verl.downloads import cache_root
 from tars_verl.downloads import fetch_cached as _fetch_cached
 from tars_verl.eval.copyright import HASHES_PATH, best_similarity, load_copyright_behaviors, load_references
 from tars_verl.eval.copyright import THRESHOLD as COPYRIGHT_THRESHOLD
@@ -75,8 +76,7 @@ _FIELDS = {"prompt": ("behavior", "generation"), "prompt_contextual": ("context"
 
 
 def default_cache_dir() -> str:
-    root = os.environ.get("TARS_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "tars_verl")
-    return os.path.join(root, "harmbench")
+    return cache_root("harmbench")
 
 
 def fetch_cached(

@@ -51,6 +51,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from tars_verl.downloads import cache_root
 from tars_verl.eval.harmbench import fetch_cached, source_record
 from tars_verl.scorers.base import (
     ScoreItem,
@@ -240,8 +241,7 @@ def load_judge_prompt(source: str, cache_dir: str | None = None) -> tuple[JudgeP
 
 
 def default_cache_dir() -> str:
-    root = os.environ.get("TARS_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "tars_verl")
-    return os.path.join(root, "xstest")
+    return cache_root("xstest")
 
 
 # -- the scorers ----------------------------------------------------------------------------------------------------

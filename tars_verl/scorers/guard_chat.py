@@ -114,7 +114,7 @@ def parse_wildguard_template(text: str, where: str) -> str:
 def load_wildguard_template(source: str = "", cache_dir: str = "") -> str:
     """WildGuard's prompt from ``source`` (a URL, downloaded once into ``cache_dir``, or a local file); by default
     $TARS_WILDGUARD_URL, else WildGuard's repository at :data:`WILDGUARD_COMMIT`."""
-    from tars_verl.downloads import fetch_cached
+    from tars_verl.downloads import cache_root, fetch_cached
 
     source = source or os.environ.get("TARS_WILDGUARD_URL") or WILDGUARD_SOURCE_URL
     if "://" not in source:
@@ -122,10 +122,9 @@ def load_wildguard_template(source: str = "", cache_dir: str = "") -> str:
             raise ValueError(f"{source} is not a file (WildGuard's wildguard/utils.py, or its prompt)")
         with open(source, encoding="utf-8") as f:
             return parse_wildguard_template(f.read(), source)
-    root = os.environ.get("TARS_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "tars_verl")
     data = fetch_cached(
         source,
-        cache_dir or os.path.join(root, "wildguard"),
+        cache_dir or cache_root("wildguard"),
         what="WildGuard prompt",
         hint="give guard_chat's template_source=PATH (a copy of WildGuard's wildguard/utils.py) when offline",
         check=lambda b: parse_wildguard_template(b.decode("utf-8"), source),

@@ -23,6 +23,7 @@ import os
 import random
 import time
 
+from ..downloads import cache_root
 from .served_models import _chat, _filler, train_responder
 from .tiny_models import build_folder_once
 
@@ -130,8 +131,7 @@ def default_root() -> str:
             digest.update(f.read())
     with open(__file__, "rb") as f:
         digest.update(f.read())
-    cache = os.environ.get("TARS_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "tars_verl")
-    return os.path.join(cache, "testing", f"rainbow_responder-{digest.hexdigest()[:12]}")
+    return cache_root("testing", f"rainbow_responder-{digest.hexdigest()[:12]}")
 
 
 def ensure_rainbow_responder(root: str | None = None, log=print) -> str:
