@@ -32,12 +32,22 @@ with ScorerServer() as srv:
         results = loop.run_until_complete(scorer.score(items))
         del scorer
         gc.collect()
+    elif mode == "dropped_in_another_loop":  # collected while another loop runs in this thread (a later asyncio.run)
+        loop = asyncio.new_event_loop()
+        results = loop.run_until_complete(scorer.score(items))
+
+        async def drop():
+            global scorer
+            del scorer
+            gc.collect()
+
+        asyncio.run(drop())
     assert len(results) == 2, results
     print("scored", len(srv.requests))
 """
 
 
-@pytest.mark.parametrize("mode", ["verl_loop", "asyncio_run", "dropped"])
+@pytest.mark.parametrize("mode", ["verl_loop", "asyncio_run", "dropped", "dropped_in_another_loop"])
 def test_a_session_nobody_closed_is_closed_without_an_unclosed_session_report(mode, tmp_path):
     script = tmp_path / "use_scorer.py"
     script.write_text(SCRIPT)
@@ -48,6 +58,7 @@ def test_a_session_nobody_closed_is_closed_without_an_unclosed_session_report(mo
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "scored" in proc.stdout
     assert "Unclosed" not in proc.stderr, proc.stderr[-3000:]  # "Unclosed client session" / "Unclosed connector"
+    assert "never awaited" not in proc.stderr, proc.stderr[-3000:]  # a close coroutine made and dropped
 
 
 def test_the_managers_aclose_closes_its_sessions_and_stops_its_batchers(tiny_dir, server):

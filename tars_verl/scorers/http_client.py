@@ -334,24 +334,50 @@ def _close_sessions(per_loop: dict, loops: dict, lock: threading.Lock, where: st
         if session.closed:
             continue
         try:
-            if loop is None or loop.is_closed():
-                # Its loop is gone (asyncio.run returned): aiohttp marks such a session closed without touching
-                # that loop, so a short-lived loop of our own can run the close.
-                temporary = asyncio.new_event_loop()
-                try:
-                    temporary.run_until_complete(session.close())
-                finally:
-                    temporary.close()
-            elif loop is current:
+            if loop is not None and loop is current:
                 loop.create_task(session.close())
-            elif loop.is_running():
+            elif loop is not None and not loop.is_closed() and loop.is_running():
                 asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout_s)
             else:
-                loop.run_until_complete(session.close())
+                # An idle loop is run until the session is closed; a closed one's session (asyncio.run returned:
+                # aiohttp marks it closed without touching that loop) is closed in a short-lived loop of our own.
+                # Either runs in a thread of its own when a loop runs in this one (a loop cannot be run from inside
+                # another), and the close coroutine is made only where it is run: none is left un-awaited.
+                _run_blocking(session.close, loop if loop is not None and not loop.is_closed() else None, current)
             closed += 1
         except Exception as err:  # noqa: BLE001 - at exit or in a finaliser: report and go on with the others
             logger.warning("could not close the HTTP session of %s: %s", where, err)
     return closed
+
+
+def _run_blocking(make_coro, loop: asyncio.AbstractEventLoop | None, current: asyncio.AbstractEventLoop | None) -> None:
+    """Run ``make_coro()`` to completion in ``loop`` (or a temporary loop when None), from a helper thread when
+    ``current`` (a loop running in this thread) would forbid running another here."""
+
+    def run() -> None:
+        own = loop or asyncio.new_event_loop()
+        try:
+            own.run_until_complete(make_coro())
+        finally:
+            if loop is None:
+                own.close()
+
+    if current is None:
+        run()
+        return
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run()
+        except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(err)
+
+    thread = threading.Thread(target=target, name="tars-close-http-session", daemon=True)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
 
 
 def _describe(value: Any) -> str:
