@@ -289,6 +289,11 @@ def append_jsonl(log, record: dict) -> None:
     log.write(json.dumps(scrub_known_obj(record), ensure_ascii=False) + "\n")
 
 
+def append_jsonl_many(log, records: list[dict]) -> None:
+    """:func:`append_jsonl` for several records, in one write (whole lines only; the caller flushes)."""
+    log.write("".join(json.dumps(scrub_known_obj(r), ensure_ascii=False) + "\n" for r in records))
+
+
 def _atomic(path: str, write) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)

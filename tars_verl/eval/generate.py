@@ -48,10 +48,18 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from tqdm.auto import tqdm
 
-from tars_verl.data.files import append_jsonl, check_file_name, read_done, read_json_file, write_json_atomic
+from tars_verl.data.files import (
+    append_jsonl,
+    append_jsonl_many,
+    check_file_name,
+    read_done,
+    read_json_file,
+    write_json_atomic,
+)
 from tars_verl.eval.prompts import EvalPrompt
 from tars_verl.redaction import redact_url
 
@@ -199,13 +207,31 @@ def _hub_commit(model_id: str) -> str:
     )
 
 
+_FINGERPRINTS: dict[tuple, dict] = {}  # model_fingerprint's results in this process, by the files' stat
+
+
 def model_fingerprint(model_path: str, backend: str) -> dict:
     """The weights' identity: a local folder by its config / tokenizer files (content) and weight files
-    (name, size, mtime); a hub id by its commit (which fixes every file); an endpoint by URL + model."""
+    (name, size, mtime); a hub id by its commit (which fixes every file); an endpoint by URL + model.
+
+    Computed once per model and process (an evaluation asks for it per set and attack): a local folder's is reused
+    while no file in it changed name, size or mtime; a hub id's commit is resolved once."""
     if backend == "openai":
         return {"kind": "endpoint", "model": model_path}
     if not os.path.isdir(model_path):
-        return {"kind": "hub", "model": model_path, "commit": _hub_commit(model_path)}
+        key = ("hub", model_path)
+        if key not in _FINGERPRINTS:
+            _FINGERPRINTS[key] = {"kind": "hub", "model": model_path, "commit": _hub_commit(model_path)}
+        return dict(_FINGERPRINTS[key])
+    with os.scandir(model_path) as entries:
+        stats = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries if e.is_file())
+    key = ("local", os.path.abspath(model_path), tuple(stats))
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = _folder_fingerprint(model_path)
+    return dict(_FINGERPRINTS[key])
+
+
+def _folder_fingerprint(model_path: str) -> dict:
     folder, kind = model_path, "local"
     h = hashlib.sha256()
     for name in _HASHED_FILES:
@@ -314,7 +340,8 @@ class VLLMGenerator:
     def generate(self, texts: list[str], seeds: list[int]) -> list[str]:
         """One ``generate`` over the whole chunk; each request has its own seed. The rendered chat
         template already holds the BOS token: pass token ids so that vLLM does not add another."""
-        prompts = [{"prompt_token_ids": self.tokenizer(t, add_special_tokens=False)["input_ids"]} for t in texts]
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]  # one batched call (fast tokenizer)
+        prompts = [{"prompt_token_ids": row} for row in ids]
         outputs = self.llm.generate(prompts, [self.params(s) for s in seeds], use_tqdm=False)
         return [o.outputs[0].text for o in outputs]
 
@@ -466,6 +493,19 @@ def run_key(model_path: str, cfg: GenConfig) -> tuple[str, dict]:
     return _sha(json.dumps({"fingerprint": meta["fingerprint"], "settings": meta["settings"]}, sort_keys=True)), meta
 
 
+_TOKENIZERS: dict[tuple, Any] = {}
+
+
+def _tokenizer(model_path: str):
+    """The model's tokenizer, loaded once per model folder (or hub id) and fingerprint in this process."""
+    key = (model_path, json.dumps(model_fingerprint(model_path, "hf"), sort_keys=True))
+    if key not in _TOKENIZERS:
+        from transformers import AutoTokenizer
+
+        _TOKENIZERS[key] = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
+    return _TOKENIZERS[key]
+
+
 def prompt_sha(text: str) -> str:
     """The identity of a rendered prompt (``prompt_sha`` of a cached generation)."""
     return _sha(text)
@@ -490,13 +530,17 @@ def generate_for_model(
     done = _check_cache(path, meta_path, read_done(path), key, meta, regenerate)
     write_json_atomic({**meta, "gen_key": key}, meta_path)
 
+    generator = None
     if backend == "openai":  # the server renders the chat template: the messages are the prompt
         texts = {p.prompt_id: json.dumps(p.messages, ensure_ascii=False, sort_keys=True) for p in prompts}
     else:
-        # The prompt text needs the model's chat template: the tokenizer alone is cheap to load.
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
+        if not done:
+            # Nothing cached: every prompt is generated, so the engine is needed anyway and its own tokenizer
+            # renders the chat template (no second tokenizer load).
+            generator = make_generator(model_path, cfg)
+            tok = generator.tokenizer
+        else:  # only the tokenizer, to tell which cached generations still match their prompt text
+            tok = _tokenizer(model_path)
         texts = {p.prompt_id: render(tok, p, cfg.prefill_think) for p in prompts}
     shas = {pid: _sha(t) for pid, t in texts.items()}
     todo = [
@@ -513,8 +557,10 @@ def generate_for_model(
             n_changed,
         )
     if not todo:
+        if generator is not None:
+            generator.close()
         return done
-    generator = make_generator(model_path, cfg)
+    generator = generator or make_generator(model_path, cfg)
     bar = tqdm(total=len(todo), desc=f"generating ({model_name})", disable=None)
 
     def record(p: EvalPrompt, k: int, text: str, seed: int) -> dict:
@@ -555,8 +601,9 @@ def generate_for_model(
                     )
                     continue
                 outputs = generator.generate([texts[p.prompt_id] for p, _ in chunk], seeds)
-                for (p, k), text, seed in zip(chunk, outputs, seeds):
-                    write(record(p, k, text, seed))
+                records = [record(p, k, text, seed) for (p, k), text, seed in zip(chunk, outputs, seeds)]
+                append_jsonl_many(log, records)  # one write per chunk
+                done.update(((rec["prompt_id"], rec["sample_idx"]), rec) for rec in records)
                 log.flush()
                 bar.update(len(chunk))
     finally:
