@@ -4,6 +4,7 @@
     bash scripts/demo.sh --lam 1.0               # the paper's ablation: harmful prompts only
     bash scripts/demo.sh --reward-only           # the older demo: score fixed responses through the reward loop
     python -m tars_verl.learning_demo --out runs/demo --seed 1 --steps 16
+    python -m tars_verl.learning_demo --out runs/demo_seeds --seeds 0 1 2 3 4   # + seeds.md: mean and worst seed
 
 Each stage is the one a user runs on GPUs, with tiny settings (see ``docs/demo.md``):
 
@@ -33,6 +34,7 @@ import time
 
 import pandas as pd
 
+from tars_verl.data.files import read_json_file, write_text_atomic
 from tars_verl.reward.prompt_type import PROMPT_TYPES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -369,6 +371,54 @@ def report(summary: dict, table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seeds_table(summaries: list[dict]) -> str:
+    """Markdown: per seed, the before -> after figures the demo promises, then mean and worst over the seeds.
+
+    >>> one = {"seed": 0, "lam": 0.5, "seconds": 600.0, "train": {"reward_first": 0.4, "reward_last": 0.6},
+    ...        "eval": {m: {t: {"refusal": r, "compliance": 1 - r, "format": 1.0} for t in ("harmful", "harmless",
+    ...        "ambiguous")} for m, r in (("before", 0.1), ("after", 0.5))}}
+    >>> print(seeds_table([one]).splitlines()[2])
+    | 0 | 0.10 -> 0.50 (+0.40) | 0.90 -> 0.50 (-0.40) | 0.90 -> 0.50 (-0.40) | 1.00 | 0.40 -> 0.60 (+0.20) | 600 |
+    """
+    columns = [  # (header, model-level getter)
+        ("refusal, harmful", lambda ev, m: ev[m]["harmful"]["refusal"]),
+        ("compliance, harmless", lambda ev, m: ev[m]["harmless"]["compliance"]),
+        ("compliance, ambiguous", lambda ev, m: ev[m]["ambiguous"]["compliance"]),
+    ]
+    lines = [
+        "| seed | "
+        + " | ".join(f"{h} (before -> after)" for h, _ in columns)
+        + " | format after (min over types) | mean training reward (first -> last 3 steps) | seconds |",
+        "|---" * (len(columns) + 4) + "|",
+    ]
+    deltas: list[list[float]] = []
+    for s in summaries:
+        ev, tr = s["eval"], s["train"]
+        row, d = [], []
+        for _, get in columns:
+            b, a = get(ev, "before"), get(ev, "after")
+            row.append(f"{b:.2f} -> {a:.2f} ({a - b:+.2f})")
+            d.append(a - b)
+        fmt = min(ev["after"][t]["format"] for t in PROMPT_TYPES)
+        rise = tr["reward_last"] - tr["reward_first"]
+        d += [fmt, rise]
+        deltas.append(d)
+        lines.append(
+            f"| {s['seed']} | " + " | ".join(row) + f" | {fmt:.2f} | {tr['reward_first']:.2f} -> "
+            f"{tr['reward_last']:.2f} ({rise:+.2f}) | {s['seconds']:.0f} |"
+        )
+    if len(summaries) > 1:
+        mean = [sum(col) / len(col) for col in zip(*deltas)]
+        worst = [min(col) for col in zip(*deltas)]
+        for name, v in (("mean", mean), ("worst", worst)):
+            lines.append(
+                f"| {name} | "
+                + " | ".join(f"{x:+.2f}" for x in v[: len(columns)])
+                + f" | {v[-2]:.2f} | {v[-1]:+.2f} | |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -376,7 +426,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="runs/demo", help="run folder (replaced as a whole when the run completes)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lam", type=float, default=0.5, help="share of harmful prompts in the RL mix (paper: 0.5)")
-    ap.add_argument("--steps", type=int, default=25, help="GRPO steps")
+    ap.add_argument("--steps", type=int, default=40, help="GRPO steps")
     ap.add_argument("--batch", type=int, default=24, help="prompts per GRPO step")
     ap.add_argument("--rollouts", type=int, default=4, help="samples per prompt (the GRPO group)")
     ap.add_argument("--lr", type=float, default=5e-4, help="GRPO learning rate")
@@ -390,9 +440,48 @@ def main(argv: list[str] | None = None) -> dict:
     # GRPO needs (measured: at 5e-3 the warm start refused 80% of harmless prompts and GRPO collapsed in one step).
     ap.add_argument("--sft-lr", type=float, default=1e-4)
     ap.add_argument("--eval-samples", type=int, default=2, help="samples per evaluation prompt")
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="run each seed into <out>/seed_<N> (a seed with a finished run is kept: rerun to resume) and write "
+        "<out>/seeds.md, the per-seed table with mean and worst (docs/demo.md's measurement)",
+    )
     args = ap.parse_args(argv)
     if not 0.0 <= args.lam <= 1.0:
         ap.error(f"--lam {args.lam} is outside [0, 1]")
+    if args.seeds:
+        return run_seeds(args)
+    return run(args)
+
+
+def run_seeds(args) -> dict:
+    """``run`` for each of ``args.seeds``; returns {seed: summary} and writes ``<out>/seeds.md``."""
+    out = os.path.abspath(args.out)
+    summaries = {}
+    for seed in args.seeds:
+        folder = os.path.join(out, f"seed_{seed}")
+        done = os.path.join(folder, "summary.json")
+        if os.path.exists(done):  # a finished seed (its folder is only ever written whole)
+            summaries[seed] = read_json_file(done, "demo summary")
+            kept = {k: summaries[seed].get(k) for k in ("lam", "steps")}
+            if kept != {"lam": args.lam, "steps": args.steps}:
+                raise SystemExit(
+                    f"[demo] {done}: a finished run with {kept}, not lambda {args.lam} and {args.steps} steps: "
+                    "use another --out (or delete that folder to run it again)"
+                )
+            print(f"[demo] seed {seed}: kept the finished run in {folder}", flush=True)
+            continue
+        summaries[seed] = run(argparse.Namespace(**{**vars(args), "seed": seed, "out": folder, "seeds": None}))
+    text = f"# TARS in miniature: lambda {args.lam}, {args.steps} GRPO steps, seeds {args.seeds}\n\n"
+    text += seeds_table([summaries[s] for s in args.seeds])
+    write_text_atomic(text, os.path.join(out, "seeds.md"))
+    print(text)
+    return summaries
+
+
+def run(args) -> dict:
+    """One demo run (one seed) into ``args.out``; returns its summary."""
     start = time.time()
     out = os.path.abspath(args.out)
     work = f"{out}.partial"
