@@ -86,6 +86,24 @@ def format_step(step: int, s: dict[str, float]) -> str:
     return "  |  ".join(parts)
 
 
+VAL_SIZE = 4  # the mix's validation prompts (validation is off: verl only needs the file)
+
+
+def mix_total(wanted: int, lam: float, harmful: int, others: int) -> int:
+    """The RL mix's size: ``wanted``, or fewer when one side's share (``lam`` harmful, the rest harmless and
+    ambiguous) would need more prompts than the tiny world has on that side (``--lam 1.0``: every prompt harmful).
+    GRPO cycles through the mix, so its size changes how often a prompt recurs, not what is learned.
+
+    >>> mix_total(240, 0.5, 224, 448), mix_total(240, 1.0, 224, 448), mix_total(240, 0.0, 224, 100)
+    (240, 219, 95)
+    """
+    caps = [wanted]
+    for share, pool in ((lam, harmful), (1.0 - lam, others)):
+        if share > 0:
+            caps.append(int(pool / share) - VAL_SIZE - 1)  # -1: the mix rounds each side's count up
+    return min(caps)
+
+
 # -- stage 1: data ---------------------------------------------------------------------------------------------
 def prepare(work: str, seed: int, lam: float, args) -> dict[str, str]:
     from tars_verl.data.eval_sets import build_eval_sets
@@ -98,8 +116,9 @@ def prepare(work: str, seed: int, lam: float, args) -> dict[str, str]:
     sources = write_typed_sources(os.path.join(work, "src"), rl["harmful"], rl["harmless"], rl["ambiguous"])
     # write_typed_sources deals the harmful prompts round-robin to these three sources: all of them are the pool.
     pools = {name: len(rl["harmful"][k::3]) for k, name in enumerate(("wildjailbreak", "rainbow_teaming", "aegis2"))}
+    total = mix_total(args.mix_size, lam, len(rl["harmful"]), len(rl["harmless"]) + len(rl["ambiguous"]))
     write_mixes(
-        MixConfig(lams=[lam], total=args.mix_size, val_size=4, paths=sources, pools=pools, seed=seed),
+        MixConfig(lams=[lam], total=total, val_size=VAL_SIZE, paths=sources, pools=pools, seed=seed),
         os.path.join(work, "mix"),
     )
     rows = sft_rows(sft)
