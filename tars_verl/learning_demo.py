@@ -443,7 +443,8 @@ def main(argv: list[str] | None = None) -> dict:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--out", default="runs/demo", help="run folder (replaced as a whole when the run completes)")
-    ap.add_argument("--seed", type=int, default=0)
+    # Seed 1: seed 0's warm start barely reasons on held-out phrasings, and its GRPO runs differ widely (docs/demo.md).
+    ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--lam", type=float, default=0.5, help="share of harmful prompts in the RL mix (paper: 0.5)")
     ap.add_argument("--steps", type=int, default=40, help="GRPO steps")
     ap.add_argument("--batch", type=int, default=24, help="prompts per GRPO step")
