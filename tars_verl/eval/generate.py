@@ -538,7 +538,7 @@ def generate_for_model(
             # Nothing cached: every prompt is generated, so the engine is needed anyway and its own tokenizer
             # renders the chat template (no second tokenizer load).
             generator = make_generator(model_path, cfg)
-            tok = generator.tokenizer
+            tok = getattr(generator, "tokenizer", None) or _tokenizer(model_path)  # a generator may have none
         else:  # only the tokenizer, to tell which cached generations still match their prompt text
             tok = _tokenizer(model_path)
         texts = {p.prompt_id: render(tok, p, cfg.prefill_think) for p in prompts}
