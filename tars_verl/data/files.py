@@ -286,7 +286,7 @@ def _write_json(obj: Any, path: str, data: bool = False) -> None:
 
 def append_jsonl(log, record: dict) -> None:
     """Append one record to an open append-only JSONL log (registered secrets scrubbed; the caller flushes)."""
-    log.write(json.dumps(scrub_known_obj(record), ensure_ascii=False) + "\n")
+    append_jsonl_many(log, [record])
 
 
 def append_jsonl_many(log, records: list[dict]) -> None:

@@ -53,7 +53,6 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from tars_verl.data.files import (
-    append_jsonl,
     append_jsonl_many,
     check_file_name,
     read_done,
@@ -578,9 +577,9 @@ def generate_for_model(
     try:
         with open(path, "a") as log:
 
-            def write(rec: dict) -> None:
-                append_jsonl(log, rec)  # a generation that echoes a registered secret is written without it
-                done[(rec["prompt_id"], rec["sample_idx"])] = rec
+            def write(*recs: dict) -> None:
+                append_jsonl_many(log, list(recs))  # one write; a generation echoing a registered secret is scrubbed
+                done.update(((rec["prompt_id"], rec["sample_idx"]), rec) for rec in recs)
 
             step = cfg.batch_size if backend == "hf" else cfg.chunk_size
             for start in range(0, len(todo), step):
@@ -601,9 +600,7 @@ def generate_for_model(
                     )
                     continue
                 outputs = generator.generate([texts[p.prompt_id] for p, _ in chunk], seeds)
-                records = [record(p, k, text, seed) for (p, k), text, seed in zip(chunk, outputs, seeds)]
-                append_jsonl_many(log, records)  # one write per chunk
-                done.update(((rec["prompt_id"], rec["sample_idx"]), rec) for rec in records)
+                write(*(record(p, k, text, seed) for (p, k), text, seed in zip(chunk, outputs, seeds)))  # one per chunk
                 log.flush()
                 bar.update(len(chunk))
     finally:

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import os
@@ -334,16 +335,17 @@ def _close_sessions(per_loop: dict, loops: dict, lock: threading.Lock, where: st
         if session.closed:
             continue
         try:
-            if loop is not None and loop is current:
-                loop.create_task(session.close())
-            elif loop is not None and not loop.is_closed() and loop.is_running():
-                asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout_s)
+            live = loop if loop is not None and not loop.is_closed() else None
+            if live is not None and live is current:
+                live.create_task(session.close())
+            elif live is not None and live.is_running():
+                asyncio.run_coroutine_threadsafe(session.close(), live).result(timeout_s)
             else:
                 # An idle loop is run until the session is closed; a closed one's session (asyncio.run returned:
                 # aiohttp marks it closed without touching that loop) is closed in a short-lived loop of our own.
                 # Either runs in a thread of its own when a loop runs in this one (a loop cannot be run from inside
                 # another), and the close coroutine is made only where it is run: none is left un-awaited.
-                _run_blocking(session.close, loop if loop is not None and not loop.is_closed() else None, current)
+                _run_blocking(session.close, live, current)
             closed += 1
         except Exception as err:  # noqa: BLE001 - at exit or in a finaliser: report and go on with the others
             logger.warning("could not close the HTTP session of %s: %s", where, err)
@@ -364,20 +366,9 @@ def _run_blocking(make_coro, loop: asyncio.AbstractEventLoop | None, current: as
 
     if current is None:
         run()
-        return
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            run()
-        except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
-            errors.append(err)
-
-    thread = threading.Thread(target=target, name="tars-close-http-session", daemon=True)
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tars-close-http-session") as pool:
+            pool.submit(run).result()  # re-raises here what the close raised there
 
 
 def _describe(value: Any) -> str:
